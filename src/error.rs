@@ -1,0 +1,319 @@
+//! One error type for the whole crate, with Python's exceptions as its kinds.
+//!
+//! mio returns bare `io::Error` because it is thin; we are not. A user must tell a clean EOF from a
+//! corrupt length from a closed handle without parsing strings, so every failure carries an
+//! [`ErrorKind`], a message in CPython's wording where CPython has one (so one string greps in both
+//! languages), and the underlying error as [`source`](std::error::Error::source).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::io;
+
+/// The result type of every fallible multiproc call.
+///
+/// # Examples
+/// ```
+/// fn roundtrip() -> multiproc::Result<String> {
+///     let (mut a, mut b) = multiproc::Pipe::new()?;
+///     a.send(&"hi")?;
+///     b.recv()
+/// }
+/// assert_eq!(roundtrip().unwrap(), "hi");
+/// ```
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, in Python's terms.
+///
+/// Matching on a kind is the stable way to handle errors; the message text may gain detail.
+///
+/// # Examples
+/// ```
+/// # fn main() -> multiproc::Result<()> {
+/// use multiproc::{ErrorKind, Pipe};
+/// let (mut a, b) = Pipe::new()?;
+/// drop(b);
+/// assert_eq!(a.recv_bytes().unwrap_err().kind(), ErrorKind::Eof);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The peer closed the connection at a message boundary. Python: `EOFError`.
+    Eof,
+    /// The peer closed the connection in the middle of a message. Python: `OSError("got end of
+    /// file during message")`.
+    TruncatedMessage,
+    /// A length header over the receiver's limit, or a header no sender writes (a negative
+    /// length other than CPython's -1 marker). The payload is not consumed and the connection
+    /// is no longer readable. Python: `OSError("bad message length")`.
+    BadMessageLength,
+    /// The handle was closed with [`Connection::close`](crate::Connection::close). Python:
+    /// `OSError("handle is closed")`.
+    Closed,
+    /// The peer is gone while we were writing (EPIPE or ECONNRESET). Never a SIGPIPE.
+    /// Python: `BrokenPipeError`.
+    BrokenPipe,
+    /// `send` on the read end of a half-duplex pipe. Python: `OSError("connection is
+    /// read-only")`.
+    ReadOnly,
+    /// `recv` on the write end of a half-duplex pipe. Python: `OSError("connection is
+    /// write-only")`.
+    WriteOnly,
+    /// An argument was out of range (an offset past the buffer, say). Python: `ValueError`.
+    InvalidInput,
+    /// The operation did not finish before its timeout. Python: `TimeoutError`.
+    Timeout,
+    /// A value could not be serialised. The connection is unchanged. Python: pickling errors.
+    Encode,
+    /// A whole frame arrived but is not a valid encoding of the requested type. The frame was
+    /// consumed and the connection stays usable. Python: unpickling errors.
+    Decode,
+    /// The operation is not possible in this process as it is (for example `fork` while other
+    /// threads run).
+    Unsupported,
+    /// Any other OS error; see [`source`](std::error::Error::source). Python: `OSError`.
+    Io,
+}
+
+impl ErrorKind {
+    fn default_message(self) -> &'static str {
+        match self {
+            ErrorKind::Eof => "EOF: the peer closed the connection",
+            ErrorKind::TruncatedMessage => "got end of file during message",
+            ErrorKind::BadMessageLength => "bad message length",
+            ErrorKind::Closed => "handle is closed",
+            ErrorKind::BrokenPipe => "broken pipe: the peer is gone",
+            ErrorKind::ReadOnly => "connection is read-only",
+            ErrorKind::WriteOnly => "connection is write-only",
+            ErrorKind::InvalidInput => "invalid argument",
+            ErrorKind::Timeout => "timed out",
+            ErrorKind::Encode => "could not encode the message",
+            ErrorKind::Decode => "could not decode the message",
+            ErrorKind::Unsupported => "operation not supported here",
+            ErrorKind::Io => "I/O error",
+        }
+    }
+}
+
+/// A multiproc error: a [`ErrorKind`], a message and, for OS and codec failures, the source.
+///
+/// # Examples
+/// ```
+/// # fn main() -> multiproc::Result<()> {
+/// let (mut reader, _writer) = multiproc::Pipe::half_duplex()?;
+/// let err = reader.send_bytes(b"x").unwrap_err();
+/// assert_eq!(err.kind(), multiproc::ErrorKind::ReadOnly);
+/// assert_eq!(err.to_string(), "connection is read-only");
+/// # Ok(()) }
+/// ```
+pub struct Error {
+    kind: ErrorKind,
+    message: Cow<'static, str>,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl Error {
+    /// An error of `kind` with its default, CPython-worded message.
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::{Error, ErrorKind};
+    /// assert_eq!(Error::new(ErrorKind::BadMessageLength).to_string(), "bad message length");
+    /// ```
+    pub fn new(kind: ErrorKind) -> Error {
+        Error {
+            kind,
+            message: Cow::Borrowed(kind.default_message()),
+            source: None,
+        }
+    }
+
+    /// An error of `kind` with a message of the caller's.
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::{Error, ErrorKind};
+    /// let e = Error::with_message(ErrorKind::InvalidInput, "offset is negative");
+    /// assert_eq!(e.to_string(), "offset is negative");
+    /// ```
+    pub fn with_message(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub(crate) fn with_source(
+        kind: ErrorKind,
+        message: impl Into<Cow<'static, str>>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// What went wrong.
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::{Error, ErrorKind};
+    /// assert_eq!(Error::new(ErrorKind::Eof).kind(), ErrorKind::Eof);
+    /// ```
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// True for a clean end of stream ([`ErrorKind::Eof`]).
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::{Error, ErrorKind};
+    /// assert!(Error::new(ErrorKind::Eof).is_eof());
+    /// assert!(!Error::new(ErrorKind::TruncatedMessage).is_eof());
+    /// ```
+    pub fn is_eof(&self) -> bool {
+        self.kind == ErrorKind::Eof
+    }
+
+    /// True for [`ErrorKind::Timeout`].
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::{Error, ErrorKind};
+    /// assert!(Error::new(ErrorKind::Timeout).is_timeout());
+    /// ```
+    pub fn is_timeout(&self) -> bool {
+        self.kind == ErrorKind::Timeout
+    }
+
+    /// True for [`ErrorKind::Closed`].
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::{Error, ErrorKind};
+    /// assert!(Error::new(ErrorKind::Closed).is_closed());
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.kind == ErrorKind::Closed
+    }
+
+    /// The OS error number, when the error came from a syscall.
+    ///
+    /// # Examples
+    /// ```
+    /// let e = multiproc::Error::from(std::io::Error::from_raw_os_error(9));
+    /// assert_eq!(e.raw_os_error(), Some(9));
+    /// ```
+    pub fn raw_os_error(&self) -> Option<i32> {
+        self.source
+            .as_ref()?
+            .downcast_ref::<io::Error>()?
+            .raw_os_error()
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.kind).field("message", &self.message);
+        if let Some(source) = &self.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        // An OS error's text is the useful part; a codec error's text is in its own Display.
+        if let Some(source) = &self.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<io::Error> for Error {
+    /// Maps an OS error onto our kinds: EPIPE and ECONNRESET become
+    /// [`ErrorKind::BrokenPipe`], ETIMEDOUT becomes [`ErrorKind::Timeout`], the rest
+    /// [`ErrorKind::Io`]; the original is kept as the source.
+    fn from(err: io::Error) -> Error {
+        let (kind, message) = match err.kind() {
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
+                (ErrorKind::BrokenPipe, "broken pipe")
+            }
+            io::ErrorKind::TimedOut => (ErrorKind::Timeout, "timed out"),
+            _ => (ErrorKind::Io, "I/O error"),
+        };
+        Error::with_source(kind, message, err)
+    }
+}
+
+impl From<rustix::io::Errno> for Error {
+    fn from(errno: rustix::io::Errno) -> Error {
+        Error::from(io::Error::from(errno))
+    }
+}
+
+impl From<Error> for io::Error {
+    /// Keeps OS errors as they were; other kinds map to the nearest `io::ErrorKind`, with the
+    /// multiproc error inside.
+    fn from(err: Error) -> io::Error {
+        if err.kind == ErrorKind::Io || err.kind == ErrorKind::BrokenPipe {
+            if let Some(code) = err.raw_os_error() {
+                return io::Error::from_raw_os_error(code);
+            }
+        }
+        let kind = match err.kind {
+            ErrorKind::Eof | ErrorKind::TruncatedMessage => io::ErrorKind::UnexpectedEof,
+            ErrorKind::BadMessageLength | ErrorKind::Decode => io::ErrorKind::InvalidData,
+            ErrorKind::BrokenPipe => io::ErrorKind::BrokenPipe,
+            ErrorKind::Timeout => io::ErrorKind::TimedOut,
+            ErrorKind::InvalidInput | ErrorKind::Encode => io::ErrorKind::InvalidInput,
+            ErrorKind::Unsupported | ErrorKind::ReadOnly | ErrorKind::WriteOnly => {
+                io::ErrorKind::Unsupported
+            }
+            ErrorKind::Closed | ErrorKind::Io => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epipe_maps_to_broken_pipe_and_keeps_errno() {
+        let e = Error::from(io::Error::from_raw_os_error(libc::EPIPE));
+        assert_eq!(e.kind(), ErrorKind::BrokenPipe);
+        assert_eq!(e.raw_os_error(), Some(libc::EPIPE));
+        let back = io::Error::from(e);
+        assert_eq!(back.raw_os_error(), Some(libc::EPIPE));
+    }
+
+    #[test]
+    fn display_uses_cpython_wording() {
+        assert_eq!(
+            Error::new(ErrorKind::Closed).to_string(),
+            "handle is closed"
+        );
+        assert_eq!(
+            Error::new(ErrorKind::TruncatedMessage).to_string(),
+            "got end of file during message"
+        );
+    }
+}

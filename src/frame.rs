@@ -1,0 +1,375 @@
+//! CPython's message framing, as a sans-IO encoder and incremental decoder: bytes in, frames out.
+//!
+//! The wire format is `multiprocessing.connection.Connection._send_bytes`/`_recv_bytes` (CPython
+//! `Lib/multiprocessing/connection.py`), described in `docs/wire-format.md`:
+//!
+//! ```text
+//! short frame (payload <= 0x7fff_ffff bytes)
+//! +-----------------------------+------------------+
+//! | i32 big-endian length  (n)  | n bytes payload  |
+//! +-----------------------------+------------------+
+//!
+//! long frame (payload > 0x7fff_ffff bytes)
+//! +----------------+---------------------------+------------------+
+//! | i32 BE  -1     | u64 big-endian length (n) | n bytes payload  |
+//! +----------------+---------------------------+------------------+
+//! ```
+//!
+//! Nothing here touches a file descriptor, which is what lets the decoder be property-tested
+//! and fuzzed. The decoder keeps one read-ahead buffer for small frames (many frames per
+//! `read(2)`) and reads a large frame's payload straight into the `Vec` it returns, as CPython
+//! does, so a big message is copied once. That `Vec` grows only as payload bytes arrive: a
+//! header claiming 2^62 bytes followed by EOF allocates nothing beyond the read-ahead buffer.
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Largest payload CPython sends with a 4-byte header.
+pub(crate) const SHORT_MAX: usize = 0x7fff_ffff;
+/// The 4-byte header value that announces an 8-byte length.
+const LONG_MARKER: i32 = -1;
+/// Longest header: the marker plus the 8-byte length.
+pub(crate) const HEADER_MAX: usize = 12;
+/// Read-ahead buffer size. Frames (header included) that fit are decoded in place; larger
+/// ones get their own `Vec`.
+pub(crate) const READ_AHEAD: usize = 64 * 1024;
+
+/// An encoded frame header: 4 bytes, or 12 for payloads over [`SHORT_MAX`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Header {
+    bytes: [u8; HEADER_MAX],
+    len: u8,
+}
+
+impl Header {
+    /// The header CPython writes for a payload of `payload_len` bytes.
+    pub(crate) fn for_len(payload_len: usize) -> Header {
+        let mut bytes = [0; HEADER_MAX];
+        if payload_len > SHORT_MAX {
+            // Above 0x7fffffff bytes CPython writes -1, then an 8-byte length. A CPython peer
+            // reads the 4-byte header as signed and would misparse anything else.
+            bytes[..4].copy_from_slice(&LONG_MARKER.to_be_bytes());
+            bytes[4..].copy_from_slice(&(payload_len as u64).to_be_bytes());
+            Header { bytes, len: 12 }
+        } else {
+            bytes[..4].copy_from_slice(&(payload_len as u32).to_be_bytes());
+            Header { bytes, len: 4 }
+        }
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+/// Parses a header from the front of `bytes`: `Ok(None)` if more bytes are needed, else the
+/// header's length and the payload's length.
+///
+/// # Errors
+/// `BadMessageLength` for a negative length other than the -1 marker.
+pub(crate) fn parse_header(bytes: &[u8]) -> Result<Option<(usize, u64)>> {
+    let Some(first) = bytes.first_chunk::<4>() else {
+        return Ok(None);
+    };
+    match i32::from_be_bytes(*first) {
+        n if n >= 0 => Ok(Some((4, n as u64))),
+        LONG_MARKER => match bytes[4..].first_chunk::<8>() {
+            Some(long) => Ok(Some((HEADER_MAX, u64::from_be_bytes(*long)))),
+            None => Ok(None),
+        },
+        n => Err(Error::with_message(
+            ErrorKind::BadMessageLength,
+            format!("bad message length: negative length {n} in frame header"),
+        )),
+    }
+}
+
+/// Where a decoded frame's payload is.
+#[derive(Debug)]
+pub(crate) enum Frame {
+    /// In the read-ahead buffer: pass to [`FrameDecoder::slice`]. Valid until the next call
+    /// that reads or decodes.
+    Buffered { start: usize, end: usize },
+    /// A large frame, read into its own allocation.
+    Owned(Vec<u8>),
+}
+
+/// A large frame being read straight into its final allocation.
+#[derive(Debug)]
+struct LargeFrame {
+    body: Vec<u8>,
+    total: usize,
+}
+
+/// Incremental frame decoder over a read-ahead buffer.
+///
+/// The I/O layer loops: [`decode`](Self::decode); if it yields nothing, fill
+/// [`read_target`](Self::read_target) (at most the limit it returns) and
+/// try again. At EOF, [`eof_error`](Self::eof_error) says whether the stream ended cleanly.
+#[derive(Debug, Default)]
+pub(crate) struct FrameDecoder {
+    /// Read-ahead bytes; unconsumed data is `buf[pos..]`.
+    buf: Vec<u8>,
+    pos: usize,
+    large: Option<LargeFrame>,
+    /// Set after a bad length: the payload was not consumed, so the stream position is lost.
+    broken: bool,
+    /// The previous frame was large; read just a header next, so a stream of large frames
+    /// does not copy each one's first bytes out of the read-ahead buffer.
+    last_large: bool,
+}
+
+impl FrameDecoder {
+    pub(crate) fn new() -> FrameDecoder {
+        FrameDecoder::default()
+    }
+
+    /// Yields the next whole frame, if the bytes so far hold one.
+    ///
+    /// A frame whose payload exceeds `limit` is refused with `BadMessageLength`, as are
+    /// invalid headers; the payload is left unread and every later call fails the same way.
+    pub(crate) fn decode(&mut self, limit: u64) -> Result<Option<Frame>> {
+        if self.broken {
+            return Err(Error::with_message(
+                ErrorKind::BadMessageLength,
+                "bad message length: connection is no longer readable after an earlier bad \
+                 message length",
+            ));
+        }
+        if let Some(large) = &mut self.large {
+            if large.body.len() < large.total {
+                return Ok(None);
+            }
+            let body = std::mem::take(&mut large.body);
+            self.large = None;
+            self.last_large = true;
+            return Ok(Some(Frame::Owned(body)));
+        }
+        let avail = &self.buf[self.pos..];
+        let (header_len, payload_len) = match parse_header(avail) {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                self.broken = true;
+                return Err(e);
+            }
+        };
+        if payload_len > limit || payload_len > isize::MAX as u64 {
+            self.broken = true;
+            return Err(Error::with_message(
+                ErrorKind::BadMessageLength,
+                format!(
+                    "bad message length: frame of {payload_len} bytes exceeds the limit of \
+                     {limit}"
+                ),
+            ));
+        }
+        let payload_len = payload_len as usize;
+        if avail.len() - header_len >= payload_len {
+            let start = self.pos + header_len;
+            self.pos = start + payload_len;
+            self.last_large = false;
+            return Ok(Some(Frame::Buffered {
+                start,
+                end: self.pos,
+            }));
+        }
+        self.last_large = false;
+        if header_len + payload_len > READ_AHEAD {
+            let have = &avail[header_len..];
+            // Grow only as bytes arrive: start at what is here plus one read-ahead's worth.
+            let initial = payload_len.min(READ_AHEAD.max(2 * have.len()));
+            let mut body = Vec::with_capacity(initial);
+            body.extend_from_slice(have);
+            self.pos = self.buf.len();
+            self.large = Some(LargeFrame {
+                body,
+                total: payload_len,
+            });
+        }
+        Ok(None)
+    }
+
+    /// The bytes of a [`Frame::Buffered`].
+    pub(crate) fn slice(&self, start: usize, end: usize) -> &[u8] {
+        &self.buf[start..end]
+    }
+
+    /// The vector the next read appends to, and how many bytes of its spare capacity that
+    /// read may fill: never past the end of a large frame (the next frame's bytes belong in
+    /// the read-ahead buffer).
+    pub(crate) fn read_target(&mut self) -> (&mut Vec<u8>, usize) {
+        // (`is_some` first: returning a borrow from inside `if let` on `self.large` would
+        // keep `self` borrowed for the rest of the function.)
+        if self.large.is_some() {
+            let large = self.large.as_mut().expect("checked");
+            let body = &mut large.body;
+            let missing = large.total - body.len();
+            if body.len() == body.capacity() {
+                body.reserve_exact(missing.min(body.capacity().max(READ_AHEAD)));
+            }
+            let limit = missing.min(body.capacity() - body.len());
+            return (body, limit);
+        }
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(READ_AHEAD);
+        }
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.buf.len() == self.buf.capacity() || self.frame_overruns_buffer() {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        let spare = self.buf.capacity() - self.buf.len();
+        let limit = if self.last_large {
+            spare.min(HEADER_MAX.saturating_sub(self.buf.len() - self.pos).max(1))
+        } else {
+            spare
+        };
+        (&mut self.buf, limit)
+    }
+
+    /// Whether the buffered frame would run past the buffer's end, so it must be compacted.
+    fn frame_overruns_buffer(&self) -> bool {
+        match parse_header(&self.buf[self.pos..]) {
+            Ok(Some((h, p))) => self.pos as u64 + h as u64 + p > self.buf.capacity() as u64,
+            _ => self.buf.capacity() - self.pos < HEADER_MAX,
+        }
+    }
+
+    /// True when [`decode`](Self::decode) would return without needing more bytes: a whole
+    /// frame is buffered, or the stream is broken and it would fail at once.
+    pub(crate) fn frame_ready(&self) -> bool {
+        if self.broken {
+            return true;
+        }
+        if let Some(large) = &self.large {
+            return large.body.len() == large.total;
+        }
+        match parse_header(&self.buf[self.pos..]) {
+            Ok(Some((h, p))) => (self.buf.len() - self.pos - h) as u64 >= p,
+            Ok(None) => false,
+            Err(_) => true,
+        }
+    }
+
+    /// The error for end of stream now: `Eof` at a frame boundary, `TruncatedMessage` inside
+    /// a frame.
+    pub(crate) fn eof_error(&self) -> Error {
+        if self.large.is_some() || self.pos < self.buf.len() {
+            Error::new(ErrorKind::TruncatedMessage)
+        } else {
+            Error::new(ErrorKind::Eof)
+        }
+    }
+
+    /// Bytes received but not yet returned as frames.
+    pub(crate) fn buffered_len(&self) -> usize {
+        self.buf.len() - self.pos + self.large.as_ref().map_or(0, |l| l.body.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plays the I/O layer: decode what is there, then "read" at most the limit the
+    /// decoder allows from `bytes`, until `bytes` is used up and nothing more decodes.
+    pub(crate) fn push(d: &mut FrameDecoder, mut bytes: &[u8], limit: u64) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        loop {
+            while let Some(frame) = d.decode(limit)? {
+                out.push(match frame {
+                    Frame::Buffered { start, end } => d.slice(start, end).to_vec(),
+                    Frame::Owned(v) => v,
+                });
+            }
+            if bytes.is_empty() {
+                return Ok(out);
+            }
+            let (target, max) = d.read_target();
+            assert!(max > 0, "decoder offered an empty read target");
+            let n = max.min(bytes.len());
+            target.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+        }
+    }
+
+    fn encode(payload: &[u8]) -> Vec<u8> {
+        let mut v = Header::for_len(payload.len()).as_bytes().to_vec();
+        v.extend_from_slice(payload);
+        v
+    }
+
+    #[test]
+    fn header_matches_cpython() {
+        assert_eq!(Header::for_len(5).as_bytes(), &[0, 0, 0, 5]);
+        assert_eq!(
+            Header::for_len(SHORT_MAX).as_bytes(),
+            &[0x7f, 0xff, 0xff, 0xff]
+        );
+        let long = Header::for_len(SHORT_MAX + 1);
+        assert_eq!(
+            long.as_bytes(),
+            &[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0x80, 0, 0, 0]
+        );
+    }
+
+    #[test]
+    fn negative_length_other_than_marker_is_bad_length() {
+        let err = parse_header(&(-2i32).to_be_bytes()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BadMessageLength);
+    }
+
+    #[test]
+    fn long_marker_with_small_length_is_accepted() {
+        let mut d = FrameDecoder::new();
+        let mut bytes = (-1i32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&3u64.to_be_bytes());
+        bytes.extend_from_slice(b"abc");
+        assert_eq!(
+            push(&mut d, &bytes, u64::MAX).unwrap(),
+            vec![b"abc".to_vec()]
+        );
+    }
+
+    #[test]
+    fn huge_header_then_eof_allocates_only_read_ahead() {
+        let mut d = FrameDecoder::new();
+        let mut bytes = (-1i32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&(1u64 << 62).to_be_bytes());
+        bytes.extend_from_slice(b"xy");
+        assert!(push(&mut d, &bytes, u64::MAX).unwrap().is_empty());
+        assert!(d.read_target().0.capacity() <= 2 * READ_AHEAD);
+        assert_eq!(d.eof_error().kind(), ErrorKind::TruncatedMessage);
+    }
+
+    #[test]
+    fn over_limit_keeps_payload_and_breaks_stream() {
+        let mut d = FrameDecoder::new();
+        let err = push(&mut d, &encode(b"0123456789"), 4).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BadMessageLength);
+        assert_eq!(d.buffered_len(), 14);
+        assert!(d.frame_ready());
+        assert_eq!(
+            d.decode(u64::MAX).unwrap_err().kind(),
+            ErrorKind::BadMessageLength
+        );
+    }
+
+    #[test]
+    fn large_and_small_frames_interleave() {
+        let big = vec![7u8; READ_AHEAD * 3 + 5];
+        let mut stream = encode(b"a");
+        stream.extend(encode(&big));
+        stream.extend(encode(b""));
+        stream.extend(encode(b"tail"));
+        let mut d = FrameDecoder::new();
+        let mut got = Vec::new();
+        for chunk in stream.chunks(1000) {
+            got.extend(push(&mut d, chunk, u64::MAX).unwrap());
+        }
+        assert_eq!(got, vec![b"a".to_vec(), big, vec![], b"tail".to_vec()]);
+        assert_eq!(d.eof_error().kind(), ErrorKind::Eof);
+    }
+}

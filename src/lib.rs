@@ -1,0 +1,57 @@
+//! Python's `multiprocessing` message passing for Rust.
+//!
+//! `multiproc` gives Rust programs what `multiprocessing.connection` gives Python programs:
+//! [`Pipe`]s of [`Connection`]s that carry framed messages between processes, and a
+//! [`Process`] to run a closure in a child. The framing is byte-for-byte CPython's, so a
+//! Python process using `multiprocessing.connection.Connection` can sit at the other end and
+//! exchange `send_bytes`/`recv_bytes` with us.
+//!
+//! Messages are either raw bytes (`send_bytes`/`recv_bytes`) or any serde type
+//! (`send`/`recv`, encoded as CBOR).
+//!
+//! # Quick start
+//! ```
+//! # fn main() -> multiproc::Result<()> {
+//! use multiproc::{Pipe, Process};
+//!
+//! let (mut parent, mut child) = Pipe::new()?;
+//! let mut p = Process::new(move || {
+//!     let n: u64 = child.recv().unwrap();
+//!     child.send(&(n * 2)).unwrap();
+//! });
+//! p.start()?;
+//! parent.send(&21u64)?;
+//! assert_eq!(parent.recv::<u64>()?, 42);
+//! assert_eq!(p.join()?, 0);
+//! # Ok(()) }
+//! ```
+//!
+//! # Python to Rust
+//!
+//! | Python | multiproc |
+//! |---|---|
+//! | `a, b = Pipe()` | `let (a, b) = Pipe::new()?` |
+//! | `r, w = Pipe(duplex=False)` | `let (r, w) = Pipe::half_duplex()?` |
+//! | `conn.send(obj)` / `conn.recv()` | `conn.send(&obj)?` / `conn.recv::<T>()?` |
+//! | `conn.send_bytes(b)` / `conn.recv_bytes()` | `conn.send_bytes(&b)?` / `conn.recv_bytes()?` |
+//! | `conn.poll(timeout)` | `conn.poll(Some(timeout))?` |
+//! | `conn.fileno()` | `conn.as_fd()` / `conn.as_raw_fd()` |
+//! | `EOFError` | `Err(e)` with `e.kind() == ErrorKind::Eof` |
+//! | `Process(target=f).start()` | `Process::new(f).start()?` |
+//! | `p.join(); p.exitcode` | `p.join()?` returns the exit code |
+//!
+//! `docs/python.md` in the repository has the full cheat-sheet.
+#![deny(missing_docs, missing_debug_implementations, unsafe_code)]
+#![warn(unsafe_op_in_unsafe_fn, unreachable_pub, rust_2018_idioms)]
+#![doc(test(attr(deny(warnings))))]
+
+mod codec;
+mod connection;
+mod error;
+mod frame;
+mod process;
+mod sys;
+
+pub use connection::{Connection, Pipe};
+pub use error::{Error, ErrorKind, Result};
+pub use process::Process;

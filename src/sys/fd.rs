@@ -1,0 +1,141 @@
+//! File-descriptor I/O: reads into spare capacity, vectored writes, readiness, fd kinds.
+
+use std::io::{self, IoSlice};
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Once;
+use std::time::Instant;
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
+use rustix::net::SendFlags;
+
+use crate::connection::Connection;
+
+/// What an fd is, decided once when a `Connection` adopts it: sockets are written with
+/// `MSG_NOSIGNAL`, pipes with `writev`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FdKind {
+    Socket,
+    Other,
+}
+
+/// What kind of file `fd` is and whether it was opened for reading and for writing.
+/// [man7: fstat.2, fcntl.2]
+pub(crate) fn describe(fd: BorrowedFd<'_>) -> io::Result<(FdKind, bool, bool)> {
+    let stat = rustix::fs::fstat(fd)?;
+    let kind = if rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Socket
+    {
+        FdKind::Socket
+    } else {
+        FdKind::Other
+    };
+    let mode = rustix::fs::fcntl_getfl(fd)? & rustix::fs::OFlags::RWMODE;
+    let readable = mode != rustix::fs::OFlags::WRONLY;
+    let writable = mode != rustix::fs::OFlags::RDONLY;
+    Ok((kind, readable, writable))
+}
+
+/// `read(2)` appending at most `limit` bytes to `buf`'s spare capacity; returns how many
+/// (0 at end of file). Retries `EINTR`. [man7: read.2]
+pub(crate) fn read_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, limit: usize) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let limit = limit.min(spare.len());
+    let target = &mut spare[..limit];
+    let n = loop {
+        match rustix::io::read(fd, &mut *target) {
+            Ok((init, _)) => break init.len(),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    // SAFETY: `read` initialised the first `n` bytes of the spare capacity (rustix returns
+    // exactly the initialised prefix), and `n <= limit <= spare capacity`.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// Writes all of `bufs`, retrying short writes and `EINTR`. Sockets use `sendmsg` with
+/// `MSG_NOSIGNAL`, so a dead peer is `EPIPE` and never a signal; for pipes see
+/// [`ignore_sigpipe_once`]. [man7: sendmsg.2, writev.2]
+pub(crate) fn write_all(
+    fd: BorrowedFd<'_>,
+    kind: FdKind,
+    mut bufs: &mut [IoSlice<'_>],
+) -> io::Result<()> {
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        let res = match kind {
+            FdKind::Socket => {
+                rustix::net::sendmsg(fd, bufs, &mut Default::default(), SendFlags::NOSIGNAL)
+            }
+            FdKind::Other => rustix::io::writev(fd, bufs),
+        };
+        match res {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Makes writes to a pipe whose reader is gone return `EPIPE` instead of killing the
+/// process: if SIGPIPE still has its default disposition, set it to ignored, once. Rust's
+/// runtime and CPython both do this at startup, so in their processes this changes nothing;
+/// a handler the program installed is left alone. [man7: sigaction.2, pipe.7]
+pub(crate) fn ignore_sigpipe_once() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: a zeroed `sigaction` is a valid value for the kernel to overwrite; passing a
+        // null new action only queries the current one.
+        let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: valid signal number, null `act`, valid pointer to `oldact`.
+        let rc = unsafe { libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut current) };
+        if rc == 0 && current.sa_sigaction == libc::SIG_DFL {
+            // SAFETY: installing SIG_IGN for SIGPIPE runs no code of ours in signal context.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+        }
+    });
+}
+
+/// Waits until `fd` is readable or hung up, or until `deadline` (`None`: forever). Returns
+/// whether it became ready. Retries `EINTR` without stretching the deadline. [man7: poll.2]
+pub(crate) fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Result<bool> {
+    loop {
+        let timeout = match deadline {
+            None => None,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                Some(Timespec {
+                    tv_sec: left.as_secs().min(i64::MAX as u64) as i64,
+                    tv_nsec: i64::from(left.subsec_nanos()),
+                })
+            }
+        };
+        let mut fds = [PollFd::from_borrowed_fd(fd, PollFlags::IN)];
+        match rustix::event::poll(&mut fds, timeout.as_ref()) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+impl FromRawFd for Connection {
+    /// Adopts `fd` (Python: `Connection(handle)`); see `From<OwnedFd> for Connection` for
+    /// what is detected. Panics if `fd` is not an open descriptor.
+    ///
+    /// # Safety
+    /// `fd` must be an open file descriptor that nothing else owns or will close.
+    unsafe fn from_raw_fd(fd: RawFd) -> Connection {
+        // SAFETY: the caller hands over sole ownership of an open fd.
+        Connection::from(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+}
+
+/// `pipe2(O_CLOEXEC)`: `(read end, write end)`. [man7: pipe.2]
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
+}

@@ -1,0 +1,24 @@
+//! The operating system, behind safe functions. The only module allowed `unsafe`.
+//!
+//! # Contract
+//!
+//! Every function exported from here is safe to call: the `unsafe` block is inside it, with a
+//! `// SAFETY:` comment saying why the call is sound, and whatever it returns is already owned
+//! and typed (`OwnedFd`, `Pid`, a length already checked against the buffer). Where rustix
+//! wraps a call safely we use rustix and this module is glue; `libc` appears only for what
+//! rustix does not offer safely (`fork`, `_exit`, `sigaction`).
+//!
+//! - [`fd`]: reading into a `Vec`'s spare capacity, vectored writes that never raise
+//!   SIGPIPE, readiness polls with a deadline, what kind of file an fd is.
+//! - [`socket`]: the `AF_UNIX` socketpair behind a duplex `Pipe`.
+//! - [`process`]: `fork`, exit of a forked child, pidfds, `waitid`, signals.
+//!
+//! Every call retries `EINTR` itself, so callers never see it.
+//!
+//! Linux is the first platform; the pidfd paths fall back to plain `waitpid` where
+//! `pidfd_open(2)` is missing, and nothing else here is Linux-only.
+#![allow(unsafe_code)]
+
+pub(crate) mod fd;
+pub(crate) mod process;
+pub(crate) mod socket;
