@@ -147,7 +147,10 @@ fn dropped_running_process_is_reaped_later() -> TestResult {
     q.start()?;
     q.join()?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    assert!(!stat.contains(") Z "), "child {pid} left as a zombie: {stat}");
+    assert!(
+        !stat.contains(") Z "),
+        "child {pid} left as a zombie: {stat}"
+    );
     Ok(())
 }
 

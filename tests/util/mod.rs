@@ -30,7 +30,12 @@ pub struct Test {
 
 impl Test {
     pub const fn new(name: &'static str, run: fn() -> TestResult) -> Test {
-        Test { name, run, ignored: false, timeout: Duration::from_secs(60) }
+        Test {
+            name,
+            run,
+            ignored: false,
+            timeout: Duration::from_secs(60),
+        }
     }
 
     pub const fn ignored(mut self) -> Test {
@@ -79,7 +84,13 @@ pub fn run(tests: &[Test]) {
     }
     let matches = |t: &Test| {
         filters.is_empty()
-            || filters.iter().any(|f| if exact { t.name == f } else { t.name.contains(f.as_str()) })
+            || filters.iter().any(|f| {
+                if exact {
+                    t.name == f
+                } else {
+                    t.name.contains(f.as_str())
+                }
+            })
     };
     let selected: Vec<&Test> = tests.iter().filter(|t| matches(t)).collect();
     if list {
@@ -94,7 +105,11 @@ pub fn run(tests: &[Test]) {
     let (mut passed, mut failed, mut ignored) = (0, 0, 0);
     let mut failures = Vec::new();
     for t in selected {
-        let skip = if only_ignored { !t.ignored } else { t.ignored && !include_ignored };
+        let skip = if only_ignored {
+            !t.ignored
+        } else {
+            t.ignored && !include_ignored
+        };
         if skip {
             println!("test {} ... ignored", t.name);
             ignored += 1;
@@ -209,14 +224,19 @@ pub fn pythons() -> Vec<Python> {
         .map(PathBuf::from)
         .or_else(|| {
             let out = Command::new("pyenv").arg("root").output().ok()?;
-            out.status.success().then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+            out.status
+                .success()
+                .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
         })
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pyenv")));
     if let Some(Ok(entries)) = root.map(|r| std::fs::read_dir(r.join("versions"))) {
         let mut dirs: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
         dirs.sort();
         for dir in dirs {
-            let bin = ["python3", "python"].iter().map(|n| dir.join("bin").join(n)).find(|p| p.exists());
+            let bin = ["python3", "python"]
+                .iter()
+                .map(|n| dir.join("bin").join(n))
+                .find(|p| p.exists());
             if let Some(py) = bin.and_then(probe) {
                 if !found.iter().any(|f| f.version == py.version) {
                     found.push(py);
@@ -230,7 +250,11 @@ pub fn pythons() -> Vec<Python> {
 /// The open fds of this process, from `/proc/self/fd` (excluding the one used to list them).
 pub fn open_fds() -> Vec<i32> {
     let mut fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
         .unwrap_or_default();
     fds.sort();
     // The directory listing itself used an fd that is closed again now.

@@ -1,0 +1,63 @@
+//! Full-duplex pipe: parent and child both send and receive on their own end.
+//!
+//! A line-for-line port of the tutorial's Python program
+//! (`../shared/seeds/000_95be7ad0c26243be.txt`, "Full Duplex Pipe"):
+//!
+//! ```python
+//! def child_process(conn):
+//!     print("[Child] Waiting for a message from parent...")
+//!     message = conn.recv()
+//!     print(f"[Child] Received: {message}")
+//!     response = "Hello from Child!"
+//!     time.sleep(2)  # Simulate some work
+//!     conn.send(response)
+//!     print("[Child] Response sent!")
+//!
+//! parent_conn, child_conn = multiprocessing.Pipe()
+//! process = multiprocessing.Process(target=child_process, args=(child_conn,))
+//! process.start()
+//! print("[Parent] Sending a message to child...")
+//! parent_conn.send("Hello from Parent!")
+//! response = parent_conn.recv()
+//! print(f"[Parent] Received: {response}")
+//! process.join()
+//! print("Communication complete!")
+//! ```
+//!
+//! Run it with `cargo run --release --example full_duplex`.
+
+use std::thread;
+use std::time::Duration;
+
+use multiproc::{Connection, Pipe, Process};
+
+fn child_process(mut conn: Connection) -> multiproc::Result<()> {
+    println!("[Child] Waiting for a message from parent...");
+    let message: String = conn.recv()?; // Receive message from parent
+    println!("[Child] Received: {message}");
+
+    let response = "Hello from Child!";
+    thread::sleep(Duration::from_secs(2)); // Simulate some work
+    conn.send(response)?; // Send response back to parent
+    println!("[Child] Response sent!");
+    Ok(())
+}
+
+fn main() -> multiproc::Result<()> {
+    let (mut parent_conn, child_conn) = Pipe::new()?; // Create a duplex pipe
+
+    let mut process = Process::new(move || child_process(child_conn).expect("child failed"));
+    process.start()?;
+
+    // Parent process sends a message
+    println!("[Parent] Sending a message to child...");
+    parent_conn.send("Hello from Parent!")?;
+
+    // Wait for a response
+    let response: String = parent_conn.recv()?;
+    println!("[Parent] Received: {response}");
+
+    process.join()?; // Wait for the child process to complete
+    println!("Communication complete!");
+    Ok(())
+}
