@@ -198,10 +198,7 @@ impl FrameDecoder {
     /// read may fill: never past the end of a large frame (the next frame's bytes belong in
     /// the read-ahead buffer).
     pub(crate) fn read_target(&mut self) -> (&mut Vec<u8>, usize) {
-        // (`is_some` first: returning a borrow from inside `if let` on `self.large` would
-        // keep `self` borrowed for the rest of the function.)
-        if self.large.is_some() {
-            let large = self.large.as_mut().expect("checked");
+        if let Some(large) = &mut self.large {
             let body = &mut large.body;
             let missing = large.total - body.len();
             if body.len() == body.capacity() {
@@ -216,7 +213,7 @@ impl FrameDecoder {
         if self.pos == self.buf.len() {
             self.buf.clear();
             self.pos = 0;
-        } else if self.buf.len() == self.buf.capacity() || self.frame_overruns_buffer() {
+        } else if self.buf.len() == self.buf.capacity() || frame_overruns(&self.buf, self.pos) {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
@@ -227,14 +224,6 @@ impl FrameDecoder {
             spare
         };
         (&mut self.buf, limit)
-    }
-
-    /// Whether the buffered frame would run past the buffer's end, so it must be compacted.
-    fn frame_overruns_buffer(&self) -> bool {
-        match parse_header(&self.buf[self.pos..]) {
-            Ok(Some((h, p))) => self.pos as u64 + h as u64 + p > self.buf.capacity() as u64,
-            _ => self.buf.capacity() - self.pos < HEADER_MAX,
-        }
     }
 
     /// True when [`decode`](Self::decode) would return without needing more bytes: a whole
@@ -266,6 +255,15 @@ impl FrameDecoder {
     /// Bytes received but not yet returned as frames.
     pub(crate) fn buffered_len(&self) -> usize {
         self.buf.len() - self.pos + self.large.as_ref().map_or(0, |l| l.body.len())
+    }
+}
+
+/// Whether the frame starting at `buf[pos..]` would run past the buffer's capacity, so the
+/// buffer must be compacted before reading more.
+fn frame_overruns(buf: &Vec<u8>, pos: usize) -> bool {
+    match parse_header(&buf[pos..]) {
+        Ok(Some((h, p))) => pos as u64 + h as u64 + p > buf.capacity() as u64,
+        _ => buf.capacity() - pos < HEADER_MAX,
     }
 }
 

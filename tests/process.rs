@@ -86,7 +86,8 @@ fn fork_is_refused_while_other_threads_run() -> TestResult {
 }
 
 fn child_stdout_is_flushed_before_exit() -> TestResult {
-    let (mut reader, writer) = std::io::pipe()?;
+    let (reader, writer) = rustix::pipe::pipe()?;
+    let mut reader = std::fs::File::from(reader);
     let saved = rustix::io::dup(std::io::stdout().as_fd())?;
     rustix::stdio::dup2_stdout(writer.as_fd())?;
     let mut p = Process::new(|| print!("no newline, still buffered"));
@@ -139,10 +140,16 @@ fn dropped_running_process_is_reaped_later() -> TestResult {
     });
     p.start()?;
     let pid = p.pid().unwrap();
+    let raw = rustix::process::Pid::from_raw(pid as i32).ok_or("pid 0")?;
+    let exited = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty())?;
     drop(p); // never blocks, never kills
     parent.send_bytes(b"exit now")?;
-    // Wait for its exit through EOF on the pipe, then let a later start reap it.
-    assert!(parent.recv_bytes().unwrap_err().is_eof());
+    // A pidfd turns readable once the child has exited (and is a zombie until reaped).
+    let mut fds = [rustix::event::PollFd::new(&exited, rustix::event::PollFlags::IN)];
+    let ten_s = rustix::time::Timespec { tv_sec: 10, tv_nsec: 0 };
+    assert_eq!(rustix::event::poll(&mut fds, Some(&ten_s))?, 1, "child did not exit");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    assert!(stat.contains(") Z "), "expected a zombie before the next start: {stat}");
     let mut q = Process::new(|| {});
     q.start()?;
     q.join()?;
