@@ -38,6 +38,9 @@ use crate::sys::fd::FdKind;
 /// (crate `serde_bytes`): plain `Vec<u8>` encodes as an array of integers, about twice the
 /// size and much slower to decode.
 ///
+/// CBOR has one "null", so nested options collapse: `Some(None::<T>)` and `Some(())` arrive
+/// as `None`. Use an enum where the difference matters.
+///
 /// # Examples
 /// Parent and child over a duplex pipe, as in Python's tutorial:
 /// ```
@@ -211,6 +214,8 @@ impl Connection {
         offset: usize,
         size: Option<usize>,
     ) -> Result<()> {
+        // Python checks the handle before the arguments.
+        self.check_writable()?;
         if offset > buf.len() {
             return Err(Error::with_message(
                 ErrorKind::InvalidInput,
@@ -381,7 +386,7 @@ impl Connection {
         // A timeout too large for an Instant is as good as none.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
-            if self.eof || self.decoder.frame_ready() {
+            if self.eof || self.decoder.frame_ready(self.max_message_len) {
                 return Ok(true);
             }
             let ready = sys::fd::wait_readable(self.fd()?, deadline)?;
