@@ -51,7 +51,11 @@ mod error;
 mod frame;
 mod process;
 mod sys;
+mod wait;
+mod wait_set;
 
 pub use connection::{Connection, Pipe};
 pub use error::{Error, ErrorKind, Result};
 pub use process::Process;
+pub use wait::{Waitable, wait};
+pub use wait_set::WaitSet;

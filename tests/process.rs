@@ -145,11 +145,24 @@ fn dropped_running_process_is_reaped_later() -> TestResult {
     drop(p); // never blocks, never kills
     parent.send_bytes(b"exit now")?;
     // A pidfd turns readable once the child has exited (and is a zombie until reaped).
-    let mut fds = [rustix::event::PollFd::new(&exited, rustix::event::PollFlags::IN)];
-    let ten_s = rustix::time::Timespec { tv_sec: 10, tv_nsec: 0 };
-    assert_eq!(rustix::event::poll(&mut fds, Some(&ten_s))?, 1, "child did not exit");
+    let mut fds = [rustix::event::PollFd::new(
+        &exited,
+        rustix::event::PollFlags::IN,
+    )];
+    let ten_s = rustix::time::Timespec {
+        tv_sec: 10,
+        tv_nsec: 0,
+    };
+    assert_eq!(
+        rustix::event::poll(&mut fds, Some(&ten_s))?,
+        1,
+        "child did not exit"
+    );
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    assert!(stat.contains(") Z "), "expected a zombie before the next start: {stat}");
+    assert!(
+        stat.contains(") Z "),
+        "expected a zombie before the next start: {stat}"
+    );
     let mut q = Process::new(|| {});
     q.start()?;
     q.join()?;
