@@ -58,4 +58,4 @@ pub use connection::{Connection, Pipe};
 pub use error::{Error, ErrorKind, Result};
 pub use process::Process;
 pub use wait::{Waitable, wait};
-pub use wait_set::WaitSet;
+pub use wait_set::{Key, WaitSet};

@@ -22,16 +22,58 @@ use crate::wait::Waitable;
 #[derive(Debug)]
 struct Slot<T> {
     item: T,
+    generation: u32,
     /// On the pending list (had an edge, or was added, and has not been found idle since).
     pending: bool,
+}
+
+/// Names one object in a [`WaitSet`]. Keys are never reused by the set that made them: a
+/// key whose object was removed finds nothing, even after new objects take its place.
+///
+/// # Examples
+/// ```
+/// # fn main() -> multiproc::Result<()> {
+/// let mut set = multiproc::WaitSet::new()?;
+/// let (_a, rx) = multiproc::Pipe::new()?;
+/// let old = set.insert(rx)?;
+/// set.remove(old);
+/// let (_b, rx) = multiproc::Pipe::new()?;
+/// let new = set.insert(rx)?;
+/// assert_ne!(old, new);
+/// assert!(set.get(old).is_none());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    index: usize,
+    generation: u32,
+}
+
+impl Key {
+    /// A small number unique among the set's current objects (slots are reused, so an
+    /// index alone may later name another object; the `Key` never does). Handy to index a
+    /// table of your own.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let mut set = multiproc::WaitSet::new()?;
+    /// let (_a, rx) = multiproc::Pipe::new()?;
+    /// assert_eq!(set.insert(rx)?.index(), 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn index(self) -> usize {
+        self.index
+    }
 }
 
 /// A set of [`Waitable`]s to wait on repeatedly; each is identified by the key `insert`
 /// returned. Objects can be added and removed at any time, also between handling the keys
 /// one `wait` returned.
 ///
-/// Unlike ipc-channel's `IpcReceiverSet`, removal is supported, and removal of the object
-/// a later key refers to is harmless: `get_mut` returns `None` for it.
+/// Unlike ipc-channel's `IpcReceiverSet`, removal is supported. Keys are never reused, so
+/// removing the object a later key in the same batch names is harmless: `get_mut` returns
+/// `None` for it, even if a new object has taken its slot.
 ///
 /// # Examples
 /// ```
@@ -48,8 +90,9 @@ struct Slot<T> {
 /// }
 /// senders[2].send(&"hi")?;
 /// let ready = set.wait(Some(Duration::from_secs(5)))?;
-/// assert_eq!(ready, [2]);
-/// let msg: String = set.get_mut(2).unwrap().recv()?;
+/// assert_eq!(ready.len(), 1);
+/// assert_eq!(ready[0].index(), 2);
+/// let msg: String = set.get_mut(ready[0]).unwrap().recv()?;
 /// assert_eq!(msg, "hi");
 /// assert!(set.wait(Some(Duration::ZERO))?.is_empty());
 /// # Ok(()) }
@@ -59,7 +102,9 @@ pub struct WaitSet<T> {
     poll: Poll,
     events: Events,
     slots: Slab<Slot<T>>,
+    /// Slot indices that may be ready.
     pending: Vec<usize>,
+    generation: u32,
 }
 
 impl<T: Waitable> WaitSet<T> {
@@ -81,6 +126,7 @@ impl<T: Waitable> WaitSet<T> {
             events: Events::with_capacity(1024),
             slots: Slab::new(),
             pending: Vec::new(),
+            generation: 0,
         })
     }
 
@@ -100,19 +146,34 @@ impl<T: Waitable> WaitSet<T> {
     ///
     /// # Errors
     /// `Closed` if `item` was closed; `Io` if registration fails.
-    pub fn insert(&mut self, item: T) -> Result<usize> {
+    pub fn insert(&mut self, item: T) -> Result<Key> {
         let entry = self.slots.vacant_entry();
-        let key = entry.key();
+        let index = entry.key();
         let raw = item.wait_fd()?.as_raw_fd();
         self.poll
             .registry()
-            .register(&mut SourceFd(&raw), Token(key), Interest::READABLE)?;
+            .register(&mut SourceFd(&raw), Token(index), Interest::READABLE)?;
+        self.generation = self.generation.wrapping_add(1);
+        let generation = self.generation;
         entry.insert(Slot {
             item,
+            generation,
             pending: true,
         });
-        self.pending.push(key);
-        Ok(key)
+        self.pending.push(index);
+        Ok(Key { index, generation })
+    }
+
+    fn slot(&self, key: Key) -> Option<&Slot<T>> {
+        self.slots
+            .get(key.index)
+            .filter(|s| s.generation == key.generation)
+    }
+
+    fn slot_mut(&mut self, key: Key) -> Option<&mut Slot<T>> {
+        self.slots
+            .get_mut(key.index)
+            .filter(|s| s.generation == key.generation)
     }
 
     /// Removes the object under `key` and hands it back (`None` if there is none).
@@ -127,8 +188,9 @@ impl<T: Waitable> WaitSet<T> {
     /// assert!(set.remove(key).is_none());
     /// # Ok(()) }
     /// ```
-    pub fn remove(&mut self, key: usize) -> Option<T> {
-        let slot = self.slots.try_remove(key)?;
+    pub fn remove(&mut self, key: Key) -> Option<T> {
+        self.slot(key)?;
+        let slot = self.slots.remove(key.index);
         // A closed object's fd has left epoll already when it was closed.
         if let Ok(fd) = slot.item.wait_fd() {
             let _ = self
@@ -136,8 +198,10 @@ impl<T: Waitable> WaitSet<T> {
                 .registry()
                 .deregister(&mut SourceFd(&fd.as_raw_fd()));
         }
-        // A stale key on the pending list is dropped by the next wait (or checked harmlessly
-        // if the key is reused before then).
+        if slot.pending {
+            // The slot may be reused at once; it must not stand on the list twice.
+            self.pending.retain(|&i| i != key.index);
+        }
         Some(slot.item)
     }
 
@@ -152,8 +216,8 @@ impl<T: Waitable> WaitSet<T> {
     /// assert!(set.get(key).unwrap().readable());
     /// # Ok(()) }
     /// ```
-    pub fn get(&self, key: usize) -> Option<&T> {
-        self.slots.get(key).map(|s| &s.item)
+    pub fn get(&self, key: Key) -> Option<&T> {
+        self.slot(key).map(|s| &s.item)
     }
 
     /// The object under `key`, to receive from.
@@ -168,8 +232,8 @@ impl<T: Waitable> WaitSet<T> {
     /// assert_eq!(set.get_mut(key).unwrap().recv::<i32>()?, 5);
     /// # Ok(()) }
     /// ```
-    pub fn get_mut(&mut self, key: usize) -> Option<&mut T> {
-        self.slots.get_mut(key).map(|s| &mut s.item)
+    pub fn get_mut(&mut self, key: Key) -> Option<&mut T> {
+        self.slot_mut(key).map(|s| &mut s.item)
     }
 
     /// How many objects the set holds.
@@ -200,7 +264,7 @@ impl<T: Waitable> WaitSet<T> {
     }
 
     /// Waits until at least one object is ready or `timeout` passes; returns the keys of the
-    /// ready objects, in ascending order (empty: timed out). `None` waits as long as it
+    /// ready objects, in ascending order of [`Key::index`] (empty: timed out). `None` waits as long as it
     /// takes, `Some(Duration::ZERO)` just checks.
     ///
     /// # Examples
@@ -219,7 +283,7 @@ impl<T: Waitable> WaitSet<T> {
     ///
     /// # Errors
     /// `Io` if `epoll_wait` fails.
-    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<Vec<usize>> {
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<Vec<Key>> {
         let mut ready = Vec::new();
         self.wait_into(&mut ready, timeout)?;
         Ok(ready)
@@ -243,7 +307,7 @@ impl<T: Waitable> WaitSet<T> {
     ///
     /// # Errors
     /// As [`wait`](Self::wait).
-    pub fn wait_into(&mut self, ready: &mut Vec<usize>, timeout: Option<Duration>) -> Result<()> {
+    pub fn wait_into(&mut self, ready: &mut Vec<Key>, timeout: Option<Duration>) -> Result<()> {
         ready.clear();
         // A timeout too large for an Instant is as good as none.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
@@ -267,11 +331,14 @@ impl<T: Waitable> WaitSet<T> {
                 }
             }
             let slots = &mut self.slots;
-            self.pending.retain(|&key| match slots.get_mut(key) {
+            self.pending.retain(|&index| match slots.get_mut(index) {
                 Some(slot) if slot.pending => {
                     slot.pending = slot.item.is_ready();
                     if slot.pending {
-                        ready.push(key);
+                        ready.push(Key {
+                            index,
+                            generation: slot.generation,
+                        });
                     }
                     slot.pending
                 }
