@@ -313,6 +313,34 @@ impl Connection {
         Ok(())
     }
 
+    /// Appends one frame to the send queue without writing anything (the reactor flushes
+    /// once per round, so many small messages leave in one syscall).
+    pub(crate) fn queue_frame(&mut self, payload: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        self.queued
+            .extend_from_slice(Header::for_len(payload.len()).as_bytes());
+        self.queued.extend_from_slice(payload);
+        Ok(())
+    }
+
+    /// Encodes `value` and appends it to the send queue without writing anything.
+    pub(crate) fn queue_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        self.check_writable()?;
+        let mut encoded = std::mem::take(&mut self.encoded);
+        encoded.clear();
+        let result = match self.codec.encode(value, &mut encoded) {
+            Ok(()) => self.queue_frame(&encoded),
+            Err(e) => Err(e),
+        };
+        self.encoded = encoded;
+        result
+    }
+
+    /// Decodes a payload with this connection's codec.
+    pub(crate) fn decode_payload<T: DeserializeOwned>(&mut self, payload: &[u8]) -> Result<T> {
+        self.codec.decode(payload)
+    }
+
     /// Writes queued messages without blocking, as far as the fd takes them; true when the
     /// queue is empty afterwards.
     ///
