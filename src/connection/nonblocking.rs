@@ -245,10 +245,19 @@ impl Connection {
     /// [`send`](Self::send).
     pub fn try_send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
         self.check_writable()?;
+        self.with_encoded(value, Connection::try_send_frame)
+    }
+
+    /// Encodes `value` into the reusable buffer and hands the payload to `then`.
+    fn with_encoded<T: Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+        then: impl FnOnce(&mut Connection, &[u8]) -> Result<()>,
+    ) -> Result<()> {
         let mut encoded = std::mem::take(&mut self.encoded);
         encoded.clear();
         let result = match self.codec.encode(value, &mut encoded) {
-            Ok(()) => self.try_send_frame(&encoded),
+            Ok(()) => then(self, &encoded),
             Err(e) => Err(e),
         };
         self.encoded = encoded;
@@ -326,14 +335,7 @@ impl Connection {
     /// Encodes `value` and appends it to the send queue without writing anything.
     pub(crate) fn queue_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
         self.check_writable()?;
-        let mut encoded = std::mem::take(&mut self.encoded);
-        encoded.clear();
-        let result = match self.codec.encode(value, &mut encoded) {
-            Ok(()) => self.queue_frame(&encoded),
-            Err(e) => Err(e),
-        };
-        self.encoded = encoded;
-        result
+        self.with_encoded(value, Connection::queue_frame)
     }
 
     /// Decodes a payload with this connection's codec.

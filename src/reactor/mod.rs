@@ -597,7 +597,13 @@ impl Reactor {
     /// delivers the notices that call produced.
     fn dispatch(&mut self, token: Token, f: impl FnOnce(&mut dyn Handler, &mut Context<'_>)) {
         self.core.dispatch(token, f);
-        while let Some((token, notice)) = self.core.notices.pop() {
+        self.deliver_notices();
+    }
+
+    /// Delivers queued notices in the order they arose (their handlers may add more).
+    fn deliver_notices(&mut self) {
+        while !self.core.notices.is_empty() {
+            let (token, notice) = self.core.notices.remove(0);
             self.core.dispatch(token, |h, ctx| match notice {
                 Notice::Backpressure(engaged) => h.on_backpressure(ctx, engaged),
                 Notice::Drained => h.on_drained(ctx),
@@ -619,13 +625,7 @@ impl Reactor {
                     self.core.remove(token);
                     continue;
                 }
-                let notices = std::mem::take(&mut self.core.notices);
-                for (token, notice) in notices {
-                    self.dispatch(token, |h, ctx| match notice {
-                        Notice::Backpressure(engaged) => h.on_backpressure(ctx, engaged),
-                        Notice::Drained => h.on_drained(ctx),
-                    });
-                }
+                self.deliver_notices();
             }
         }
     }
