@@ -9,6 +9,11 @@
 //! Messages are either raw bytes (`send_bytes`/`recv_bytes`) or any serde type
 //! (`send`/`recv`, encoded as CBOR).
 //!
+//! To serve many connections from one thread: [`wait`] (Python's
+//! `multiprocessing.connection.wait`), a persistent [`WaitSet`], or a [`Reactor`] that drives
+//! non-blocking receives and buffered sends through [`Handler`] callbacks, with timers and
+//! backpressure. Every `Connection` is also a `mio::event::Source`, for your own mio loop.
+//!
 //! # Quick start
 //! ```
 //! # fn main() -> multiproc::Result<()> {
@@ -37,6 +42,8 @@
 //! | `conn.poll(timeout)` | `conn.poll(Some(timeout))?` |
 //! | `conn.fileno()` | `conn.as_fd()` / `conn.as_raw_fd()` |
 //! | `EOFError` | `Err(e)` with `e.kind() == ErrorKind::Eof` |
+//! | `wait([a, b], timeout)` | `wait(&mut [a, b], Some(timeout))?` (indices of the ready ones) |
+//! | a `select` loop over many connections | [`WaitSet`] (O(ready) per wait) or a [`Reactor`] |
 //! | `Process(target=f).start()` | `Process::new(f).start()?` |
 //! | `p.join(); p.exitcode` | `p.join()?` returns the exit code |
 //!
