@@ -226,9 +226,10 @@ impl FrameDecoder {
         (&mut self.buf, limit)
     }
 
-    /// True when [`decode`](Self::decode) would return without needing more bytes: a whole
-    /// frame is buffered, or the stream is broken and it would fail at once.
-    pub(crate) fn frame_ready(&self) -> bool {
+    /// True when [`decode`](Self::decode) with `limit` would return without needing more
+    /// bytes: a whole frame is buffered, or it would fail at once (a broken stream, or a
+    /// buffered header over `limit`).
+    pub(crate) fn frame_ready(&self, limit: u64) -> bool {
         if self.broken {
             return true;
         }
@@ -236,7 +237,9 @@ impl FrameDecoder {
             return large.body.len() == large.total;
         }
         match parse_header(&self.buf[self.pos..]) {
-            Ok(Some((h, p))) => (self.buf.len() - self.pos - h) as u64 >= p,
+            Ok(Some((h, p))) => {
+                p > limit || p > isize::MAX as u64 || (self.buf.len() - self.pos - h) as u64 >= p
+            }
             Ok(None) => false,
             Err(_) => true,
         }
@@ -348,7 +351,7 @@ mod tests {
         let err = push(&mut d, &encode(b"0123456789"), 4).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::BadMessageLength);
         assert_eq!(d.buffered_len(), 14);
-        assert!(d.frame_ready());
+        assert!(d.frame_ready(4));
         assert_eq!(
             d.decode(u64::MAX).unwrap_err().kind(),
             ErrorKind::BadMessageLength

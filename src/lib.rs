@@ -56,6 +56,8 @@ mod codec;
 mod connection;
 mod error;
 mod frame;
+#[cfg(test)]
+mod frame_proptests;
 mod process;
 mod reactor;
 mod sys;

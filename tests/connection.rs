@@ -1,1 +1,1319 @@
-fn main() {}
+//! `Connection` between real processes over real fds: byte and typed round trips, decode
+//! errors that leave the connection usable, hostile CBOR, EOF at and inside a frame, broken
+//! pipes, direction and close errors, `poll` with the read-ahead buffer, length limits,
+//! `send_bytes_range`, adopting fds, and a long stream of small messages.
+//!
+//! The peer is a child started with `Process`; it synchronises with messages, never sleeps.
+
+mod util;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use multiproc::{Connection, ErrorKind, Pipe, Process};
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+use util::TestResult;
+
+const READ_AHEAD: usize = 64 * 1024;
+
+/// Starts `f` in a child process.
+///
+/// The child is killed if the test process dies first (a failed assertion, the runner's
+/// timeout): fork gave it copies of the test's own ends, so it would otherwise wait forever
+/// for an EOF that cannot come, holding the runner's stdout open.
+fn spawn(f: impl FnOnce() + Send + 'static) -> multiproc::Result<Process> {
+    let parent = rustix::process::getpid();
+    let mut p = Process::new(move || {
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+            .unwrap();
+        // The parent may have died before the line above.
+        if rustix::process::getppid() != Some(parent) {
+            std::process::exit(102);
+        }
+        f();
+    });
+    p.start()?;
+    Ok(p)
+}
+
+/// Joins `p` and fails unless it exited 0 (a failed assertion in the child exits 1).
+fn join_ok(mut p: Process) -> TestResult {
+    match p.join()? {
+        0 => Ok(()),
+        code => fail!("child exited with {code}"),
+    }
+}
+
+/// A payload whose every byte depends on its position and the seed, so a shifted, cut or
+/// swapped message compares unequal.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8) ^ ((i >> 8) as u8).wrapping_mul(31) ^ seed)
+        .collect()
+}
+
+/// Fails unless `result` is an error of `kind`.
+fn expect_err<T: std::fmt::Debug>(
+    result: multiproc::Result<T>,
+    kind: ErrorKind,
+    what: &str,
+) -> TestResult {
+    match result {
+        Err(e) if e.kind() == kind => Ok(()),
+        Err(e) => fail!("{what}: expected {kind:?}, got {:?} ({e})", e.kind()),
+        Ok(v) => fail!("{what}: expected {kind:?}, got Ok({v:?})"),
+    }
+}
+
+/// `write(2)` all of `bytes` to `fd`, bypassing the framing.
+fn raw_write(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        let n = rustix::io::write(fd, bytes)?;
+        bytes = &bytes[n..];
+    }
+    Ok(())
+}
+
+/// Whether the fd itself has bytes to read right now (ignoring any buffer above it).
+fn fd_readable(fd: BorrowedFd<'_>) -> std::io::Result<bool> {
+    let mut fds = [rustix::event::PollFd::new(
+        &fd,
+        rustix::event::PollFlags::IN,
+    )];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    Ok(rustix::event::poll(&mut fds, Some(&zero))? > 0)
+}
+
+const SIZES: [usize; 4] = [0, 1, 64 * 1024, 16 * 1024 * 1024];
+
+fn round_trip_sizes_over_duplex() -> TestResult {
+    let (mut parent, mut child) = Pipe::new()?;
+    let p = spawn(move || {
+        // Check each message, then echo it.
+        for (i, len) in SIZES.into_iter().enumerate() {
+            let got = child.recv_bytes().unwrap();
+            assert!(
+                got == pattern(len, i as u8),
+                "message {i} of {len} bytes corrupted"
+            );
+            child.send_bytes(&got).unwrap();
+        }
+    })?;
+    for (i, len) in SIZES.into_iter().enumerate() {
+        let sent = pattern(len, i as u8);
+        parent.send_bytes(&sent)?;
+        let back = parent.recv_bytes()?;
+        if back != sent {
+            fail!("echo of {len} bytes differs (got {} bytes)", back.len());
+        }
+    }
+    join_ok(p)
+}
+
+fn round_trip_sizes_over_half_duplex() -> TestResult {
+    let (mut down_r, mut down_w) = Pipe::half_duplex()?;
+    let (mut up_r, mut up_w) = Pipe::half_duplex()?;
+    let p = spawn(move || {
+        for (i, len) in SIZES.into_iter().enumerate() {
+            let got = down_r.recv_bytes().unwrap();
+            assert!(
+                got == pattern(len, i as u8),
+                "message {i} of {len} bytes corrupted"
+            );
+            up_w.send_bytes(&got).unwrap();
+        }
+    })?;
+    for (i, len) in SIZES.into_iter().enumerate() {
+        let sent = pattern(len, i as u8);
+        down_w.send_bytes(&sent)?;
+        // recv_bytes_into reuses one buffer across sizes.
+        let mut back = Vec::new();
+        let n = up_r.recv_bytes_into(&mut back)?;
+        if n != len || back != sent {
+            fail!("echo of {len} bytes differs (got {n} bytes)");
+        }
+    }
+    join_ok(p)
+}
+
+/// Frames just under, at and over the read-ahead buffer, with 4-byte headers, sent back to
+/// back so one `read(2)` sees the end of one frame and the start of the next.
+fn frames_around_read_ahead_size_arrive_intact() -> TestResult {
+    let sizes = [
+        1,
+        READ_AHEAD - 5,
+        READ_AHEAD - 4,
+        0,
+        READ_AHEAD - 3,
+        READ_AHEAD,
+        2,
+        READ_AHEAD + 1,
+        3 * READ_AHEAD + 7,
+        5,
+        2 * READ_AHEAD - 4,
+        0,
+    ];
+    for half in [false, true] {
+        let (mut r, mut w) = if half {
+            Pipe::half_duplex()?
+        } else {
+            Pipe::new()?
+        };
+        let p = spawn(move || {
+            for (i, len) in sizes.into_iter().enumerate() {
+                w.send_bytes(&pattern(len, i as u8)).unwrap();
+            }
+        })?;
+        for (i, len) in sizes.into_iter().enumerate() {
+            let got = r.recv_bytes()?;
+            if got != pattern(len, i as u8) {
+                fail!(
+                    "half={half}: frame {i} of {len} bytes arrived as {} bytes",
+                    got.len()
+                );
+            }
+        }
+        expect_err(r.recv_bytes(), ErrorKind::Eof, "after the last frame")?;
+        join_ok(p)?;
+    }
+    Ok(())
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]
+enum Shape {
+    Empty,
+    Circle(f64),
+    Point(i32, i32),
+    Rect { w: u32, h: u32, label: String },
+    Group(Vec<Shape>),
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]
+struct Record {
+    id: u64,
+    name: String,
+    shapes: Vec<Shape>,
+    by_name: BTreeMap<String, Vec<i64>>,
+    by_id: HashMap<u32, Option<String>>,
+    by_pair: BTreeMap<(u8, u8), char>,
+    parent: Option<Box<Record>>,
+    grid: Vec<Vec<Vec<u16>>>,
+    #[serde(with = "serde_bytes")]
+    blob: Vec<u8>,
+    extremes: (u64, i64, u128, i128, i8),
+    flags: (bool, bool, ()),
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]
+struct Marker;
+
+#[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]
+struct Meters(f32);
+
+#[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]
+struct Pair(i16, String);
+
+#[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]
+struct Point {
+    x: i32,
+    y: i32,
+}
+
+const UNICODE: &str = "héllo wörld ✓ 日本語 𝄞 🦀 \u{0} \u{10FFFF} \u{202E}rtl";
+
+fn sample_record() -> Record {
+    let child = Record {
+        id: 0,
+        name: String::new(),
+        shapes: vec![],
+        by_name: BTreeMap::new(),
+        by_id: HashMap::new(),
+        by_pair: BTreeMap::new(),
+        parent: None,
+        grid: vec![vec![], vec![vec![]]],
+        blob: vec![],
+        extremes: (0, 0, 0, 0, 0),
+        flags: (false, false, ()),
+    };
+    Record {
+        id: u64::MAX,
+        name: UNICODE.to_string(),
+        shapes: vec![
+            Shape::Empty,
+            Shape::Circle(1.5),
+            Shape::Point(-7, i32::MAX),
+            Shape::Rect {
+                w: 3,
+                h: 4,
+                label: "ラベル".into(),
+            },
+            Shape::Group(vec![Shape::Empty, Shape::Group(vec![Shape::Circle(-0.25)])]),
+        ],
+        by_name: BTreeMap::from([
+            ("".to_string(), vec![]),
+            ("ключ".to_string(), vec![i64::MIN, -1, 0, 1, i64::MAX]),
+        ]),
+        by_id: HashMap::from([
+            (1, Some("one".into())),
+            (2, None),
+            (u32::MAX, Some("".into())),
+        ]),
+        by_pair: BTreeMap::from([((0, 0), '\0'), ((1, 255), '🦀')]),
+        parent: Some(Box::new(child)),
+        grid: vec![vec![vec![1, 2], vec![]], vec![], vec![vec![u16::MAX; 300]]],
+        blob: (0..=255).collect(),
+        extremes: (u64::MAX, i64::MIN, u128::MAX, i128::MIN, i8::MIN),
+        flags: (true, false, ()),
+    }
+}
+
+/// In the child: receives one `T` and sends it back.
+fn echo<T: Serialize + serde::de::DeserializeOwned>(conn: &mut Connection) {
+    let value: T = conn.recv().unwrap();
+    conn.send(&value).unwrap();
+}
+
+/// In the parent: sends `value`, receives the child's echo, compares.
+fn round<T>(conn: &mut Connection, value: &T) -> TestResult
+where
+    T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    conn.send(value)?;
+    let back: T = conn.recv()?;
+    if &back != value {
+        fail!("sent {value:?}, got back {back:?}");
+    }
+    Ok(())
+}
+
+fn typed_values_round_trip() -> TestResult {
+    let (mut parent, mut child) = Pipe::new()?;
+    let p = spawn(move || {
+        let c = &mut child;
+        echo::<Record>(c);
+        echo::<Vec<Shape>>(c);
+        echo::<Marker>(c);
+        echo::<Meters>(c);
+        echo::<Pair>(c);
+        echo::<Option<u8>>(c);
+        echo::<Option<Point>>(c);
+        echo::<String>(c);
+        echo::<Vec<String>>(c);
+        echo::<Vec<Vec<Vec<Vec<u8>>>>>(c);
+        echo::<BTreeMap<String, Option<Shape>>>(c);
+        echo::<serde_bytes::ByteBuf>(c);
+        echo::<(char, bool, i128)>(c);
+    })?;
+    let c = &mut parent;
+    round(c, &sample_record())?;
+    round(
+        c,
+        &vec![
+            Shape::Empty,
+            Shape::Circle(f64::MAX),
+            Shape::Point(i32::MIN, 0),
+            Shape::Rect {
+                w: 0,
+                h: u32::MAX,
+                label: UNICODE.into(),
+            },
+            Shape::Group(vec![]),
+        ],
+    )?;
+    round(c, &Marker)?;
+    round(c, &Meters(-3.25))?;
+    round(c, &Pair(-1, "pair".into()))?;
+    round(c, &None::<u8>)?;
+    round(c, &Some(Point { x: -1, y: 1 }))?;
+    round(c, &UNICODE.to_string())?;
+    round(c, &vec![String::new(), UNICODE.into(), "\u{FEFF}".into()])?;
+    round(
+        c,
+        &vec![vec![vec![vec![1u8, 2], vec![]]], vec![], vec![vec![]]],
+    )?;
+    round(
+        c,
+        &BTreeMap::from([
+            ("none".to_string(), None),
+            ("some".to_string(), Some(Shape::Point(1, 2))),
+        ]),
+    )?;
+    round(c, &serde_bytes::ByteBuf::from(pattern(100_000, 7)))?;
+    round(c, &('🦀', true, i128::MAX))?;
+    join_ok(p)
+}
+
+fn float_specials_round_trip() -> TestResult {
+    let (mut parent, mut child) = Pipe::new()?;
+    let p = spawn(move || {
+        echo::<Vec<f64>>(&mut child);
+        echo::<Vec<f32>>(&mut child);
+    })?;
+    let sub = f64::MIN_POSITIVE / 4.0;
+    let sent = vec![
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        -0.0,
+        0.0,
+        sub,
+        f64::MAX,
+        0.1,
+    ];
+    parent.send(&sent)?;
+    let got: Vec<f64> = parent.recv()?;
+    if got.len() != sent.len() || !got[0].is_nan() {
+        fail!("NaN lost: {got:?}");
+    }
+    // Everything but NaN must come back bit for bit (including the sign of -0.0).
+    for (a, b) in sent.iter().zip(&got).skip(1) {
+        if a.to_bits() != b.to_bits() {
+            fail!("{a:?} came back as {b:?}");
+        }
+    }
+    let sent32 = vec![
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        -0.0f32,
+        f32::MIN_POSITIVE,
+    ];
+    parent.send(&sent32)?;
+    let got32: Vec<f32> = parent.recv()?;
+    if !got32[0].is_nan()
+        || got32[1..]
+            .iter()
+            .zip(&sent32[1..])
+            .any(|(a, b)| a.to_bits() != b.to_bits())
+    {
+        fail!("f32 specials came back as {got32:?}");
+    }
+    join_ok(p)
+}
+
+/// `#[serde(with = "serde_bytes")]` makes a byte field a CBOR byte string (1 byte per byte);
+/// a plain `Vec<u8>` is an array of integers (up to 2 bytes per byte).
+fn serde_bytes_field_is_sent_as_a_byte_string() -> TestResult {
+    #[derive(Serialize)]
+    struct Compact {
+        #[serde(with = "serde_bytes")]
+        b: Vec<u8>,
+    }
+    #[derive(Serialize)]
+    struct Plain {
+        b: Vec<u8>,
+    }
+    let (mut a, mut b) = Pipe::new()?;
+    let bytes = vec![200u8; 1000];
+    let p = spawn(move || {
+        a.send(&Compact { b: bytes.clone() }).unwrap();
+        a.send(&Plain { b: bytes }).unwrap();
+    })?;
+    let compact = b.recv_bytes()?;
+    let plain = b.recv_bytes()?;
+    // Map header, key "b", byte string header (3 bytes), 1000 bytes.
+    if compact.len() > 1000 + 8 {
+        fail!("serde_bytes field took {} bytes for 1000", compact.len());
+    }
+    if plain.len() < 2000 {
+        fail!(
+            "plain Vec<u8> took only {} bytes: the control is wrong",
+            plain.len()
+        );
+    }
+    join_ok(p)
+}
+
+/// `{"x": 1, "y": 2}`, the CBOR ciborium writes for `Point { x: 1, y: 2 }`.
+const POINT_CBOR: [u8; 7] = [0xa2, 0x61, b'x', 0x01, 0x61, b'y', 0x02];
+
+fn undecodable_frame_is_decode_error_and_next_message_arrives() -> TestResult {
+    let (mut parent, mut child) = Pipe::new()?;
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage", vec![0xff, 0xfe, 0x00, 0x13, 0x37]),
+        ("a CBOR string", vec![0x65, b'h', b'e', b'l', b'l', b'o']),
+        (
+            "trailing byte after a valid Point",
+            [&POINT_CBOR[..], &[0x00]].concat(),
+        ),
+        ("a Point cut short", POINT_CBOR[..5].to_vec()),
+        ("an empty frame", vec![]),
+        ("a field that overflows i32", {
+            let mut v = POINT_CBOR.to_vec();
+            v.splice(6..7, [0x1b, 0, 0, 0, 1, 0, 0, 0, 0]);
+            v
+        }),
+        (
+            "invalid UTF-8 in a key",
+            vec![0xa2, 0x61, 0xff, 0x01, 0x61, b'y', 0x02],
+        ),
+        (
+            "garbage larger than the read-ahead buffer",
+            vec![0xff; 3 * READ_AHEAD],
+        ),
+    ];
+    let count = bad.len();
+    let p = spawn(move || {
+        // The control: the hand-written bytes are a valid Point.
+        child.send_bytes(&POINT_CBOR).unwrap();
+        for (i, (_, frame)) in bad.into_iter().enumerate() {
+            child.send_bytes(&frame).unwrap();
+            child.send(&Point { x: i as i32, y: -1 }).unwrap();
+        }
+    })?;
+    if parent.recv::<Point>()? != (Point { x: 1, y: 2 }) {
+        fail!("the control frame did not decode as Point {{ x: 1, y: 2 }}");
+    }
+    let names = [
+        "garbage",
+        "a CBOR string",
+        "trailing byte after a valid Point",
+        "a Point cut short",
+        "an empty frame",
+        "a field that overflows i32",
+        "invalid UTF-8 in a key",
+        "garbage larger than the read-ahead buffer",
+    ];
+    assert_eq!(names.len(), count);
+    for (i, name) in names.iter().enumerate() {
+        expect_err(parent.recv::<Point>(), ErrorKind::Decode, name)?;
+        let next: Point = parent.recv()?;
+        if next != (Point { x: i as i32, y: -1 }) {
+            fail!("after {name}: got {next:?}");
+        }
+    }
+    expect_err(parent.recv::<Point>(), ErrorKind::Eof, "at the end")?;
+    join_ok(p)
+}
+
+/// Caps this (test) process's address space a little above what it uses now, so a huge
+/// allocation aborts the test instead of passing unnoticed thanks to overcommit.
+fn cap_address_space(headroom: u64) -> TestResult {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let vm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or("no VmSize in /proc/self/status")?;
+    let old = rustix::process::getrlimit(rustix::process::Resource::As);
+    let want = vm_kib * 1024 + headroom;
+    let current = old.current.map_or(want, |c| c.min(want));
+    rustix::process::setrlimit(
+        rustix::process::Resource::As,
+        rustix::process::Rlimit {
+            current: Some(current),
+            maximum: old.maximum,
+        },
+    )?;
+    Ok(())
+}
+
+#[derive(Deserialize, Debug)]
+#[allow(dead_code)] // only ever a decode target
+struct Nest(Vec<Nest>);
+
+#[derive(Deserialize, Debug)]
+#[allow(dead_code)]
+enum Tree {
+    Leaf(u8),
+    Node(Box<Tree>),
+}
+
+fn deeply_nested_cbor_is_decode_error_without_stack_overflow() -> TestResult {
+    const DEPTH: usize = 100_000;
+    let mut arrays = vec![0x81u8; DEPTH];
+    arrays.push(0x80);
+    let mut maps = Vec::with_capacity(2 * DEPTH + 1);
+    for _ in 0..DEPTH {
+        maps.extend_from_slice(&[0xa1, 0x00]);
+    }
+    maps.push(0x00);
+    let mut tags = vec![0xc6u8; DEPTH];
+    tags.push(0x00);
+    // {"Node": {"Node": ... }}
+    let mut variants = Vec::new();
+    for _ in 0..DEPTH {
+        variants.extend_from_slice(&[0xa1, 0x64, b'N', b'o', b'd', b'e']);
+    }
+    variants.extend_from_slice(&[0xa1, 0x64, b'L', b'e', b'a', b'f', 0x00]);
+    let frames = [arrays.clone(), arrays, maps, tags, variants];
+    let (mut parent, mut child) = Pipe::new()?;
+    let p = spawn(move || {
+        // The control: shallow nesting decodes.
+        child.send_bytes(&[0x81, 0x81, 0x80]).unwrap();
+        for frame in frames {
+            child.send_bytes(&frame).unwrap();
+            child.send(&"next").unwrap();
+        }
+    })?;
+    let control: Nest = parent.recv()?;
+    if control.0.len() != 1 || control.0[0].0.len() != 1 {
+        fail!("control decoded as {control:?}");
+    }
+    expect_err(
+        parent.recv::<Nest>(),
+        ErrorKind::Decode,
+        "nested arrays as Nest",
+    )?;
+    assert_eq!(parent.recv::<String>()?, "next");
+    expect_err(
+        parent.recv::<IgnoredAny>(),
+        ErrorKind::Decode,
+        "nested arrays as IgnoredAny",
+    )?;
+    assert_eq!(parent.recv::<String>()?, "next");
+    expect_err(
+        parent.recv::<IgnoredAny>(),
+        ErrorKind::Decode,
+        "nested maps",
+    )?;
+    assert_eq!(parent.recv::<String>()?, "next");
+    expect_err(
+        parent.recv::<IgnoredAny>(),
+        ErrorKind::Decode,
+        "nested tags",
+    )?;
+    assert_eq!(parent.recv::<String>()?, "next");
+    expect_err(
+        parent.recv::<Tree>(),
+        ErrorKind::Decode,
+        "nested enum variants",
+    )?;
+    assert_eq!(parent.recv::<String>()?, "next");
+    join_ok(p)
+}
+
+/// A CBOR header with an 8-byte argument: `major` type, value `n`.
+fn cbor_head(major: u8, n: u64) -> Vec<u8> {
+    let mut v = vec![(major << 5) | 27];
+    v.extend_from_slice(&n.to_be_bytes());
+    v
+}
+
+fn huge_cbor_length_claims_are_decode_errors_without_huge_allocation() -> TestResult {
+    let claims: Vec<(&'static str, Vec<u8>)> = vec![
+        ("array of 2^60 as Vec<u64>", cbor_head(4, 1 << 60)),
+        ("array of 2^60 as Vec<String>", cbor_head(4, 1 << 60)),
+        ("array of 2^60 as IgnoredAny", cbor_head(4, 1 << 60)),
+        ("map of 2^60 as HashMap", cbor_head(5, 1 << 60)),
+        ("bytes of 2^62 as ByteBuf", cbor_head(2, 1 << 62)),
+        ("bytes of 2^62 as Vec<u8>", cbor_head(2, 1 << 62)),
+        ("text of 2^62 as String", cbor_head(3, 1 << 62)),
+        ("text of u64::MAX as String", cbor_head(3, u64::MAX)),
+        (
+            "text of 2^62 in an array",
+            [vec![0x81], cbor_head(3, 1 << 62)].concat(),
+        ),
+        ("indefinite array, no break", vec![0x9f, 0x01]),
+    ];
+    let (mut parent, mut child) = Pipe::new()?;
+    let frames: Vec<Vec<u8>> = claims.iter().map(|(_, f)| f.clone()).collect();
+    let p = spawn(move || {
+        for frame in frames {
+            child.send_bytes(&frame).unwrap();
+            child.send(&7u8).unwrap();
+        }
+    })?;
+    cap_address_space(512 << 20)?;
+    let start = Instant::now();
+    for (i, (name, _)) in claims.iter().enumerate() {
+        let r = match i {
+            0 => parent.recv::<Vec<u64>>().map(|_| ()),
+            1 => parent.recv::<Vec<String>>().map(|_| ()),
+            2 | 9 => parent.recv::<IgnoredAny>().map(|_| ()),
+            3 => parent.recv::<HashMap<u64, u64>>().map(|_| ()),
+            4 => parent.recv::<serde_bytes::ByteBuf>().map(|_| ()),
+            5 => parent.recv::<Vec<u8>>().map(|_| ()),
+            6 | 7 => parent.recv::<String>().map(|_| ()),
+            8 => parent.recv::<Vec<String>>().map(|_| ()),
+            _ => unreachable!(),
+        };
+        expect_err(r, ErrorKind::Decode, name)?;
+        assert_eq!(parent.recv::<u8>()?, 7, "after {name}");
+    }
+    let took = start.elapsed();
+    if took > Duration::from_secs(5) {
+        fail!("rejecting the claims took {took:?}");
+    }
+    join_ok(p)
+}
+
+fn recv_after_peer_exit_at_boundary_is_eof() -> TestResult {
+    for half in [false, true] {
+        let (mut r, mut w) = if half {
+            Pipe::half_duplex()?
+        } else {
+            Pipe::new()?
+        };
+        let p = spawn(move || {
+            w.send_bytes(b"one").unwrap();
+            w.send(&2u32).unwrap();
+            w.send_bytes(&pattern(3 * READ_AHEAD, 3)).unwrap();
+        })?;
+        assert_eq!(r.recv_bytes()?, b"one");
+        assert_eq!(r.recv::<u32>()?, 2);
+        assert_eq!(r.recv_bytes()?, pattern(3 * READ_AHEAD, 3));
+        // The child may still be writing the last frame until we read it; its exit closes
+        // its end.
+        join_ok(p)?;
+        // Eof for every receive method, again and again; poll says a recv would not block.
+        for _ in 0..3 {
+            expect_err(r.recv_bytes(), ErrorKind::Eof, "recv_bytes")?;
+            expect_err(r.recv::<u32>(), ErrorKind::Eof, "recv")?;
+            expect_err(r.recv_bytes_max(10), ErrorKind::Eof, "recv_bytes_max")?;
+            let mut buf = b"kept".to_vec();
+            expect_err(
+                r.recv_bytes_into(&mut buf),
+                ErrorKind::Eof,
+                "recv_bytes_into",
+            )?;
+            assert_eq!(buf, b"kept", "recv_bytes_into changed its buffer on error");
+            assert!(r.poll(Some(Duration::ZERO))?);
+            assert!(r.poll(None)?);
+        }
+    }
+    Ok(())
+}
+
+/// A Unix socket whose peer closed with our data unread reports ECONNRESET once its queue is
+/// drained; for the reader that is still a clean end of stream.
+fn recv_after_peer_exits_with_our_data_unread_is_eof() -> TestResult {
+    let (mut parent, mut child) = Pipe::new()?;
+    let (mut ctl_parent, mut ctl_child) = Pipe::new()?;
+    let p = spawn(move || {
+        ctl_child.recv_bytes().unwrap();
+        // The parent's message is waiting on `child`, never read.
+        child.send_bytes(b"last words").unwrap();
+    })?;
+    parent.send_bytes(b"never read")?;
+    ctl_parent.send_bytes(b"go")?;
+    assert_eq!(parent.recv_bytes()?, b"last words");
+    join_ok(p)?;
+    for _ in 0..2 {
+        expect_err(parent.recv_bytes(), ErrorKind::Eof, "after the peer exited")?;
+    }
+    expect_err(
+        parent.send_bytes(b"x"),
+        ErrorKind::BrokenPipe,
+        "send to the exited peer",
+    )
+}
+
+fn recv_after_peer_exit_mid_frame_is_truncated_message() -> TestResult {
+    let mut long_header = (-1i32).to_be_bytes().to_vec();
+    long_header.extend_from_slice(&10u64.to_be_bytes());
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("inside a 4-byte header", vec![0, 0]),
+        ("inside a 12-byte header", long_header[..7].to_vec()),
+        ("after a 12-byte header", long_header.clone()),
+        (
+            "after a header, before the payload",
+            100u32.to_be_bytes().to_vec(),
+        ),
+        (
+            "inside a small payload",
+            [&100u32.to_be_bytes()[..], &[7; 50]].concat(),
+        ),
+        (
+            "inside a large payload",
+            [&(1u32 << 20).to_be_bytes()[..], &pattern(300_000, 1)].concat(),
+        ),
+        (
+            "inside a long-form payload",
+            [&long_header[..], b"abcde"].concat(),
+        ),
+    ];
+    for half in [false, true] {
+        for (name, bytes) in &cases {
+            let (mut r, mut w) = if half {
+                Pipe::half_duplex()?
+            } else {
+                Pipe::new()?
+            };
+            let bytes = bytes.clone();
+            let p = spawn(move || {
+                w.send_bytes(b"whole").unwrap();
+                let fd = OwnedFd::from(w);
+                raw_write(fd.as_fd(), &bytes).unwrap();
+            })?;
+            assert_eq!(r.recv_bytes()?, b"whole");
+            for _ in 0..2 {
+                expect_err(r.recv_bytes(), ErrorKind::TruncatedMessage, name)?;
+                assert!(r.poll(Some(Duration::ZERO))?, "{name}: poll at EOF");
+            }
+            join_ok(p)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether this process ignores SIGPIPE, from the `SigIgn` mask in `/proc/self/status`.
+fn sigpipe_ignored() -> Result<bool, Box<dyn std::error::Error>> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .ok_or("no SigIgn in /proc/self/status")?;
+    let mask = u64::from_str_radix(mask.trim(), 16)?;
+    Ok(mask & (1 << (libc::SIGPIPE - 1)) != 0)
+}
+
+/// Writes to a peer that is gone fail with `BrokenPipe`, and the process lives on.
+///
+/// Limit: Rust's runtime ignores SIGPIPE before `main`, so in this binary a SIGPIPE could not
+/// kill us even if the library forgot `MSG_NOSIGNAL` or its own `SIG_IGN`; setting SIGPIPE
+/// back to its default would take `unsafe`, which tests may not use. What is checked is the
+/// error kind, that the process survives, and that the library leaves SIGPIPE ignored.
+fn send_to_exited_peer_is_broken_pipe_without_sigpipe() -> TestResult {
+    assert!(sigpipe_ignored()?, "SIGPIPE not ignored at the start");
+    for half in [false, true] {
+        // `mine` writes; the child holds the only other end and exits at once.
+        let (theirs, mut mine) = if half {
+            Pipe::half_duplex()?
+        } else {
+            Pipe::new()?
+        };
+        let p = spawn(move || drop(theirs))?;
+        join_ok(p)?;
+        for round in 0..3 {
+            for len in [0, 1, 100_000, 1 << 20] {
+                let what = format!("half={half} round {round}: send_bytes of {len}");
+                expect_err(mine.send_bytes(&vec![1; len]), ErrorKind::BrokenPipe, &what)?;
+            }
+            expect_err(mine.send(&"typed"), ErrorKind::BrokenPipe, "send")?;
+        }
+        // Still alive: SIGPIPE did not kill us, and the connection is still open.
+        assert!(!mine.is_closed());
+    }
+    assert!(sigpipe_ignored()?, "SIGPIPE no longer ignored");
+    Ok(())
+}
+
+/// The peer exits while we are blocked writing a message larger than the kernel buffers.
+fn peer_exit_during_large_send_is_broken_pipe() -> TestResult {
+    for half in [false, true] {
+        let (mut theirs, mut mine) = if half {
+            Pipe::half_duplex()?
+        } else {
+            Pipe::new()?
+        };
+        let p = spawn(move || {
+            // Read the first message only, then exit with the big one unread.
+            assert_eq!(theirs.recv_bytes().unwrap(), b"first");
+        })?;
+        mine.send_bytes(b"first")?;
+        let big = vec![0u8; 16 << 20];
+        expect_err(
+            mine.send_bytes(&big),
+            ErrorKind::BrokenPipe,
+            "the 16 MiB send",
+        )?;
+        join_ok(p)?;
+    }
+    Ok(())
+}
+
+fn half_duplex_ends_refuse_the_wrong_direction() -> TestResult {
+    let (mut reader, mut writer) = Pipe::half_duplex()?;
+    assert!(reader.readable() && !reader.writable());
+    assert!(writer.writable() && !writer.readable());
+    expect_err(
+        reader.send_bytes(b"x"),
+        ErrorKind::ReadOnly,
+        "reader.send_bytes",
+    )?;
+    expect_err(reader.send(&1u8), ErrorKind::ReadOnly, "reader.send")?;
+    expect_err(
+        reader.send_bytes_range(b"abc", 1, Some(1)),
+        ErrorKind::ReadOnly,
+        "reader.send_bytes_range",
+    )?;
+    expect_err(
+        writer.recv_bytes(),
+        ErrorKind::WriteOnly,
+        "writer.recv_bytes",
+    )?;
+    expect_err(writer.recv::<u8>(), ErrorKind::WriteOnly, "writer.recv")?;
+    expect_err(
+        writer.recv_bytes_max(5),
+        ErrorKind::WriteOnly,
+        "writer.recv_bytes_max",
+    )?;
+    let mut buf = Vec::new();
+    expect_err(
+        writer.recv_bytes_into(&mut buf),
+        ErrorKind::WriteOnly,
+        "writer.recv_bytes_into",
+    )?;
+    expect_err(
+        writer.poll(Some(Duration::ZERO)),
+        ErrorKind::WriteOnly,
+        "writer.poll(0)",
+    )?;
+    expect_err(writer.poll(None), ErrorKind::WriteOnly, "writer.poll(None)")?;
+    // The refused calls changed nothing: the right direction still works.
+    let p = spawn(move || writer.send_bytes(b"still fine").unwrap())?;
+    assert_eq!(reader.recv_bytes()?, b"still fine");
+    join_ok(p)
+}
+
+fn every_method_after_close_is_closed() -> TestResult {
+    let (mut a, mut b) = Pipe::new()?;
+    let (mut r, mut w) = Pipe::half_duplex()?;
+    // Something buffered when closing: it is discarded.
+    b.send_bytes(b"one")?;
+    b.send_bytes(b"two")?;
+    assert_eq!(a.recv_bytes()?, b"one");
+    for conn in [&mut a, &mut r, &mut w] {
+        conn.close();
+        conn.close(); // twice is fine
+        assert!(conn.is_closed());
+        assert_eq!(conn.buffered_len(), 0);
+        expect_err(conn.send_bytes(b"x"), ErrorKind::Closed, "send_bytes")?;
+        expect_err(conn.send(&1u8), ErrorKind::Closed, "send")?;
+        expect_err(
+            conn.send_bytes_range(b"abc", 1, None),
+            ErrorKind::Closed,
+            "send_bytes_range",
+        )?;
+        expect_err(conn.recv_bytes(), ErrorKind::Closed, "recv_bytes")?;
+        expect_err(conn.recv::<u8>(), ErrorKind::Closed, "recv")?;
+        expect_err(conn.recv_bytes_max(10), ErrorKind::Closed, "recv_bytes_max")?;
+        let mut buf = Vec::new();
+        expect_err(
+            conn.recv_bytes_into(&mut buf),
+            ErrorKind::Closed,
+            "recv_bytes_into",
+        )?;
+        expect_err(
+            conn.poll(Some(Duration::ZERO)),
+            ErrorKind::Closed,
+            "poll(0)",
+        )?;
+        expect_err(conn.poll(None), ErrorKind::Closed, "poll(None)")?;
+    }
+    // The peers see the close.
+    expect_err(
+        b.recv_bytes(),
+        ErrorKind::Eof,
+        "peer of a closed duplex end",
+    )?;
+    Ok(())
+}
+
+/// Python checks closed and direction before the buffer arguments.
+fn send_bytes_range_checks_closed_and_direction_before_bounds() -> TestResult {
+    let (mut reader, _writer) = Pipe::half_duplex()?;
+    expect_err(
+        reader.send_bytes_range(b"abc", 10, None),
+        ErrorKind::ReadOnly,
+        "bad range on a read-only end",
+    )?;
+    let (mut a, _b) = Pipe::new()?;
+    a.close();
+    expect_err(
+        a.send_bytes_range(b"abc", 10, None),
+        ErrorKind::Closed,
+        "bad range on a closed end",
+    )
+}
+
+fn poll_reports_messages_buffered_frames_and_eof() -> TestResult {
+    let (mut parent, mut child) = Pipe::new()?;
+    let (mut ctl_parent, mut ctl_child) = Pipe::new()?;
+    let p = spawn(move || {
+        // 1: one message.
+        ctl_child.recv_bytes().unwrap();
+        child.send_bytes(b"first").unwrap();
+        // 2: two messages together, then "sent" on the side channel.
+        ctl_child.recv_bytes().unwrap();
+        child.send_bytes(b"second").unwrap();
+        child.send_bytes(b"third").unwrap();
+        ctl_child.send_bytes(b"sent").unwrap();
+        // 3: half a frame, then the rest when told.
+        ctl_child.recv_bytes().unwrap();
+        let mut frame = 10u32.to_be_bytes().to_vec();
+        frame.extend_from_slice(b"0123456789");
+        raw_write(child.as_fd(), &frame[..7]).unwrap();
+        ctl_child.send_bytes(b"half").unwrap();
+        ctl_child.recv_bytes().unwrap();
+        raw_write(child.as_fd(), &frame[7..]).unwrap();
+        // 4: exit, closing the connection.
+    })?;
+
+    // Nothing sent yet.
+    assert!(
+        !parent.poll(Some(Duration::ZERO))?,
+        "poll(0) on an empty connection"
+    );
+    let start = Instant::now();
+    assert!(!parent.poll(Some(Duration::from_millis(30)))?);
+    if start.elapsed() < Duration::from_millis(25) {
+        fail!("poll(30 ms) returned after {:?}", start.elapsed());
+    }
+
+    ctl_parent.send_bytes(b"go")?;
+    assert!(
+        parent.poll(Some(Duration::from_secs(10)))?,
+        "poll after a message"
+    );
+    assert!(
+        parent.poll(Some(Duration::ZERO))?,
+        "poll(0) again: still there"
+    );
+    assert_eq!(parent.recv_bytes()?, b"first");
+
+    ctl_parent.send_bytes(b"go")?;
+    assert_eq!(ctl_parent.recv_bytes()?, b"sent");
+    assert_eq!(parent.recv_bytes()?, b"second");
+    // "third" came in with "second": the fd is drained, the buffer is not.
+    assert!(
+        !fd_readable(parent.as_fd())?,
+        "fd still readable: the test proves nothing"
+    );
+    assert_eq!(parent.buffered_len(), 4 + 5);
+    assert!(
+        parent.poll(Some(Duration::ZERO))?,
+        "poll(0) with a frame in the read-ahead buffer"
+    );
+    assert_eq!(parent.recv_bytes()?, b"third");
+    assert!(!parent.poll(Some(Duration::ZERO))?);
+
+    ctl_parent.send_bytes(b"go")?;
+    assert_eq!(ctl_parent.recv_bytes()?, b"half");
+    // Part of a frame is not a message: a true poll must never lead to a blocking recv.
+    assert!(
+        !parent.poll(Some(Duration::ZERO))?,
+        "poll(0) with half a frame"
+    );
+    assert_eq!(parent.buffered_len(), 7);
+    ctl_parent.send_bytes(b"go")?;
+    assert!(parent.poll(None)?, "poll(None) once the frame completes");
+    assert_eq!(parent.recv_bytes()?, b"0123456789");
+
+    join_ok(p)?;
+    assert!(parent.poll(Some(Duration::ZERO))?, "poll(0) at EOF");
+    assert!(parent.poll(None)?, "poll(None) at EOF");
+    expect_err(parent.recv_bytes(), ErrorKind::Eof, "after poll at EOF")
+}
+
+fn recv_bytes_max_over_limit_is_bad_length_and_stays_unreadable() -> TestResult {
+    for (len, limit) in [
+        (10usize, 9usize),
+        (1, 0),
+        (3 * READ_AHEAD, 3 * READ_AHEAD - 1),
+    ] {
+        let (mut a, mut b) = Pipe::new()?;
+        let p = spawn(move || {
+            a.send_bytes(&pattern(len, 1)).unwrap();
+            a.send_bytes(b"after").unwrap();
+        })?;
+        join_ok(p)?;
+        expect_err(
+            b.recv_bytes_max(limit),
+            ErrorKind::BadMessageLength,
+            "over the limit",
+        )?;
+        let buffered = b.buffered_len();
+        // The payload was not consumed and nothing after it is reachable.
+        expect_err(
+            b.recv_bytes_max(len),
+            ErrorKind::BadMessageLength,
+            "then at its size",
+        )?;
+        expect_err(
+            b.recv_bytes(),
+            ErrorKind::BadMessageLength,
+            "then with no limit",
+        )?;
+        expect_err(b.recv::<u8>(), ErrorKind::BadMessageLength, "then recv")?;
+        assert_eq!(
+            b.buffered_len(),
+            buffered,
+            "len {len}: the refused payload was consumed"
+        );
+        assert!(b.poll(Some(Duration::ZERO))?, "poll after a bad length");
+    }
+    Ok(())
+}
+
+/// A header over the connection's limit means `recv` fails at once without reading more, so
+/// `poll` must say a `recv` would not block, even though the payload has not arrived.
+fn poll_is_true_when_a_buffered_header_is_over_the_limit() -> TestResult {
+    let (mut parent, child) = Pipe::new()?;
+    let (mut ctl_parent, mut ctl_child) = Pipe::new()?;
+    let p = spawn(move || {
+        let mut partial = 100u32.to_be_bytes().to_vec();
+        partial.extend_from_slice(&[0; 10]);
+        raw_write(child.as_fd(), &partial).unwrap();
+        ctl_child.send_bytes(b"written").unwrap();
+        // Stay connected, sending nothing more, until told to go.
+        ctl_child.recv_bytes().unwrap();
+    })?;
+    parent.set_max_message_len(50);
+    assert_eq!(ctl_parent.recv_bytes()?, b"written");
+    let ready = parent.poll(Some(Duration::ZERO))?;
+    let start = Instant::now();
+    expect_err(parent.recv_bytes(), ErrorKind::BadMessageLength, "recv")?;
+    let took = start.elapsed();
+    ctl_parent.send_bytes(b"go")?;
+    join_ok(p)?;
+    if !ready {
+        fail!("poll(0) was false, yet recv failed at once (in {took:?}) without more bytes");
+    }
+    Ok(())
+}
+
+fn recv_bytes_max_at_limit_succeeds() -> TestResult {
+    let lens = [0usize, 1, 10, READ_AHEAD - 4, READ_AHEAD, 3 * READ_AHEAD];
+    let (mut a, mut b) = Pipe::new()?;
+    let p = spawn(move || {
+        for len in lens {
+            a.send_bytes(&pattern(len, 2)).unwrap();
+        }
+    })?;
+    for len in lens {
+        assert_eq!(b.recv_bytes_max(len)?, pattern(len, 2), "len {len}");
+    }
+    join_ok(p)
+}
+
+fn max_message_len_applies_to_every_receive() -> TestResult {
+    let (mut a, mut b) = Pipe::new()?;
+    b.set_max_message_len(4);
+    a.send(&"ok")?; // 3 bytes of CBOR
+    assert_eq!(b.recv::<String>()?, "ok");
+    a.send_bytes(b"1234")?;
+    assert_eq!(
+        b.recv_bytes_max(100)?,
+        b"1234",
+        "the connection limit wins when lower"
+    );
+    a.send(&"too long")?;
+    expect_err(
+        b.recv::<String>(),
+        ErrorKind::BadMessageLength,
+        "recv over the limit",
+    )?;
+    expect_err(
+        b.recv_bytes(),
+        ErrorKind::BadMessageLength,
+        "then recv_bytes",
+    )?;
+    Ok(())
+}
+
+fn send_bytes_range_sends_the_slice_and_checks_bounds() -> TestResult {
+    let buf = b"0123456789";
+    let (mut a, mut b) = Pipe::new()?;
+    let p = spawn(move || {
+        a.send_bytes_range(buf, 2, Some(3)).unwrap();
+        a.send_bytes_range(buf, 7, None).unwrap();
+        a.send_bytes_range(buf, 0, None).unwrap();
+        a.send_bytes_range(buf, 10, None).unwrap();
+        a.send_bytes_range(buf, 10, Some(0)).unwrap();
+        a.send_bytes_range(buf, 0, Some(10)).unwrap();
+        for (offset, size) in [
+            (11, None),
+            (0, Some(11)),
+            (5, Some(6)),
+            (11, Some(0)),
+            (1, Some(usize::MAX)),
+        ] {
+            let err = a.send_bytes_range(buf, offset, size).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                ErrorKind::InvalidInput,
+                "offset {offset} size {size:?}"
+            );
+        }
+        a.send_bytes(b"end").unwrap();
+    })?;
+    let expected: [&[u8]; 7] = [b"234", b"789", buf, b"", b"", buf, b"end"];
+    for want in expected {
+        assert_eq!(b.recv_bytes()?, want);
+    }
+    // The refused calls sent nothing.
+    expect_err(b.recv_bytes(), ErrorKind::Eof, "after the last message")?;
+    join_ok(p)
+}
+
+fn adopted_fd_direction_follows_its_access_mode() -> TestResult {
+    // A pipe: read end read-only, write end write-only.
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let mut r = Connection::from(r);
+    let mut w = Connection::from(w);
+    assert!(r.readable() && !r.writable(), "pipe read end");
+    assert!(w.writable() && !w.readable(), "pipe write end");
+    expect_err(
+        r.send_bytes(b"x"),
+        ErrorKind::ReadOnly,
+        "send on an adopted read end",
+    )?;
+    expect_err(
+        w.recv_bytes(),
+        ErrorKind::WriteOnly,
+        "recv on an adopted write end",
+    )?;
+    let p = spawn(move || w.send_bytes(b"through the pipe").unwrap())?;
+    assert_eq!(r.recv_bytes()?, b"through the pipe");
+    join_ok(p)?;
+    expect_err(
+        r.recv_bytes(),
+        ErrorKind::Eof,
+        "pipe after the writer exits",
+    )?;
+
+    // A socket: both ways.
+    let (s1, s2) = UnixStream::pair()?;
+    let mut s1 = Connection::from(OwnedFd::from(s1));
+    let mut s2 = Connection::from(OwnedFd::from(s2));
+    assert!(s1.readable() && s1.writable() && s2.readable() && s2.writable());
+    let p = spawn(move || {
+        let got = s2.recv_bytes().unwrap();
+        s2.send_bytes(&[&got[..], b" and back"].concat()).unwrap();
+    })?;
+    s1.send_bytes(b"there")?;
+    assert_eq!(s1.recv_bytes()?, b"there and back");
+    join_ok(p)?;
+
+    // A Connection's fd taken out and adopted again keeps working.
+    let (a, b) = Pipe::half_duplex()?;
+    let (mut a, mut b) = (
+        Connection::from(OwnedFd::from(a)),
+        Connection::from(OwnedFd::from(b)),
+    );
+    assert!(a.readable() && !a.writable() && b.writable() && !b.readable());
+    b.send_bytes(b"re-adopted")?;
+    assert_eq!(a.recv_bytes()?, b"re-adopted");
+
+    // Regular files: a write-only file takes frames, a read-only one gives them back.
+    let path = std::env::temp_dir().join(format!("multiproc-adopt-{}", std::process::id()));
+    let written = (|| -> TestResult {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let mut out = Connection::from(OwnedFd::from(file));
+        assert!(out.writable() && !out.readable(), "write-only file");
+        out.send_bytes(b"on disk")?;
+        out.send(&("typed", 3u8))?;
+        out.send_bytes(&pattern(2 * READ_AHEAD, 4))?;
+        drop(out);
+        let mut raw = Vec::new();
+        File::open(&path)?.read_to_end(&mut raw)?;
+        assert_eq!(
+            &raw[..11],
+            b"\0\0\0\x07on disk",
+            "the file holds CPython framing"
+        );
+        let mut input = Connection::from(OwnedFd::from(File::open(&path)?));
+        assert!(input.readable() && !input.writable(), "read-only file");
+        assert_eq!(input.recv_bytes()?, b"on disk");
+        assert_eq!(input.recv::<(String, u8)>()?, ("typed".to_string(), 3));
+        assert_eq!(input.recv_bytes()?, pattern(2 * READ_AHEAD, 4));
+        expect_err(input.recv_bytes(), ErrorKind::Eof, "end of the file")?;
+        // A file opened read-write is both.
+        let rw = OpenOptions::new().read(true).write(true).open(&path)?;
+        let rw = Connection::from(OwnedFd::from(rw));
+        assert!(rw.readable() && rw.writable(), "read-write file");
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&path);
+    written
+}
+
+fn hundred_thousand_small_messages_arrive_in_order() -> TestResult {
+    const N: u32 = 100_000;
+    let (mut parent, mut child) = Pipe::new()?;
+    let p = spawn(move || {
+        for i in 0..N {
+            if i % 2 == 0 {
+                child.send(&i).unwrap();
+            } else {
+                child.send_bytes(&i.to_be_bytes()).unwrap();
+            }
+        }
+    })?;
+    for i in 0..N {
+        let got = if i % 2 == 0 {
+            parent.recv::<u32>()?
+        } else {
+            let b = parent.recv_bytes()?;
+            u32::from_be_bytes(b.as_slice().try_into()?)
+        };
+        if got != i {
+            fail!("message {i} arrived as {got}");
+        }
+    }
+    expect_err(
+        parent.recv_bytes(),
+        ErrorKind::Eof,
+        "after the last message",
+    )?;
+    join_ok(p)
+}
+
+/// Whatever the child wrote with `Write` on a raw `File` over a socket still frames
+/// correctly: a `Connection` needs nothing but the bytes.
+fn frames_written_without_a_connection_are_received() -> TestResult {
+    let (mut parent, child) = Pipe::new()?;
+    let p = spawn(move || {
+        let mut f = File::from(OwnedFd::from(child));
+        let mut stream = Vec::new();
+        for msg in [&b"a"[..], b"", b"hand framed"] {
+            stream.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+            stream.extend_from_slice(msg);
+        }
+        // The long form, as CPython writes it above 2 GiB, for a short payload.
+        stream.extend_from_slice(&(-1i32).to_be_bytes());
+        stream.extend_from_slice(&4u64.to_be_bytes());
+        stream.extend_from_slice(b"long");
+        // One byte per write: the receiver sees every possible split.
+        for byte in stream {
+            f.write_all(&[byte]).unwrap();
+        }
+    })?;
+    for want in [&b"a"[..], b"", b"hand framed", b"long"] {
+        assert_eq!(parent.recv_bytes()?, want);
+    }
+    expect_err(parent.recv_bytes(), ErrorKind::Eof, "after the last frame")?;
+    join_ok(p)
+}
+
+tests_main!(
+    round_trip_sizes_over_duplex,
+    round_trip_sizes_over_half_duplex,
+    frames_around_read_ahead_size_arrive_intact,
+    typed_values_round_trip,
+    float_specials_round_trip,
+    serde_bytes_field_is_sent_as_a_byte_string,
+    undecodable_frame_is_decode_error_and_next_message_arrives,
+    deeply_nested_cbor_is_decode_error_without_stack_overflow,
+    huge_cbor_length_claims_are_decode_errors_without_huge_allocation,
+    recv_after_peer_exit_at_boundary_is_eof,
+    recv_after_peer_exits_with_our_data_unread_is_eof,
+    recv_after_peer_exit_mid_frame_is_truncated_message,
+    send_to_exited_peer_is_broken_pipe_without_sigpipe,
+    peer_exit_during_large_send_is_broken_pipe,
+    half_duplex_ends_refuse_the_wrong_direction,
+    every_method_after_close_is_closed,
+    send_bytes_range_checks_closed_and_direction_before_bounds,
+    poll_reports_messages_buffered_frames_and_eof,
+    recv_bytes_max_over_limit_is_bad_length_and_stays_unreadable,
+    poll_is_true_when_a_buffered_header_is_over_the_limit,
+    recv_bytes_max_at_limit_succeeds,
+    max_message_len_applies_to_every_receive,
+    send_bytes_range_sends_the_slice_and_checks_bounds,
+    adopted_fd_direction_follows_its_access_mode,
+    hundred_thousand_small_messages_arrive_in_order,
+    frames_written_without_a_connection_are_received,
+);

@@ -43,6 +43,9 @@ pub use pipe::Pipe;
 /// (crate `serde_bytes`): plain `Vec<u8>` encodes as an array of integers, about twice the
 /// size and much slower to decode.
 ///
+/// CBOR has one "null", so nested options collapse: `Some(None::<T>)` and `Some(())` arrive
+/// as `None`. Use an enum where the difference matters.
+///
 /// # Examples
 /// Parent and child over a duplex pipe, as in Python's tutorial:
 /// ```
@@ -248,6 +251,8 @@ impl Connection {
         offset: usize,
         size: Option<usize>,
     ) -> Result<()> {
+        // Python checks the handle before the arguments.
+        self.check_writable()?;
         if offset > buf.len() {
             return Err(Error::with_message(
                 ErrorKind::InvalidInput,

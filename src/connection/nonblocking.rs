@@ -209,7 +209,7 @@ impl Connection {
             return true;
         }
         loop {
-            if self.eof || self.decoder.frame_ready() {
+            if self.eof || self.decoder.frame_ready(self.max_message_len) {
                 return true;
             }
             match self.fill(false) {
@@ -223,7 +223,7 @@ impl Connection {
 
     /// Whether a whole frame, or the end of the stream, is already in user space.
     pub(crate) fn ready_buffered(&self) -> bool {
-        self.eof || self.decoder.frame_ready()
+        self.eof || self.decoder.frame_ready(self.max_message_len)
     }
 
     /// Sends `value` without blocking: written at once if the fd takes it, else queued for

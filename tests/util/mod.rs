@@ -146,6 +146,9 @@ fn run_one(t: &Test) -> Result<(), String> {
     let run = t.run;
     let name = t.name;
     let mut child = Process::new(move || {
+        // Its own process group, so a timeout kills the test's children too (one left
+        // holding our stdout would hang `cargo test`).
+        let _ = rustix::process::setpgid(None, None);
         if let Err(e) = run() {
             eprintln!("---- {name} ----\nError: {e}");
             std::process::exit(101);
@@ -156,6 +159,12 @@ fn run_one(t: &Test) -> Result<(), String> {
         Ok(0) => Ok(()),
         Ok(code) => Err(format!("exit code {code}")),
         Err(e) if e.is_timeout() => {
+            if let Some(pgid) = child
+                .pid()
+                .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+            {
+                let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+            }
             let _ = child.kill();
             let _ = child.join();
             Err(format!("timed out after {:?}; killed", t.timeout))
