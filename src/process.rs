@@ -10,6 +10,12 @@
 //! on some libcs, the program's own) would stay locked in the child forever. Python 3.12
 //! warns in that case; we return [`ErrorKind::Unsupported`] instead of risking a hang.
 //!
+//! A forked child holds copies of every fd the parent had at that moment, not only what its
+//! closure captured (as with Python's fork start method). A child holding a copy of some
+//! other pipe's write end keeps that pipe from ever reaching EOF; end such exchanges with a
+//! message, or create the pipe after starting the child. The spawn start method will pass
+//! only what the child is given.
+//!
 //! Children are reaped through a pidfd on Linux, so a wait can never hit a recycled pid. A
 //! `Process` dropped while its child still runs neither waits nor kills: the child is kept on
 //! a list and reaped by a later `start`, so no zombie accumulates.

@@ -306,7 +306,52 @@ fn run_returns_when_nothing_is_left() -> TestResult {
     Ok(())
 }
 
+/// Refills its queue every time it drains: an endless producer.
+struct Producer {
+    sent: u64,
+}
+
+impl Handler for Producer {
+    fn on_message(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    fn on_timer(&mut self, ctx: &mut Context<'_>, _: TimerId) {
+        self.on_drained(ctx);
+    }
+    fn on_drained(&mut self, ctx: &mut Context<'_>) {
+        for _ in 0..64 {
+            ctx.send_bytes(&self.sent.to_be_bytes()).unwrap();
+            self.sent += 1;
+        }
+    }
+}
+
+fn an_endless_producer_does_not_starve_other_connections() -> TestResult {
+    let log = Rc::new(RefCell::new(Log::default()));
+    let (mut sink, producer_end) = Pipe::new()?;
+    let (mut tx, rx) = Pipe::new()?;
+    // The reader checks the flood, then speaks on a second connection while the flood goes
+    // on; the reactor must hear it. (It ends on a count, not EOF: a forked child holds
+    // copies of every fd the parent had, the producer's end included.)
+    let mut reader = Process::new(move || {
+        for expected in 0..5_000u64 {
+            assert_eq!(sink.recv_bytes().unwrap(), expected.to_be_bytes());
+        }
+        tx.send_bytes(b"heard despite the flood").unwrap();
+    });
+    reader.start()?;
+    let mut reactor = Reactor::new()?;
+    let producer = reactor.register(producer_end, Producer { sent: 0 })?;
+    reactor.set_timer(producer, Duration::ZERO)?;
+    let mut rec = Recorder::new(&log);
+    rec.stop_after_messages = Some(1);
+    reactor.register(rx, rec)?;
+    reactor.run()?; // the recorder stops the loop once it hears its message
+    assert_eq!(log.borrow().messages, [b"heard despite the flood".to_vec()]);
+    assert_eq!(reader.join()?, 0);
+    Ok(())
+}
+
 tests_main!(
+    an_endless_producer_does_not_starve_other_connections,
     timers_fire_in_order_and_a_cancelled_one_never_fires,
     messages_from_a_child_arrive_in_order_then_eof_once,
     sends_queued_in_one_callback_all_arrive_in_order,

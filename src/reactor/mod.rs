@@ -464,7 +464,9 @@ impl Reactor {
 
     /// Runs rounds until [`stop`](Self::stop) is called (by a handler, a posted task or
     /// this method's caller before), or until nothing is left that could wake it: no
-    /// connection, no timer and no [`ReactorHandle`] alive.
+    /// connection, no timer and no [`ReactorHandle`] alive. Output queued by then is
+    /// written as far as the fds take it without blocking; the rest stays queued in its
+    /// connection (see [`deregister`](Self::deregister)).
     ///
     /// # Examples
     /// ```
@@ -487,6 +489,9 @@ impl Reactor {
             }
             self.run_once(None)?;
         }
+        // What handlers queued in the last round (a reply sent just before `stop`) leaves
+        // now, as far as the fds take it without blocking.
+        self.flush_dirty();
         self.core.stopped = false;
         Ok(())
     }
@@ -613,20 +618,19 @@ impl Reactor {
 
     /// Writes what every dirty connection queued; adjusts interest and backpressure.
     fn flush_dirty(&mut self) {
-        // Flushing can produce notices whose handlers queue more: loop until quiet.
-        while !self.core.dirty.is_empty() {
-            let dirty = std::mem::take(&mut self.core.dirty);
-            for index in dirty {
-                let Some(token) = self.core.token_of(index) else {
-                    continue;
-                };
-                if let Err(e) = self.core.flush(index) {
-                    self.dispatch(token, |h, ctx| h.on_error(ctx, e));
-                    self.core.remove(token);
-                    continue;
-                }
-                self.deliver_notices();
+        // One pass: output that notices queue now (a producer refilling in `on_drained`)
+        // waits for the next round, which then polls without blocking. Looping here until
+        // quiet would let one producer starve every other connection, timer and `stop`.
+        for index in std::mem::take(&mut self.core.dirty) {
+            let Some(token) = self.core.token_of(index) else {
+                continue;
+            };
+            if let Err(e) = self.core.flush(index) {
+                self.dispatch(token, |h, ctx| h.on_error(ctx, e));
+                self.core.remove(token);
+                continue;
             }
+            self.deliver_notices();
         }
     }
 }
