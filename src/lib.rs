@@ -66,7 +66,7 @@ mod wait_set;
 
 pub use connection::{Connection, Pipe};
 pub use error::{Error, ErrorKind, Result};
-pub use process::Process;
+pub use process::{Process, Sentinel};
 pub use reactor::{Context, Handler, Reactor, ReactorHandle, TimerId, Token};
 pub use wait::{Waitable, wait};
 pub use wait_set::{Key, WaitSet};

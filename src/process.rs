@@ -160,7 +160,10 @@ impl Process {
 
     fn started(&self) -> Result<&Child> {
         self.child.as_ref().ok_or_else(|| {
-            Error::with_message(ErrorKind::InvalidInput, "can only join a started process")
+            Error::with_message(
+                ErrorKind::InvalidInput,
+                "process not started: call start first",
+            )
         })
     }
 
@@ -357,6 +360,89 @@ impl Process {
             return Ok(());
         }
         Ok(sys::signal(child.pid, child.pidfd.as_ref(), signal)?)
+    }
+}
+
+/// Becomes ready (readable) when its process exits, and stays ready. Python:
+/// `Process.sentinel`. Works in [`wait`](crate::wait), a [`WaitSet`](crate::WaitSet) and a
+/// user's own `poll`/mio loop, mixed with connections.
+///
+/// On Linux it is a pidfd, so it can never report another process that reused the pid.
+/// Waiting on it does not reap the child: call [`Process::join`] (which then returns at
+/// once) to collect the exit code.
+///
+/// # Examples
+/// ```
+/// # fn main() -> multiproc::Result<()> {
+/// use std::time::Duration;
+/// use multiproc::{Pipe, Process, Waitable, wait};
+///
+/// let (mut conn, mut child_end) = Pipe::new()?;
+/// let mut p = Process::new(move || child_end.send_bytes(b"bye").unwrap());
+/// p.start()?;
+/// let mut sentinel = p.sentinel()?;
+/// let mut saw_exit = false;
+/// while !saw_exit {
+///     let ready = wait(&mut [&mut conn as &mut dyn Waitable, &mut sentinel], None)?;
+///     if ready.contains(&0) {
+///         assert_eq!(conn.recv_bytes()?, b"bye");
+///     }
+///     saw_exit = ready.contains(&1);
+/// }
+/// assert_eq!(p.join_timeout(Duration::ZERO)?, 0);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Sentinel {
+    fd: OwnedFd,
+}
+
+impl AsFd for Sentinel {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl crate::wait::Waitable for Sentinel {
+    fn wait_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>> {
+        Ok(self.fd.as_fd())
+    }
+
+    fn is_ready(&mut self) -> bool {
+        crate::sys::fd::poll_now(self.fd.as_fd(), rustix::event::PollFlags::IN).unwrap_or(true)
+    }
+}
+
+impl Process {
+    /// A handle that becomes ready when the child exits; see [`Sentinel`]. Each call
+    /// returns a new handle (a duplicate of the same pidfd).
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let mut p = multiproc::Process::new(|| {});
+    /// assert!(p.sentinel().is_err()); // not started
+    /// p.start()?;
+    /// let mut set = multiproc::WaitSet::new()?;
+    /// let key = set.insert(p.sentinel()?)?;
+    /// assert_eq!(set.wait(None)?, [key]);
+    /// assert_eq!(p.join()?, 0);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidInput` if never started; `Unsupported` where the kernel has no pidfds (Linux
+    /// before 5.3); `Io` if the fd cannot be duplicated.
+    pub fn sentinel(&self) -> Result<Sentinel> {
+        let child = self.started()?;
+        let pidfd = child.pidfd.as_ref().ok_or_else(|| {
+            Error::with_message(
+                ErrorKind::Unsupported,
+                "process sentinels need pidfds (Linux 5.3 or later)",
+            )
+        })?;
+        let fd = rustix::io::fcntl_dupfd_cloexec(pidfd, 0)?;
+        Ok(Sentinel { fd })
     }
 }
 

@@ -323,7 +323,60 @@ fn recv_timeout_times_out_and_keeps_partial_data() -> TestResult {
     Ok(())
 }
 
+fn sentinels_wait_beside_connections_and_fire_exactly_at_exit() -> TestResult {
+    let (mut parent, mut child) = Pipe::new()?;
+    let mut p = Process::new(move || {
+        // Say something, then stay alive until told to exit.
+        child.send_bytes(b"alive").unwrap();
+        let _ = child.recv_bytes();
+    });
+    p.start()?;
+    let mut set = WaitSet::new()?;
+    let exit_key = set.insert(Box::new(p.sentinel()?) as Box<dyn Waitable>)?;
+    let (mut other_tx, other_rx) = Pipe::new()?;
+    let other_key = set.insert(Box::new(other_rx) as Box<dyn Waitable>)?;
+    // The child is alive: its message is ready, its sentinel is not.
+    assert!(parent.poll(FIVE_S)?);
+    assert_eq!(parent.recv_bytes()?, b"alive");
+    assert!(set.wait(Some(Duration::from_millis(20)))?.is_empty());
+    other_tx.send_bytes(b"x")?;
+    assert_eq!(set.wait(FIVE_S)?, [other_key]);
+    parent.send_bytes(b"exit")?;
+    let mut seen = set.wait(FIVE_S)?;
+    while !seen.contains(&exit_key) {
+        seen = set.wait(FIVE_S)?;
+    }
+    // Ready means exited: the join is immediate.
+    assert_eq!(p.join_timeout(Duration::ZERO)?, 0);
+    // The free function sees it too, and it stays ready after the reap.
+    let mut sentinel = p.sentinel()?;
+    assert_eq!(
+        wait(
+            &mut [&mut sentinel as &mut dyn Waitable, &mut parent],
+            Some(Duration::ZERO)
+        )?[0],
+        0
+    );
+    Ok(())
+}
+
+fn a_killed_child_wakes_its_sentinel() -> TestResult {
+    let (_keep, mut child) = Pipe::new()?;
+    let mut p = Process::new(move || {
+        let _ = child.recv_bytes();
+    });
+    p.start()?;
+    let mut sentinel = [p.sentinel()?];
+    assert!(wait(&mut sentinel, Some(Duration::from_millis(20)))?.is_empty());
+    p.kill()?;
+    assert_eq!(wait(&mut sentinel, FIVE_S)?, [0]);
+    assert_eq!(p.join()?, -libc::SIGKILL);
+    Ok(())
+}
+
 tests_main!(
+    sentinels_wait_beside_connections_and_fire_exactly_at_exit,
+    a_killed_child_wakes_its_sentinel,
     wait_reports_ready_idle_and_eof_together,
     wait_counts_a_frame_already_in_user_space,
     an_incomplete_frame_is_not_ready,
