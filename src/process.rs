@@ -381,14 +381,18 @@ impl Process {
 /// let mut p = Process::new(move || child_end.send_bytes(b"bye").unwrap());
 /// p.start()?;
 /// let mut sentinel = p.sentinel()?;
-/// let mut saw_exit = false;
-/// while !saw_exit {
+/// let mut message = None;
+/// loop {
 ///     let ready = wait(&mut [&mut conn as &mut dyn Waitable, &mut sentinel], None)?;
-///     if ready.contains(&0) {
-///         assert_eq!(conn.recv_bytes()?, b"bye");
+///     // Once the message is taken, the connection stays ready at EOF: read it once.
+///     if ready.contains(&0) && message.is_none() {
+///         message = Some(conn.recv_bytes()?);
 ///     }
-///     saw_exit = ready.contains(&1);
+///     if ready.contains(&1) {
+///         break;
+///     }
 /// }
+/// assert_eq!(message.as_deref(), Some(&b"bye"[..]));
 /// assert_eq!(p.join_timeout(Duration::ZERO)?, 0);
 /// # Ok(()) }
 /// ```
