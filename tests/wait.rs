@@ -374,7 +374,43 @@ fn a_killed_child_wakes_its_sentinel() -> TestResult {
     Ok(())
 }
 
+fn non_blocking_use_never_sets_o_nonblock_on_the_shared_fd() -> TestResult {
+    use rustix::fs::{OFlags, fcntl_getfl};
+    // O_NONBLOCK belongs to the open file description, shared with every process holding
+    // the fd: a forked child or a Python peer would see EAGAIN in its blocking calls.
+    let (mut a, b) = Pipe::new()?;
+    let (mut r, w) = Pipe::half_duplex()?;
+    assert_eq!(a.try_recv_bytes()?, None);
+    assert_eq!(r.try_recv_bytes()?, None);
+    a.try_send_bytes(b"x")?;
+    let mut set = WaitSet::new()?;
+    set.insert(b)?;
+    set.wait(Some(Duration::ZERO))?;
+    let mut reactor = multiproc::Reactor::new()?;
+    struct Nop;
+    impl multiproc::Handler for Nop {
+        fn on_message(&mut self, _: &mut multiproc::Context<'_>, _: &[u8]) {}
+    }
+    reactor.register(w, Nop)?;
+    reactor.run_once(Some(Duration::ZERO))?;
+    for fd in [a.as_fd(), r.as_fd()] {
+        assert!(!fcntl_getfl(fd)?.contains(OFlags::NONBLOCK));
+    }
+    // And a child holding the same description blocks in recv as it should.
+    let (mut tx, rx) = Pipe::new()?;
+    let mut child = Process::new(move || {
+        let mut rx = rx;
+        assert!(!fcntl_getfl(rx.as_fd()).unwrap().contains(OFlags::NONBLOCK));
+        assert_eq!(rx.recv_bytes().unwrap(), b"late");
+    });
+    child.start()?;
+    tx.send_bytes(b"late")?;
+    assert_eq!(child.join()?, 0);
+    Ok(())
+}
+
 tests_main!(
+    non_blocking_use_never_sets_o_nonblock_on_the_shared_fd,
     sentinels_wait_beside_connections_and_fire_exactly_at_exit,
     a_killed_child_wakes_its_sentinel,
     wait_reports_ready_idle_and_eof_together,
