@@ -26,6 +26,9 @@ use crate::frame::{Frame, FrameDecoder, Header};
 use crate::sys;
 use crate::sys::fd::FdKind;
 
+/// Payloads up to this size are sent from one contiguous stack buffer (see `send_bytes`).
+const SMALL_FRAME: usize = 1024;
+
 mod nonblocking;
 mod pipe;
 
@@ -221,6 +224,17 @@ impl Connection {
         self.check_writable()?;
         self.flush_blocking()?;
         let header = Header::for_len(buf.len());
+        if buf.len() <= SMALL_FRAME {
+            // One contiguous buffer and send(2)/write(2): for small frames the kernel's copy-in
+            // of a msghdr and an iovec array costs more than copying the payload here.
+            let header = header.as_bytes();
+            let mut frame = [0u8; 12 + SMALL_FRAME];
+            let len = header.len() + buf.len();
+            frame[..header.len()].copy_from_slice(header);
+            frame[header.len()..len].copy_from_slice(buf);
+            sys::fd::write_all_contiguous(self.fd()?, self.kind, &frame[..len])?;
+            return Ok(());
+        }
         let mut bufs = [IoSlice::new(header.as_bytes()), IoSlice::new(buf)];
         sys::fd::write_all(self.fd()?, self.kind, &mut bufs)?;
         Ok(())

@@ -169,6 +169,29 @@ pub(crate) fn write_all(
     Ok(())
 }
 
+/// Writes all of `buf`: `send(2)` with `MSG_NOSIGNAL` for sockets, `write(2)` otherwise,
+/// retrying short writes and `EINTR`. One buffer, so no msghdr or iovec for the kernel to
+/// copy in. [man7: send.2, write.2]
+pub(crate) fn write_all_contiguous(
+    fd: BorrowedFd<'_>,
+    kind: FdKind,
+    mut buf: &[u8],
+) -> io::Result<()> {
+    while !buf.is_empty() {
+        let res = match kind {
+            FdKind::Socket => rustix::net::send(fd, buf, SendFlags::NOSIGNAL),
+            FdKind::Other => rustix::io::write(fd, buf),
+        };
+        match res {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// Makes writes to a pipe whose reader is gone return `EPIPE` instead of killing the
 /// process: if SIGPIPE still has its default disposition, set it to ignored, once. Rust's
 /// runtime and CPython both do this at startup, so in their processes this changes nothing;
