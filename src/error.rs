@@ -63,6 +63,8 @@ pub enum ErrorKind {
     InvalidInput,
     /// The operation did not finish before its timeout. Python: `TimeoutError`.
     Timeout,
+    /// A bounded buffer or queue has no room; nothing was added. Python: `queue.Full`.
+    Full,
     /// A value could not be serialised. The connection is unchanged. Python: pickling errors.
     Encode,
     /// A whole frame arrived but is not a valid encoding of the requested type. The frame was
@@ -87,6 +89,7 @@ impl ErrorKind {
             ErrorKind::WriteOnly => "connection is write-only",
             ErrorKind::InvalidInput => "invalid argument",
             ErrorKind::Timeout => "timed out",
+            ErrorKind::Full => "full",
             ErrorKind::Encode => "could not encode the message",
             ErrorKind::Decode => "could not decode the message",
             ErrorKind::Unsupported => "operation not supported here",
@@ -282,6 +285,7 @@ impl From<Error> for io::Error {
             ErrorKind::BadMessageLength | ErrorKind::Decode => io::ErrorKind::InvalidData,
             ErrorKind::BrokenPipe => io::ErrorKind::BrokenPipe,
             ErrorKind::Timeout => io::ErrorKind::TimedOut,
+            ErrorKind::Full => io::ErrorKind::WouldBlock,
             ErrorKind::InvalidInput | ErrorKind::Encode => io::ErrorKind::InvalidInput,
             ErrorKind::Unsupported | ErrorKind::ReadOnly | ErrorKind::WriteOnly => {
                 io::ErrorKind::Unsupported

@@ -9,6 +9,11 @@
 //! Messages are either raw bytes (`send_bytes`/`recv_bytes`) or any serde type
 //! (`send`/`recv`, encoded as CBOR).
 //!
+//! To serve many connections from one thread: [`wait`] (Python's
+//! `multiprocessing.connection.wait`), a persistent [`WaitSet`], or a [`Reactor`] that drives
+//! non-blocking receives and buffered sends through [`Handler`] callbacks, with timers and
+//! backpressure. Every `Connection` is also a `mio::event::Source`, for your own mio loop.
+//!
 //! # Quick start
 //! ```
 //! # fn main() -> multiproc::Result<()> {
@@ -37,6 +42,8 @@
 //! | `conn.poll(timeout)` | `conn.poll(Some(timeout))?` |
 //! | `conn.fileno()` | `conn.as_fd()` / `conn.as_raw_fd()` |
 //! | `EOFError` | `Err(e)` with `e.kind() == ErrorKind::Eof` |
+//! | `wait([a, b], timeout)` | `wait(&mut [a, b], Some(timeout))?` (indices of the ready ones) |
+//! | a `select` loop over many connections | [`WaitSet`] (O(ready) per wait) or a [`Reactor`] |
 //! | `Process(target=f).start()` | `Process::new(f).start()?` |
 //! | `p.join(); p.exitcode` | `p.join()?` returns the exit code |
 //!
@@ -52,8 +59,14 @@ mod frame;
 #[cfg(test)]
 mod frame_proptests;
 mod process;
+mod reactor;
 mod sys;
+mod wait;
+mod wait_set;
 
 pub use connection::{Connection, Pipe};
 pub use error::{Error, ErrorKind, Result};
-pub use process::Process;
+pub use process::{Process, Sentinel};
+pub use reactor::{Context, Handler, Reactor, ReactorHandle, TimerId, Token};
+pub use wait::{Waitable, wait};
+pub use wait_set::{Key, WaitSet};

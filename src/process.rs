@@ -10,6 +10,12 @@
 //! on some libcs, the program's own) would stay locked in the child forever. Python 3.12
 //! warns in that case; we return [`ErrorKind::Unsupported`] instead of risking a hang.
 //!
+//! A forked child holds copies of every fd the parent had at that moment, not only what its
+//! closure captured (as with Python's fork start method). A child holding a copy of some
+//! other pipe's write end keeps that pipe from ever reaching EOF; end such exchanges with a
+//! message, or create the pipe after starting the child. The spawn start method will pass
+//! only what the child is given.
+//!
 //! Children are reaped through a pidfd on Linux, so a wait can never hit a recycled pid. A
 //! `Process` dropped while its child still runs neither waits nor kills: the child is kept on
 //! a list and reaped by a later `start`, so no zombie accumulates.
@@ -154,7 +160,10 @@ impl Process {
 
     fn started(&self) -> Result<&Child> {
         self.child.as_ref().ok_or_else(|| {
-            Error::with_message(ErrorKind::InvalidInput, "can only join a started process")
+            Error::with_message(
+                ErrorKind::InvalidInput,
+                "process not started: call start first",
+            )
         })
     }
 
@@ -351,6 +360,93 @@ impl Process {
             return Ok(());
         }
         Ok(sys::signal(child.pid, child.pidfd.as_ref(), signal)?)
+    }
+}
+
+/// Becomes ready (readable) when its process exits, and stays ready. Python:
+/// `Process.sentinel`. Works in [`wait`](crate::wait), a [`WaitSet`](crate::WaitSet) and a
+/// user's own `poll`/mio loop, mixed with connections.
+///
+/// On Linux it is a pidfd, so it can never report another process that reused the pid.
+/// Waiting on it does not reap the child: call [`Process::join`] (which then returns at
+/// once) to collect the exit code.
+///
+/// # Examples
+/// ```
+/// # fn main() -> multiproc::Result<()> {
+/// use std::time::Duration;
+/// use multiproc::{Pipe, Process, Waitable, wait};
+///
+/// let (mut conn, mut child_end) = Pipe::new()?;
+/// let mut p = Process::new(move || child_end.send_bytes(b"bye").unwrap());
+/// p.start()?;
+/// let mut sentinel = p.sentinel()?;
+/// let mut message = None;
+/// loop {
+///     let ready = wait(&mut [&mut conn as &mut dyn Waitable, &mut sentinel], None)?;
+///     // Once the message is taken, the connection stays ready at EOF: read it once.
+///     if ready.contains(&0) && message.is_none() {
+///         message = Some(conn.recv_bytes()?);
+///     }
+///     if ready.contains(&1) {
+///         break;
+///     }
+/// }
+/// assert_eq!(message.as_deref(), Some(&b"bye"[..]));
+/// assert_eq!(p.join_timeout(Duration::ZERO)?, 0);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Sentinel {
+    fd: OwnedFd,
+}
+
+impl AsFd for Sentinel {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl crate::wait::Waitable for Sentinel {
+    fn wait_fd(&self) -> Result<std::os::fd::BorrowedFd<'_>> {
+        Ok(self.fd.as_fd())
+    }
+
+    fn is_ready(&mut self) -> bool {
+        crate::sys::fd::poll_now(self.fd.as_fd(), rustix::event::PollFlags::IN).unwrap_or(true)
+    }
+}
+
+impl Process {
+    /// A handle that becomes ready when the child exits; see [`Sentinel`]. Each call
+    /// returns a new handle (a duplicate of the same pidfd).
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let mut p = multiproc::Process::new(|| {});
+    /// assert!(p.sentinel().is_err()); // not started
+    /// p.start()?;
+    /// let mut set = multiproc::WaitSet::new()?;
+    /// let key = set.insert(p.sentinel()?)?;
+    /// assert_eq!(set.wait(None)?, [key]);
+    /// assert_eq!(p.join()?, 0);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidInput` if never started; `Unsupported` where the kernel has no pidfds (Linux
+    /// before 5.3); `Io` if the fd cannot be duplicated.
+    pub fn sentinel(&self) -> Result<Sentinel> {
+        let child = self.started()?;
+        let pidfd = child.pidfd.as_ref().ok_or_else(|| {
+            Error::with_message(
+                ErrorKind::Unsupported,
+                "process sentinels need pidfds (Linux 5.3 or later)",
+            )
+        })?;
+        let fd = rustix::io::fcntl_dupfd_cloexec(pidfd, 0)?;
+        Ok(Sentinel { fd })
     }
 }
 

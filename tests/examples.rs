@@ -77,3 +77,40 @@ fn half_duplex_prints_the_tutorial_line() -> Result<(), Box<dyn std::error::Erro
     assert_eq!(run("half_duplex")?, ["Received: Hello from sender!"]);
     Ok(())
 }
+
+#[test]
+fn select_loop_forwards_every_reading_over_tcp() -> Result<(), Box<dyn std::error::Error>> {
+    let lines = run("select_loop")?;
+    let forwarded: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("[tcp client] worker"))
+        .collect();
+    assert_eq!(forwarded.len(), 15, "{lines:?}");
+    for worker in 0..3 {
+        for seq in 0..5 {
+            let value = worker * 100 + seq;
+            let want = format!("[tcp client] worker {worker} reading {seq}: {value}.0");
+            assert!(lines.contains(&want), "missing {want:?} in {lines:?}");
+        }
+    }
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("done: 15 readings forwarded from 3 workers over TCP")
+    );
+    Ok(())
+}
+
+#[test]
+fn sensor_detects_the_stall_and_the_death() -> Result<(), Box<dyn std::error::Error>> {
+    let lines = run("sensor")?;
+    let has = |prefix: &str| lines.iter().any(|l| l.starts_with(prefix));
+    assert!(has("stall: no reading for"), "{lines:?}");
+    assert!(
+        has("sensor died (end of file) after reading #1999"),
+        "{lines:?}"
+    );
+    assert!(has("sensor exit code: -9"), "{lines:?}");
+    assert!(has("readings received: 2000 of 2000"), "{lines:?}");
+    assert!(has("latency (us): p50 "), "{lines:?}");
+    Ok(())
+}

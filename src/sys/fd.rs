@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
-use rustix::net::SendFlags;
+use rustix::net::{RecvFlags, SendFlags};
 
 use crate::connection::Connection;
 
@@ -54,6 +54,95 @@ pub(crate) fn read_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, limit: usize) -> 
     Ok(n)
 }
 
+/// One non-blocking read: `Ok(None)` if nothing is there now. Sockets use `MSG_DONTWAIT`;
+/// other fds are polled with a zero timeout first, since `O_NONBLOCK` would be shared with
+/// every process holding the fd. [man7: recv.2, poll.2]
+pub(crate) fn try_read_into(
+    fd: BorrowedFd<'_>,
+    kind: FdKind,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> io::Result<Option<usize>> {
+    if kind == FdKind::Other {
+        if !poll_now(fd, PollFlags::IN)? {
+            return Ok(None);
+        }
+        // Readable: one read returns what is there without blocking.
+        return read_into(fd, buf, limit).map(Some);
+    }
+    let spare = buf.spare_capacity_mut();
+    let limit = limit.min(spare.len());
+    let target = &mut spare[..limit];
+    let n = loop {
+        match rustix::net::recv(fd, &mut *target, RecvFlags::DONTWAIT) {
+            Ok(((init, _), _)) => break init.len(),
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    // SAFETY: `recv` initialised the first `n` bytes of the spare capacity (rustix returns
+    // exactly the initialised prefix), and `n <= limit <= spare capacity`.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(Some(n))
+}
+
+/// Writes as much of `bufs` as the fd takes now, without blocking; returns the byte count
+/// (0 when it takes nothing). Sockets use `MSG_DONTWAIT | MSG_NOSIGNAL`; for other fds
+/// (pipes) a zero-timeout poll for POLLOUT, then at most `PIPE_BUF` bytes, which a pipe
+/// with room accepts without blocking. [man7: sendmsg.2, pipe.7]
+pub(crate) fn try_write(
+    fd: BorrowedFd<'_>,
+    kind: FdKind,
+    bufs: &[IoSlice<'_>],
+) -> io::Result<usize> {
+    loop {
+        let res = match kind {
+            FdKind::Socket => rustix::net::sendmsg(
+                fd,
+                bufs,
+                &mut Default::default(),
+                SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
+            ),
+            FdKind::Other => {
+                if !poll_now(fd, PollFlags::OUT)? {
+                    return Ok(0);
+                }
+                let mut budget = PIPE_BUF;
+                let mut limited = Vec::with_capacity(bufs.len());
+                for b in bufs {
+                    if budget == 0 {
+                        break;
+                    }
+                    let n = b.len().min(budget);
+                    limited.push(IoSlice::new(&b[..n]));
+                    budget -= n;
+                }
+                rustix::io::writev(fd, &limited)
+            }
+        };
+        match res {
+            Ok(n) => return Ok(n),
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Bytes a pipe write of at most this size is atomic and, with room in the pipe, does not
+/// block (POSIX guarantees at least 512; Linux has 4096). [man7: pipe.7]
+const PIPE_BUF: usize = 4096;
+
+/// Whether `fd` is ready for `flags` right now (zero-timeout poll). Hang-up and error count
+/// as ready: the following call reports them.
+pub(crate) fn poll_now(fd: BorrowedFd<'_>, flags: PollFlags) -> io::Result<bool> {
+    Ok(poll_until(
+        &mut [PollFd::from_borrowed_fd(fd, flags)],
+        Some(Instant::now()),
+    )? > 0)
+}
+
 /// Writes all of `bufs`, retrying short writes and `EINTR`. Sockets use `sendmsg` with
 /// `MSG_NOSIGNAL`, so a dead peer is `EPIPE` and never a signal; for pipes see
 /// [`ignore_sigpipe_once`]. [man7: sendmsg.2, writev.2]
@@ -73,6 +162,29 @@ pub(crate) fn write_all(
         match res {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Writes all of `buf`: `send(2)` with `MSG_NOSIGNAL` for sockets, `write(2)` otherwise,
+/// retrying short writes and `EINTR`. One buffer, so no msghdr or iovec for the kernel to
+/// copy in. [man7: send.2, write.2]
+pub(crate) fn write_all_contiguous(
+    fd: BorrowedFd<'_>,
+    kind: FdKind,
+    mut buf: &[u8],
+) -> io::Result<()> {
+    while !buf.is_empty() {
+        let res = match kind {
+            FdKind::Socket => rustix::net::send(fd, buf, SendFlags::NOSIGNAL),
+            FdKind::Other => rustix::io::write(fd, buf),
+        };
+        match res {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
             Err(Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -100,23 +212,24 @@ pub(crate) fn ignore_sigpipe_once() {
 }
 
 /// Waits until `fd` is readable or hung up, or until `deadline` (`None`: forever). Returns
-/// whether it became ready. Retries `EINTR` without stretching the deadline. [man7: poll.2]
+/// whether it became ready. [man7: poll.2]
 pub(crate) fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Result<bool> {
+    Ok(poll_until(&mut [PollFd::from_borrowed_fd(fd, PollFlags::IN)], deadline)? > 0)
+}
+
+/// `poll(2)` until `deadline` (`None`: forever); returns how many fds have events. Retries
+/// `EINTR` without stretching the deadline. [man7: poll.2]
+pub(crate) fn poll_until(fds: &mut [PollFd<'_>], deadline: Option<Instant>) -> io::Result<usize> {
     loop {
-        let timeout = match deadline {
-            None => None,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                Some(Timespec {
-                    tv_sec: left.as_secs().min(i64::MAX as u64) as i64,
-                    tv_nsec: i64::from(left.subsec_nanos()),
-                })
+        let timeout = deadline.map(|d| {
+            let left = d.saturating_duration_since(Instant::now());
+            Timespec {
+                tv_sec: left.as_secs().min(i64::MAX as u64) as i64,
+                tv_nsec: i64::from(left.subsec_nanos()),
             }
-        };
-        let mut fds = [PollFd::from_borrowed_fd(fd, PollFlags::IN)];
-        match rustix::event::poll(&mut fds, timeout.as_ref()) {
-            Ok(0) => return Ok(false),
-            Ok(_) => return Ok(true),
+        });
+        match rustix::event::poll(fds, timeout.as_ref()) {
+            Ok(n) => return Ok(n),
             Err(Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         }

@@ -26,6 +26,14 @@ use crate::frame::{Frame, FrameDecoder, Header};
 use crate::sys;
 use crate::sys::fd::FdKind;
 
+/// Payloads up to this size are sent from one contiguous stack buffer (see `send_bytes`).
+const SMALL_FRAME: usize = 1024;
+
+mod nonblocking;
+mod pipe;
+
+pub use pipe::Pipe;
+
 /// One end of a [`Pipe`], or any fd carrying CPython-framed messages. Python:
 /// `multiprocessing.connection.Connection`.
 ///
@@ -69,6 +77,10 @@ pub struct Connection {
     max_message_len: u64,
     /// The fd reported end of file (or a reset); reads are not attempted again.
     eof: bool,
+    /// Frames queued by `try_send*` and not yet written: `queued[queued_pos..]`.
+    queued: Vec<u8>,
+    queued_pos: usize,
+    send_buffer_limit: usize,
 }
 
 impl Connection {
@@ -86,6 +98,9 @@ impl Connection {
             encoded: Vec::new(),
             max_message_len: u64::MAX,
             eof: false,
+            queued: Vec::new(),
+            queued_pos: 0,
+            send_buffer_limit: nonblocking::DEFAULT_SEND_BUFFER_LIMIT,
         }
     }
 
@@ -135,6 +150,7 @@ impl Connection {
         self.check_writable()?;
         self.encoded.clear();
         self.codec.encode(value, &mut self.encoded)?;
+        self.flush_blocking()?;
         let header = Header::for_len(self.encoded.len());
         let fd = self.fd()?;
         let mut bufs = [IoSlice::new(header.as_bytes()), IoSlice::new(&self.encoded)];
@@ -162,10 +178,33 @@ impl Connection {
     /// `Decode` (the message is not a `T`; it was consumed and the connection stays usable),
     /// `BadMessageLength`, `Closed`, `WriteOnly`, `Io`.
     pub fn recv<T: DeserializeOwned>(&mut self) -> Result<T> {
-        match self.next_frame(self.max_message_len)? {
+        let frame = self.next_frame(self.max_message_len)?;
+        self.decode_frame(frame)
+    }
+
+    fn decode_frame<T: DeserializeOwned>(&mut self, frame: Frame) -> Result<T> {
+        match frame {
             Frame::Buffered { start, end } => self.codec.decode(self.decoder.slice(start, end)),
             Frame::Owned(body) => self.codec.decode(&body),
         }
+    }
+
+    fn frame_to_vec(&self, frame: Frame) -> Vec<u8> {
+        match frame {
+            Frame::Buffered { start, end } => self.decoder.slice(start, end).to_vec(),
+            Frame::Owned(body) => body,
+        }
+    }
+
+    fn frame_into(&self, frame: Frame, buf: &mut Vec<u8>) -> usize {
+        match frame {
+            Frame::Buffered { start, end } => {
+                buf.clear();
+                buf.extend_from_slice(self.decoder.slice(start, end));
+            }
+            Frame::Owned(body) => *buf = body,
+        }
+        buf.len()
     }
 
     /// Sends `buf` as one message. Python: `Connection.send_bytes(buf)`.
@@ -183,7 +222,19 @@ impl Connection {
     /// `Closed`, `ReadOnly`, `BrokenPipe` (the peer is gone; never a SIGPIPE), `Io`.
     pub fn send_bytes(&mut self, buf: &[u8]) -> Result<()> {
         self.check_writable()?;
+        self.flush_blocking()?;
         let header = Header::for_len(buf.len());
+        if buf.len() <= SMALL_FRAME {
+            // One contiguous buffer and send(2)/write(2): for small frames the kernel's copy-in
+            // of a msghdr and an iovec array costs more than copying the payload here.
+            let header = header.as_bytes();
+            let mut frame = [0u8; 12 + SMALL_FRAME];
+            let len = header.len() + buf.len();
+            frame[..header.len()].copy_from_slice(header);
+            frame[header.len()..len].copy_from_slice(buf);
+            sys::fd::write_all_contiguous(self.fd()?, self.kind, &frame[..len])?;
+            return Ok(());
+        }
         let mut bufs = [IoSlice::new(header.as_bytes()), IoSlice::new(buf)];
         sys::fd::write_all(self.fd()?, self.kind, &mut bufs)?;
         Ok(())
@@ -281,10 +332,8 @@ impl Connection {
     }
 
     fn recv_bytes_limited(&mut self, limit: u64) -> Result<Vec<u8>> {
-        Ok(match self.next_frame(limit)? {
-            Frame::Buffered { start, end } => self.decoder.slice(start, end).to_vec(),
-            Frame::Owned(body) => body,
-        })
+        let frame = self.next_frame(limit)?;
+        Ok(self.frame_to_vec(frame))
     }
 
     /// Receives one byte message into `buf`, replacing its contents and reusing its
@@ -307,14 +356,8 @@ impl Connection {
     /// # Errors
     /// As [`recv_bytes`](Self::recv_bytes); on error `buf` is left unchanged.
     pub fn recv_bytes_into(&mut self, buf: &mut Vec<u8>) -> Result<usize> {
-        match self.next_frame(self.max_message_len)? {
-            Frame::Buffered { start, end } => {
-                buf.clear();
-                buf.extend_from_slice(self.decoder.slice(start, end));
-            }
-            Frame::Owned(body) => *buf = body,
-        }
-        Ok(buf.len())
+        let frame = self.next_frame(self.max_message_len)?;
+        Ok(self.frame_into(frame, buf))
     }
 
     /// Reads until the decoder yields a frame.
@@ -324,16 +367,16 @@ impl Connection {
             if let Some(frame) = self.decoder.decode(limit)? {
                 return Ok(frame);
             }
-            if !self.fill()? {
+            if self.fill(true)? == Fill::Eof {
                 return Err(self.decoder.eof_error());
             }
         }
     }
 
-    /// One `read(2)` into the decoder; false at end of stream.
-    fn fill(&mut self) -> Result<bool> {
+    /// One read into the decoder: blocking, or (`block == false`) only what is there now.
+    fn fill(&mut self, block: bool) -> Result<Fill> {
         if self.eof {
-            return Ok(false);
+            return Ok(Fill::Eof);
         }
         let fd = self
             .fd
@@ -341,17 +384,23 @@ impl Connection {
             .ok_or_else(|| Error::new(ErrorKind::Closed))?
             .as_fd();
         let (target, limit) = self.decoder.read_target();
-        match sys::fd::read_into(fd, target, limit) {
-            Ok(0) => {
+        let read = if block {
+            sys::fd::read_into(fd, target, limit).map(Some)
+        } else {
+            sys::fd::try_read_into(fd, self.kind, target, limit)
+        };
+        match read {
+            Ok(None) => Ok(Fill::WouldBlock),
+            Ok(Some(0)) => {
                 self.eof = true;
-                Ok(false)
+                Ok(Fill::Eof)
             }
-            Ok(_) => Ok(true),
+            Ok(Some(_)) => Ok(Fill::Data),
             // A Unix socket whose peer closed with our data unread reports ECONNRESET once
             // its queue is drained: for the reader that is the end of the stream.
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
                 self.eof = true;
-                Ok(false)
+                Ok(Fill::Eof)
             }
             Err(e) => Err(e.into()),
         }
@@ -386,15 +435,14 @@ impl Connection {
         // A timeout too large for an Instant is as good as none.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
-            if self.eof || self.decoder.frame_ready(self.max_message_len) {
+            if self.ready_now() {
                 return Ok(true);
             }
-            let ready = sys::fd::wait_readable(self.fd()?, deadline)?;
-            if !ready {
+            if deadline.is_some_and(|d| d <= Instant::now())
+                || !sys::fd::wait_readable(self.fd()?, deadline)?
+            {
                 return Ok(false);
             }
-            // Readable: one read returns what is there without blocking.
-            self.fill()?;
         }
     }
 
@@ -515,6 +563,14 @@ impl Connection {
     }
 }
 
+/// What one read into the decoder produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    Data,
+    Eof,
+    WouldBlock,
+}
+
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
@@ -596,85 +652,55 @@ impl IntoRawFd for Connection {
     }
 }
 
-/// Creates connected pairs of [`Connection`]s. Python: `multiprocessing.Pipe`.
+/// Registers the connection's fd in a user's own mio `Poll`, for reading and/or writing.
+///
+/// mio is edge-triggered, and a `Connection` reads ahead: one readable event may bring
+/// several messages into the buffer, and no new event comes for them. So on each readable
+/// event, drain: call `try_recv`/`try_recv_bytes` until it returns `Ok(None)` (or an error
+/// such as `Eof`). Likewise after a writable event, call `flush` until it returns true or
+/// you stop caring. A [`WaitSet`](crate::WaitSet) does this bookkeeping for you.
 ///
 /// # Examples
 /// ```
 /// # fn main() -> multiproc::Result<()> {
-/// let (mut left, mut right) = multiproc::Pipe::new()?;
-/// left.send(&[1, 2, 3])?;
-/// assert_eq!(right.recv::<Vec<i32>>()?, [1, 2, 3]);
-/// right.send("and back")?;
-/// assert_eq!(left.recv::<String>()?, "and back");
+/// use std::time::Duration;
+/// use mio::{Events, Interest, Poll, Token};
+///
+/// let (mut tx, mut rx) = multiproc::Pipe::new()?;
+/// let mut poll = Poll::new()?;
+/// poll.registry().register(&mut rx, Token(7), Interest::READABLE)?;
+/// tx.send_bytes(b"one")?;
+/// tx.send_bytes(b"two")?;
+/// let mut events = Events::with_capacity(8);
+/// poll.poll(&mut events, Some(Duration::from_secs(5)))?;
+/// assert_eq!(events.iter().next().unwrap().token(), Token(7));
+/// let mut got = Vec::new();
+/// while let Some(msg) = rx.try_recv_bytes()? {
+///     got.push(msg);
+/// }
+/// assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
-pub struct Pipe {
-    _private: (),
-}
-
-impl Pipe {
-    /// Two duplex ends over an `AF_UNIX` stream socketpair. Python: `Pipe()`.
-    ///
-    /// # Examples
-    /// ```
-    /// # fn main() -> multiproc::Result<()> {
-    /// let (mut a, mut b) = multiproc::Pipe::new()?;
-    /// a.send_bytes(b"->")?;
-    /// b.send_bytes(b"<-")?;
-    /// assert_eq!(b.recv_bytes()?, b"->");
-    /// assert_eq!(a.recv_bytes()?, b"<-");
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    /// `Io` when the system is out of fds or memory.
-    #[allow(clippy::new_ret_no_self)] // Python's `Pipe()` returns the two ends, not a Pipe.
-    pub fn new() -> Result<(Connection, Connection)> {
-        Pipe::duplex()
+impl mio::event::Source for Connection {
+    fn register(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> std::io::Result<()> {
+        mio::unix::SourceFd(&self.as_raw_fd()).register(registry, token, interests)
     }
 
-    /// Same as [`Pipe::new`]. Python: `Pipe(duplex=True)`.
-    ///
-    /// # Examples
-    /// ```
-    /// # fn main() -> multiproc::Result<()> {
-    /// let (a, b) = multiproc::Pipe::duplex()?;
-    /// assert!(a.readable() && a.writable() && b.readable() && b.writable());
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    /// `Io` when the system is out of fds or memory.
-    pub fn duplex() -> Result<(Connection, Connection)> {
-        let (a, b) = sys::socket::socketpair()?;
-        Ok((
-            Connection::with_fd(a, FdKind::Socket, true, true),
-            Connection::with_fd(b, FdKind::Socket, true, true),
-        ))
+    fn reregister(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> std::io::Result<()> {
+        mio::unix::SourceFd(&self.as_raw_fd()).reregister(registry, token, interests)
     }
 
-    /// A one-way pipe: `(reader, writer)`, in Python's order. Python: `Pipe(duplex=False)`.
-    ///
-    /// # Examples
-    /// ```
-    /// # fn main() -> multiproc::Result<()> {
-    /// use multiproc::ErrorKind;
-    /// let (mut reader, mut writer) = multiproc::Pipe::half_duplex()?;
-    /// writer.send("one way")?;
-    /// assert_eq!(reader.recv::<String>()?, "one way");
-    /// assert_eq!(reader.send("no").unwrap_err().kind(), ErrorKind::ReadOnly);
-    /// assert_eq!(writer.recv::<String>().unwrap_err().kind(), ErrorKind::WriteOnly);
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    /// `Io` when the system is out of fds.
-    pub fn half_duplex() -> Result<(Connection, Connection)> {
-        let (r, w) = sys::fd::pipe()?;
-        Ok((
-            Connection::with_fd(r, FdKind::Other, true, false),
-            Connection::with_fd(w, FdKind::Other, false, true),
-        ))
+    fn deregister(&mut self, registry: &mio::Registry) -> std::io::Result<()> {
+        mio::unix::SourceFd(&self.as_raw_fd()).deregister(registry)
     }
 }

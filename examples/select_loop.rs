@@ -1,0 +1,181 @@
+//! Embedding multiproc in your own mio loop: one `Poll` serves a TCP port and several child
+//! processes' Connections together.
+//!
+//! Three workers (child processes) each send five readings over a duplex pipe. The main
+//! loop accepts TCP clients on 127.0.0.1 and forwards every reading to all of them as a text
+//! line. A TCP client thread connects, prints what it receives, and the program ends when
+//! every worker has finished and the client has read everything.
+//!
+//! The one rule of embedding: mio is edge-triggered and a `Connection` reads ahead, so on
+//! each readable event drain it with `try_recv` until `Ok(None)`.
+//!
+//! ```sh
+//! cargo run --release --example select_loop
+//! ```
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, ErrorKind as IoKind, Write};
+use std::time::Duration;
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use multiproc::{Connection, Pipe, Process};
+use serde::{Deserialize, Serialize};
+
+const LISTENER: Token = Token(0);
+const WORKERS: usize = 3;
+const READINGS: u32 = 5;
+
+#[derive(Serialize, Deserialize, Debug)]
+struct Reading {
+    worker: usize,
+    seq: u32,
+    value: f64,
+}
+
+/// A TCP client with the bytes it has not yet taken.
+struct Client {
+    stream: TcpStream,
+    out: Vec<u8>,
+}
+
+impl Client {
+    fn flush(&mut self) -> std::io::Result<()> {
+        while !self.out.is_empty() {
+            match self.stream.write(&self.out) {
+                Ok(n) => {
+                    self.out.drain(..n);
+                }
+                Err(e) if e.kind() == IoKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn worker(id: usize, mut conn: Connection) {
+    // Wait for the go-ahead, so no reading is sent before a TCP client listens.
+    let _: String = conn.recv().expect("go-ahead");
+    for seq in 0..READINGS {
+        let value = (id * 100) as f64 + f64::from(seq);
+        conn.send(&Reading {
+            worker: id,
+            seq,
+            value,
+        })
+        .expect("send reading");
+        std::thread::sleep(Duration::from_millis(10)); // simulated work
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Children first: fork is refused once this process has other threads.
+    let mut workers = Vec::new();
+    let mut conns = HashMap::new();
+    for id in 0..WORKERS {
+        let (parent_end, child_end) = Pipe::new()?;
+        let mut p = Process::new(move || worker(id, child_end));
+        p.start()?;
+        workers.push(p);
+        conns.insert(Token(id + 1), parent_end);
+    }
+
+    let mut poll = Poll::new()?;
+    let mut listener = TcpListener::bind("127.0.0.1:0".parse()?)?;
+    let addr = listener.local_addr()?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    for (token, conn) in conns.iter_mut() {
+        poll.registry().register(conn, *token, Interest::READABLE)?;
+    }
+    println!("serving readings on tcp://{addr}");
+
+    let tcp_client = std::thread::spawn(move || -> std::io::Result<usize> {
+        let stream = std::net::TcpStream::connect(addr)?;
+        let mut lines = 0;
+        for line in BufReader::new(stream).lines() {
+            println!("[tcp client] {}", line?);
+            lines += 1;
+        }
+        Ok(lines)
+    });
+
+    let mut clients: HashMap<Token, Client> = HashMap::new();
+    let mut next_token = WORKERS + 1;
+    let mut events = Events::with_capacity(64);
+    let mut started = false;
+    while !conns.is_empty() || clients.values().any(|c| !c.out.is_empty()) {
+        poll.poll(&mut events, Some(Duration::from_secs(10)))?;
+        if events.is_empty() {
+            return Err("no progress for 10 s".into());
+        }
+        for event in events.iter() {
+            let token = event.token();
+            if token == LISTENER {
+                loop {
+                    match listener.accept() {
+                        Ok((mut stream, peer)) => {
+                            let t = Token(next_token);
+                            next_token += 1;
+                            poll.registry()
+                                .register(&mut stream, t, Interest::WRITABLE)?;
+                            clients.insert(
+                                t,
+                                Client {
+                                    stream,
+                                    out: Vec::new(),
+                                },
+                            );
+                            println!("client {peer} connected");
+                        }
+                        Err(e) if e.kind() == IoKind::WouldBlock => break,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                if !started {
+                    started = true;
+                    for conn in conns.values_mut() {
+                        conn.send("go")?;
+                    }
+                }
+            } else if let Some(conn) = conns.get_mut(&token) {
+                // Drain: edge-triggered, and several readings may already be buffered.
+                let mut finished = false;
+                loop {
+                    match conn.try_recv::<Reading>() {
+                        Ok(Some(r)) => {
+                            let line =
+                                format!("worker {} reading {}: {:.1}\n", r.worker, r.seq, r.value);
+                            for client in clients.values_mut() {
+                                client.out.extend_from_slice(line.as_bytes());
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) if e.is_eof() => {
+                            finished = true;
+                            break;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                if finished {
+                    let mut conn = conns.remove(&token).expect("present");
+                    poll.registry().deregister(&mut conn)?;
+                    println!("worker {} finished", token.0 - 1);
+                }
+            }
+        }
+        for client in clients.values_mut() {
+            client.flush()?;
+        }
+    }
+    // Every reading is written: closing the streams ends the client's read loop.
+    drop(clients);
+    let lines = tcp_client.join().map_err(|_| "tcp client panicked")??;
+    for mut w in workers {
+        w.join()?;
+    }
+    println!("done: {lines} readings forwarded from {WORKERS} workers over TCP");
+    Ok(())
+}

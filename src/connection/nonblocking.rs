@@ -1,0 +1,430 @@
+//! The non-blocking half of `Connection`: receives that return "nothing yet", sends that
+//! queue in a bounded buffer, and the deadline variants of the blocking calls.
+//!
+//! Nothing here sets `O_NONBLOCK`: that flag lives on the open file description, shared with
+//! every process that holds the fd, so setting it would change a peer's blocking calls.
+//! Sockets use `MSG_DONTWAIT` per call; pipes are polled with a zero timeout first (see
+//! `sys::fd::try_read_into` and `sys::fd::try_write`).
+//!
+//! A partial frame stays in the decoder between calls, so `try_recv` can be called whenever
+//! the fd turns readable and yields each message once it is whole.
+
+use std::io::IoSlice;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Connection, Fill};
+use crate::codec::Codec;
+use crate::error::{Error, ErrorKind, Result};
+use crate::frame::{Frame, Header};
+use crate::sys;
+
+/// Bytes `try_send` may queue before it reports `Full` (a frame is always accepted into an
+/// empty queue, whatever its size).
+pub(crate) const DEFAULT_SEND_BUFFER_LIMIT: usize = 1 << 20;
+
+impl Connection {
+    /// Receives one message if a whole one is here now, without blocking. Python has no
+    /// direct equivalent (`poll(0)` then `recv()`).
+    ///
+    /// `Ok(None)` means "nothing yet": bytes of a partial message are kept for the next call.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let (mut a, mut b) = multiproc::Pipe::new()?;
+    /// assert_eq!(b.try_recv::<u32>()?, None);
+    /// a.send(&7u32)?;
+    /// assert_eq!(b.try_recv::<u32>()?, Some(7));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv).
+    pub fn try_recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
+        match self.try_next_frame(self.max_message_len)? {
+            Some(frame) => self.decode_frame(frame).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Receives one byte message if a whole one is here now, without blocking.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let (mut a, mut b) = multiproc::Pipe::half_duplex()?;
+    /// assert_eq!(a.try_recv_bytes()?, None);
+    /// b.send_bytes(b"now")?;
+    /// assert_eq!(a.try_recv_bytes()?.as_deref(), Some(&b"now"[..]));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`recv_bytes`](Self::recv_bytes).
+    pub fn try_recv_bytes(&mut self) -> Result<Option<Vec<u8>>> {
+        let frame = self.try_next_frame(self.max_message_len)?;
+        Ok(frame.map(|f| self.frame_to_vec(f)))
+    }
+
+    /// Like [`recv_bytes_into`](Self::recv_bytes_into), without blocking: `Ok(None)` if no
+    /// whole message is here yet (and `buf` is untouched).
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let (mut a, mut b) = multiproc::Pipe::new()?;
+    /// let mut buf = Vec::new();
+    /// assert_eq!(b.try_recv_bytes_into(&mut buf)?, None);
+    /// a.send_bytes(b"xyz")?;
+    /// assert_eq!(b.try_recv_bytes_into(&mut buf)?, Some(3));
+    /// assert_eq!(buf, b"xyz");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`recv_bytes`](Self::recv_bytes).
+    pub fn try_recv_bytes_into(&mut self, buf: &mut Vec<u8>) -> Result<Option<usize>> {
+        let frame = self.try_next_frame(self.max_message_len)?;
+        Ok(frame.map(|f| self.frame_into(f, buf)))
+    }
+
+    /// Receives one message, waiting at most `timeout`. Python: `poll(timeout)` then
+    /// `recv()`.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use std::time::Duration;
+    /// let (mut a, mut b) = multiproc::Pipe::new()?;
+    /// let err = b.recv_timeout::<String>(Duration::from_millis(1)).unwrap_err();
+    /// assert!(err.is_timeout());
+    /// a.send("late")?;
+    /// assert_eq!(b.recv_timeout::<String>(Duration::from_secs(5))?, "late");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `Timeout` when nothing whole arrived in time (a partial message is kept); otherwise
+    /// as [`recv`](Self::recv).
+    pub fn recv_timeout<T: DeserializeOwned>(&mut self, timeout: Duration) -> Result<T> {
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.recv_deadline(deadline),
+            None => self.recv(),
+        }
+    }
+
+    /// Receives one message, waiting until `deadline` at most.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use std::time::{Duration, Instant};
+    /// let (mut a, mut b) = multiproc::Pipe::new()?;
+    /// a.send(&1.5f64)?;
+    /// let deadline = Instant::now() + Duration::from_secs(5);
+    /// assert_eq!(b.recv_deadline::<f64>(deadline)?, 1.5);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`recv_timeout`](Self::recv_timeout).
+    pub fn recv_deadline<T: DeserializeOwned>(&mut self, deadline: Instant) -> Result<T> {
+        let frame = self.next_frame_deadline(self.max_message_len, deadline)?;
+        self.decode_frame(frame)
+    }
+
+    /// Receives one byte message, waiting at most `timeout`.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use std::time::Duration;
+    /// let (mut a, mut b) = multiproc::Pipe::new()?;
+    /// a.send_bytes(b"b")?;
+    /// assert_eq!(b.recv_bytes_timeout(Duration::from_secs(5))?, b"b");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`recv_timeout`](Self::recv_timeout).
+    pub fn recv_bytes_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.recv_bytes_deadline(deadline),
+            None => self.recv_bytes(),
+        }
+    }
+
+    /// Receives one byte message, waiting until `deadline` at most.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use std::time::Instant;
+    /// let (_a, mut b) = multiproc::Pipe::new()?;
+    /// assert!(b.recv_bytes_deadline(Instant::now()).unwrap_err().is_timeout());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`recv_timeout`](Self::recv_timeout).
+    pub fn recv_bytes_deadline(&mut self, deadline: Instant) -> Result<Vec<u8>> {
+        let frame = self.next_frame_deadline(self.max_message_len, deadline)?;
+        Ok(self.frame_to_vec(frame))
+    }
+
+    /// Decodes a frame from what is here now, reading without blocking.
+    fn try_next_frame(&mut self, limit: u64) -> Result<Option<Frame>> {
+        self.check_readable()?;
+        loop {
+            if let Some(frame) = self.decoder.decode(limit)? {
+                return Ok(Some(frame));
+            }
+            match self.fill(false)? {
+                Fill::Data => {}
+                Fill::Eof => return Err(self.decoder.eof_error()),
+                Fill::WouldBlock => return Ok(None),
+            }
+        }
+    }
+
+    fn next_frame_deadline(&mut self, limit: u64, deadline: Instant) -> Result<Frame> {
+        loop {
+            if let Some(frame) = self.try_next_frame(limit)? {
+                return Ok(frame);
+            }
+            if !sys::fd::wait_readable(self.fd()?, Some(deadline))? {
+                return Err(Error::new(ErrorKind::Timeout));
+            }
+        }
+    }
+
+    /// Whether a `recv` would return at once: a whole frame is buffered, the stream ended
+    /// or broke, or the end is closed or write-only (the call fails at once). Reads what is
+    /// on the fd without blocking to find out.
+    pub(crate) fn ready_now(&mut self) -> bool {
+        if !self.readable || self.fd.is_none() {
+            return true;
+        }
+        loop {
+            if self.eof || self.decoder.frame_ready(self.max_message_len) {
+                return true;
+            }
+            match self.fill(false) {
+                Ok(Fill::Data) => {}
+                Ok(Fill::WouldBlock) => return false,
+                // recv will find the end or the error again and report it.
+                Ok(Fill::Eof) | Err(_) => return true,
+            }
+        }
+    }
+
+    /// Whether a whole frame, or the end of the stream, is already in user space.
+    pub(crate) fn ready_buffered(&self) -> bool {
+        self.eof || self.decoder.frame_ready(self.max_message_len)
+    }
+
+    /// Sends `value` without blocking: written at once if the fd takes it, else queued for
+    /// [`flush`](Self::flush). Messages keep their order whichever way they go.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let (mut a, mut b) = multiproc::Pipe::new()?;
+    /// a.try_send(&("id", 1))?;
+    /// assert!(a.flush()?);
+    /// assert_eq!(b.recv::<(String, i32)>()?, ("id".to_string(), 1));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `Full` when the queue holds messages and this one would take it past
+    /// [`send_buffer_limit`](Self::send_buffer_limit) (nothing is queued); otherwise as
+    /// [`send`](Self::send).
+    pub fn try_send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        self.check_writable()?;
+        self.with_encoded(value, Connection::try_send_frame)
+    }
+
+    /// Encodes `value` into the reusable buffer and hands the payload to `then`.
+    fn with_encoded<T: Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+        then: impl FnOnce(&mut Connection, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut encoded = std::mem::take(&mut self.encoded);
+        encoded.clear();
+        let result = match self.codec.encode(value, &mut encoded) {
+            Ok(()) => then(self, &encoded),
+            Err(e) => Err(e),
+        };
+        self.encoded = encoded;
+        result
+    }
+
+    /// Sends `buf` as one message without blocking; see [`try_send`](Self::try_send).
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use multiproc::ErrorKind;
+    /// let (mut a, b) = multiproc::Pipe::new()?;
+    /// a.set_send_buffer_limit(1 << 16);
+    /// let chunk = vec![0u8; 1 << 15];
+    /// // Nobody reads b: the socket buffer fills, then our queue, then Full.
+    /// let err = loop {
+    ///     if let Err(e) = a.try_send_bytes(&chunk) {
+    ///         break e;
+    ///     }
+    /// };
+    /// assert_eq!(err.kind(), ErrorKind::Full);
+    /// assert!(a.pending_send_len() > 0);
+    /// # drop(b);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`try_send`](Self::try_send).
+    pub fn try_send_bytes(&mut self, buf: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        self.try_send_frame(buf)
+    }
+
+    fn try_send_frame(&mut self, payload: &[u8]) -> Result<()> {
+        let header = Header::for_len(payload.len());
+        let header = header.as_bytes();
+        let frame_len = header.len() + payload.len();
+        self.flush()?;
+        let pending = self.pending_send_len();
+        if pending > 0 && pending + frame_len > self.send_buffer_limit {
+            return Err(Error::with_message(
+                ErrorKind::Full,
+                format!(
+                    "send buffer full: {pending} bytes queued, limit {}",
+                    self.send_buffer_limit
+                ),
+            ));
+        }
+        let mut written = 0;
+        if pending == 0 {
+            let bufs = [IoSlice::new(header), IoSlice::new(payload)];
+            written = sys::fd::try_write(self.fd()?, self.kind, &bufs)?;
+        }
+        if written < header.len() {
+            self.queued.extend_from_slice(&header[written..]);
+            self.queued.extend_from_slice(payload);
+        } else if written < frame_len {
+            self.queued
+                .extend_from_slice(&payload[written - header.len()..]);
+        }
+        Ok(())
+    }
+
+    /// Appends one frame to the send queue without writing anything (the reactor flushes
+    /// once per round, so many small messages leave in one syscall).
+    pub(crate) fn queue_frame(&mut self, payload: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        self.queued
+            .extend_from_slice(Header::for_len(payload.len()).as_bytes());
+        self.queued.extend_from_slice(payload);
+        Ok(())
+    }
+
+    /// Encodes `value` and appends it to the send queue without writing anything.
+    pub(crate) fn queue_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        self.check_writable()?;
+        self.with_encoded(value, Connection::queue_frame)
+    }
+
+    /// Decodes a payload with this connection's codec.
+    pub(crate) fn decode_payload<T: DeserializeOwned>(&mut self, payload: &[u8]) -> Result<T> {
+        self.codec.decode(payload)
+    }
+
+    /// Writes queued messages without blocking, as far as the fd takes them; true when the
+    /// queue is empty afterwards.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let (mut a, _b) = multiproc::Pipe::new()?;
+    /// assert!(a.flush()?); // nothing queued
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `Closed`, `BrokenPipe` (the peer is gone), `Io`.
+    pub fn flush(&mut self) -> Result<bool> {
+        while self.queued_pos < self.queued.len() {
+            let bufs = [IoSlice::new(&self.queued[self.queued_pos..])];
+            let n = sys::fd::try_write(self.fd()?, self.kind, &bufs)?;
+            if n == 0 {
+                if self.queued_pos > self.queued.len() / 2 {
+                    self.queued.drain(..self.queued_pos);
+                    self.queued_pos = 0;
+                }
+                return Ok(false);
+            }
+            self.queued_pos += n;
+        }
+        self.queued.clear();
+        self.queued_pos = 0;
+        Ok(true)
+    }
+
+    /// Writes every queued message, blocking as long as it takes.
+    pub(crate) fn flush_blocking(&mut self) -> Result<()> {
+        if self.queued_pos < self.queued.len() {
+            let fd = self.fd()?;
+            let mut bufs = [IoSlice::new(&self.queued[self.queued_pos..])];
+            sys::fd::write_all(fd, self.kind, &mut bufs)?;
+        }
+        self.queued.clear();
+        self.queued_pos = 0;
+        Ok(())
+    }
+
+    /// Bytes queued by `try_send*` and not yet written (frame headers included).
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let (mut a, _b) = multiproc::Pipe::new()?;
+    /// a.try_send_bytes(b"fits in the socket buffer")?;
+    /// assert_eq!(a.pending_send_len(), 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn pending_send_len(&self) -> usize {
+        self.queued.len() - self.queued_pos
+    }
+
+    /// How many bytes `try_send*` may queue before reporting `Full` (default 1 MiB).
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let (a, _b) = multiproc::Pipe::new()?;
+    /// assert_eq!(a.send_buffer_limit(), 1 << 20);
+    /// # Ok(()) }
+    /// ```
+    pub fn send_buffer_limit(&self) -> usize {
+        self.send_buffer_limit
+    }
+
+    /// Sets how many bytes `try_send*` may queue before reporting `Full`. A message is
+    /// always accepted into an empty queue, whatever its size.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let (mut a, _b) = multiproc::Pipe::new()?;
+    /// a.set_send_buffer_limit(4096);
+    /// assert_eq!(a.send_buffer_limit(), 4096);
+    /// # Ok(()) }
+    /// ```
+    pub fn set_send_buffer_limit(&mut self, limit: usize) {
+        self.send_buffer_limit = limit;
+    }
+}

@@ -1,0 +1,1127 @@
+//! The `Reactor`: one thread drives many connections through non-blocking receive and send
+//! state machines, with timers and a handle other threads use to post work.
+//!
+//! Built on mio: a `Poll`, a `slab` of entries (connection + handler), a timer heap
+//! ([`timers`]), and a `mio::Waker` for [`ReactorHandle`]. Each round:
+//!
+//! 1. wait for events (or the next timer, or at once when work is already known);
+//! 2. for each readable connection, read and hand every whole message to its handler, up to
+//!    a fairness budget, then move on (the rest is picked up next round, since mio is
+//!    edge-triggered and will not say again);
+//! 3. fire due timers;
+//! 4. flush every connection that queued output this round: sends made from handlers only
+//!    append to a buffer, so a handler that sends 500 small messages costs one `sendmsg`;
+//! 5. apply backpressure: a connection whose queue passes the high-water mark stops being
+//!    read, and its handler is told, until the queue falls to the low-water mark (half).
+//!
+//! End of stream and errors are delivered exactly once (`on_eof` or `on_error`), after which
+//! the connection is removed: a peer killed mid-message cannot make the loop spin. An idle
+//! reactor blocks in `epoll_wait` and uses no CPU.
+
+mod timers;
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Waker};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use slab::Slab;
+
+use crate::connection::Connection;
+use crate::error::{Error, ErrorKind, Result};
+
+pub use timers::TimerId;
+use timers::Timers;
+
+/// The mio token of the waker; connection tokens are slab indices, far below it.
+const WAKER: mio::Token = mio::Token(usize::MAX);
+/// Messages read from one connection before the loop moves on to others.
+const READ_BUDGET: usize = 256;
+/// Default per-connection high-water mark of queued output, in bytes.
+const DEFAULT_HIGH_WATER: usize = 1 << 20;
+
+/// Names a connection registered in a [`Reactor`]. Like `mio::Token`, but never reused by
+/// the reactor that made it: a token whose connection is gone finds nothing.
+///
+/// # Examples
+/// ```
+/// # fn main() -> multiproc::Result<()> {
+/// use multiproc::{Context, Handler, Reactor};
+/// struct Quiet;
+/// impl Handler for Quiet {
+///     fn on_message(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+/// }
+/// let mut reactor = Reactor::new()?;
+/// let (_a, b) = multiproc::Pipe::new()?;
+/// let token = reactor.register(b, Quiet)?;
+/// assert!(reactor.deregister(token).is_some());
+/// assert!(reactor.deregister(token).is_none());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Token {
+    index: usize,
+    generation: u32,
+}
+
+/// What a connection's owner does with its events. Every method but `on_message` has a
+/// default that does nothing.
+///
+/// # Examples
+/// An echo server handler:
+/// ```
+/// # #![allow(dead_code)]
+/// use multiproc::{Context, Handler};
+/// struct Echo;
+/// impl Handler for Echo {
+///     fn on_message(&mut self, ctx: &mut Context<'_>, message: &[u8]) {
+///         let _ = ctx.send_bytes(message);
+///     }
+/// }
+/// ```
+pub trait Handler {
+    /// A whole message arrived. Decode typed messages with [`Context::decode`].
+    fn on_message(&mut self, ctx: &mut Context<'_>, message: &[u8]);
+
+    /// The peer closed the connection at a message boundary. The connection is removed
+    /// after this returns.
+    fn on_eof(&mut self, ctx: &mut Context<'_>) {
+        let _ = ctx;
+    }
+
+    /// Receiving or sending failed (a truncated message, a bad length, a broken pipe). The
+    /// connection is removed after this returns.
+    fn on_error(&mut self, ctx: &mut Context<'_>, error: Error) {
+        let _ = (ctx, error);
+    }
+
+    /// Output queued for this connection passed the high-water mark (`engaged`: reading
+    /// from it pauses) or fell back to the low-water mark (reading resumes).
+    fn on_backpressure(&mut self, ctx: &mut Context<'_>, engaged: bool) {
+        let _ = (ctx, engaged);
+    }
+
+    /// Everything queued for this connection has been written.
+    fn on_drained(&mut self, ctx: &mut Context<'_>) {
+        let _ = ctx;
+    }
+
+    /// A timer this handler set fired.
+    fn on_timer(&mut self, ctx: &mut Context<'_>, timer: TimerId) {
+        let _ = (ctx, timer);
+    }
+}
+
+struct Entry {
+    /// `None` while the entry's own handler runs (it is lent to the `Context`).
+    conn: Option<Connection>,
+    handler: Option<Box<dyn Handler>>,
+    generation: u32,
+    /// What the fd is registered for now.
+    interest: Interest,
+    /// Backpressure engaged: not reading.
+    paused: bool,
+    /// `close()` was asked: stop reading, remove once the queue is written.
+    closing: bool,
+}
+
+/// A notification to deliver once the current callback has returned.
+#[derive(Debug, Clone, Copy)]
+enum Notice {
+    Backpressure(bool),
+    Drained,
+}
+
+/// The reactor's state that handlers reach through their [`Context`].
+struct Core {
+    poll: Poll,
+    entries: Slab<Entry>,
+    timers: Timers<Token>,
+    generation: u32,
+    high_water: usize,
+    stopped: bool,
+    /// Entries that queued output this round.
+    dirty: Vec<usize>,
+    /// Entries with more to read (budget ran out, just registered, or just resumed).
+    again: Vec<usize>,
+    notices: Vec<(Token, Notice)>,
+}
+
+/// The context a handler callback runs in: its connection, sends, timers, registration and
+/// stopping the loop.
+pub struct Context<'a> {
+    token: Token,
+    /// The handler's own connection, lent out of its entry while the callback runs.
+    conn: &'a mut Connection,
+    core: &'a mut Core,
+}
+
+type Task = Box<dyn FnOnce(&mut Reactor) + Send>;
+
+/// A handle other threads use to post work into a [`Reactor`] or stop it. Cheap to clone.
+///
+/// # Examples
+/// ```
+/// # fn main() -> multiproc::Result<()> {
+/// let mut reactor = multiproc::Reactor::new()?;
+/// let handle = reactor.handle();
+/// std::thread::spawn(move || handle.post(|r| r.stop()));
+/// reactor.run()?; // returns once the posted task stops it
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ReactorHandle {
+    waker: Arc<Waker>,
+    inbox: Arc<Mutex<Vec<Task>>>,
+}
+
+/// An event loop over connections, timers and posted tasks. Each round waits for events (or the next timer), reads whole
+/// messages and hands them to handlers, fires due timers, then flushes all output queued
+/// in the round: a handler's sends only append to a buffer, so many small messages leave in
+/// one `sendmsg`. A connection whose queue passes the high-water mark stops being read until
+/// it drains to half of it. End of stream and errors are delivered once (`on_eof`,
+/// `on_error`) and the connection is removed, so a dead peer cannot make the loop spin; an
+/// idle reactor blocks and uses no CPU.
+///
+/// # Examples
+/// A child process sends numbers; the reactor sums them until EOF.
+/// ```
+/// # fn main() -> multiproc::Result<()> {
+/// use multiproc::{Context, Handler, Reactor};
+/// use multiproc::{Pipe, Process};
+///
+/// struct Sum(u64);
+/// impl Handler for Sum {
+///     fn on_message(&mut self, ctx: &mut Context<'_>, message: &[u8]) {
+///         self.0 += ctx.decode::<u64>(message).unwrap();
+///     }
+///     fn on_eof(&mut self, ctx: &mut Context<'_>) {
+///         assert_eq!(self.0, 5050);
+///         ctx.stop();
+///     }
+/// }
+///
+/// let (mut tx, rx) = Pipe::new()?;
+/// let mut child = Process::new(move || {
+///     for i in 1..=100u64 {
+///         tx.send(&i).unwrap();
+///     }
+/// });
+/// let mut reactor = Reactor::new()?;
+/// reactor.register(rx, Sum(0))?;
+/// child.start()?;
+/// reactor.run()?;
+/// assert_eq!(child.join()?, 0);
+/// # Ok(()) }
+/// ```
+pub struct Reactor {
+    core: Core,
+    events: Events,
+    waker: Arc<Waker>,
+    inbox: Arc<Mutex<Vec<Task>>>,
+    /// Reused for each received message.
+    scratch: Vec<u8>,
+}
+
+impl Reactor {
+    /// A reactor with nothing registered.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let reactor = multiproc::Reactor::new()?;
+    /// assert_eq!(reactor.len(), 0);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `Io` if the system refuses an epoll instance or an eventfd.
+    pub fn new() -> Result<Reactor> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        Ok(Reactor {
+            core: Core {
+                poll,
+                entries: Slab::new(),
+                timers: Timers::new(),
+                generation: 0,
+                high_water: DEFAULT_HIGH_WATER,
+                stopped: false,
+                dirty: Vec::new(),
+                again: Vec::new(),
+                notices: Vec::new(),
+            },
+            events: Events::with_capacity(1024),
+            waker,
+            inbox: Arc::new(Mutex::new(Vec::new())),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Registers `conn`, driven by `handler` from now on. Messages already buffered or
+    /// waiting on the fd are delivered by the next round.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use multiproc::{Context, Handler};
+    /// struct Print;
+    /// impl Handler for Print {
+    ///     fn on_message(&mut self, ctx: &mut Context<'_>, m: &[u8]) {
+    ///         assert_eq!(m, b"hi");
+    ///         ctx.stop();
+    ///     }
+    /// }
+    /// let (mut a, b) = multiproc::Pipe::new()?;
+    /// a.send_bytes(b"hi")?;
+    /// let mut reactor = multiproc::Reactor::new()?;
+    /// reactor.register(b, Print)?;
+    /// reactor.run()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `Closed` if `conn` was closed; `Io` if registration fails.
+    pub fn register(&mut self, conn: Connection, handler: impl Handler + 'static) -> Result<Token> {
+        self.core.insert(conn, Box::new(handler))
+    }
+
+    /// Removes a connection and hands it back, with anything still queued for it unsent
+    /// (see [`Connection::pending_send_len`]). Its timers are cancelled.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use multiproc::{Context, Handler};
+    /// struct Nop;
+    /// impl Handler for Nop {
+    ///     fn on_message(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    /// }
+    /// let (_a, b) = multiproc::Pipe::new()?;
+    /// let mut reactor = multiproc::Reactor::new()?;
+    /// let token = reactor.register(b, Nop)?;
+    /// let b = reactor.deregister(token).unwrap();
+    /// assert!(!b.is_closed());
+    /// # Ok(()) }
+    /// ```
+    pub fn deregister(&mut self, token: Token) -> Option<Connection> {
+        self.core.remove(token)
+    }
+
+    /// Sets a one-shot timer for `token`'s handler, firing after `after`.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use std::time::Duration;
+    /// use multiproc::{Context, Handler, TimerId};
+    /// struct StopOnTimer;
+    /// impl Handler for StopOnTimer {
+    ///     fn on_message(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    ///     fn on_timer(&mut self, ctx: &mut Context<'_>, _: TimerId) {
+    ///         ctx.stop();
+    ///     }
+    /// }
+    /// let (_a, b) = multiproc::Pipe::new()?;
+    /// let mut reactor = multiproc::Reactor::new()?;
+    /// let token = reactor.register(b, StopOnTimer)?;
+    /// reactor.set_timer(token, Duration::from_millis(1))?;
+    /// reactor.run()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidInput` if `token` names no registered connection.
+    pub fn set_timer(&mut self, token: Token, after: Duration) -> Result<TimerId> {
+        self.core.set_timer(token, after, None)
+    }
+
+    /// Sets a periodic timer for `token`'s handler, first firing after `every`.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use std::time::Duration;
+    /// use multiproc::{Context, Handler, TimerId};
+    /// struct Three(u32);
+    /// impl Handler for Three {
+    ///     fn on_message(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    ///     fn on_timer(&mut self, ctx: &mut Context<'_>, id: TimerId) {
+    ///         self.0 += 1;
+    ///         if self.0 == 3 {
+    ///             ctx.cancel_timer(id);
+    ///             ctx.stop();
+    ///         }
+    ///     }
+    /// }
+    /// let (_a, b) = multiproc::Pipe::new()?;
+    /// let mut reactor = multiproc::Reactor::new()?;
+    /// let token = reactor.register(b, Three(0))?;
+    /// reactor.set_periodic(token, Duration::from_millis(1))?;
+    /// reactor.run()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidInput` if `token` names no registered connection.
+    pub fn set_periodic(&mut self, token: Token, every: Duration) -> Result<TimerId> {
+        self.core.set_timer(token, every, Some(every))
+    }
+
+    /// Cancels a timer; true if it had not fired (or, when periodic, was still live).
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use std::time::Duration;
+    /// use multiproc::{Context, Handler};
+    /// struct Nop;
+    /// impl Handler for Nop {
+    ///     fn on_message(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    /// }
+    /// let (_a, b) = multiproc::Pipe::new()?;
+    /// let mut reactor = multiproc::Reactor::new()?;
+    /// let token = reactor.register(b, Nop)?;
+    /// let id = reactor.set_timer(token, Duration::from_secs(60))?;
+    /// assert!(reactor.cancel_timer(id));
+    /// assert!(!reactor.cancel_timer(id));
+    /// # Ok(()) }
+    /// ```
+    pub fn cancel_timer(&mut self, id: TimerId) -> bool {
+        self.core.timers.cancel(id)
+    }
+
+    /// Sets the high-water mark of queued output per connection (default 1 MiB); reading
+    /// resumes when the queue falls to half of it.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let mut reactor = multiproc::Reactor::new()?;
+    /// reactor.set_high_water(64 * 1024);
+    /// # Ok(()) }
+    /// ```
+    pub fn set_high_water(&mut self, bytes: usize) {
+        self.core.high_water = bytes.max(1);
+    }
+
+    /// How many connections are registered.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// assert_eq!(multiproc::Reactor::new()?.len(), 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn len(&self) -> usize {
+        self.core.entries.len()
+    }
+
+    /// Whether no connection is registered.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// assert!(multiproc::Reactor::new()?.is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.core.entries.is_empty()
+    }
+
+    /// A handle for other threads: post tasks, stop the loop.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let reactor = multiproc::Reactor::new()?;
+    /// let handle = reactor.handle();
+    /// handle.stop();
+    /// # Ok(()) }
+    /// ```
+    pub fn handle(&self) -> ReactorHandle {
+        ReactorHandle {
+            waker: Arc::clone(&self.waker),
+            inbox: Arc::clone(&self.inbox),
+        }
+    }
+
+    /// Makes [`run`](Self::run) return after the current round.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let mut reactor = multiproc::Reactor::new()?;
+    /// reactor.stop();
+    /// reactor.run()?; // returns at once
+    /// # Ok(()) }
+    /// ```
+    pub fn stop(&mut self) {
+        self.core.stopped = true;
+    }
+
+    /// Runs rounds until [`stop`](Self::stop) is called (by a handler, a posted task or
+    /// this method's caller before), or until nothing is left that could wake it: no
+    /// connection, no timer and no [`ReactorHandle`] alive. Output queued by then is
+    /// written as far as the fds take it without blocking; the rest stays queued in its
+    /// connection (see [`deregister`](Self::deregister)).
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let mut reactor = multiproc::Reactor::new()?;
+    /// reactor.run()?; // nothing registered: returns at once
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `Io` if `epoll_wait` fails. Errors of single connections go to their handlers.
+    pub fn run(&mut self) -> Result<()> {
+        while !self.core.stopped {
+            let idle = self.core.entries.is_empty()
+                && self.core.timers.is_empty()
+                && Arc::strong_count(&self.inbox) == 1
+                && self.inbox.lock().map_or(true, |i| i.is_empty());
+            if idle {
+                break;
+            }
+            self.run_once(None)?;
+        }
+        // What handlers queued in the last round (a reply sent just before `stop`) leaves
+        // now, as far as the fds take it without blocking.
+        self.flush_dirty();
+        self.core.stopped = false;
+        Ok(())
+    }
+
+    /// Runs one round, waiting at most `timeout` for something to happen (`None`: as long
+    /// as it takes).
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use std::time::Duration;
+    /// let mut reactor = multiproc::Reactor::new()?;
+    /// reactor.run_once(Some(Duration::ZERO))?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub fn run_once(&mut self, timeout: Option<Duration>) -> Result<()> {
+        let now = Instant::now();
+        let mut wait = timeout;
+        if let Some(deadline) = self.core.timers.next_deadline() {
+            let until = deadline.saturating_duration_since(now);
+            wait = Some(wait.map_or(until, |w| w.min(until)));
+        }
+        if !self.core.again.is_empty() || !self.core.dirty.is_empty() {
+            wait = Some(Duration::ZERO);
+        }
+        match self.core.poll.poll(&mut self.events, wait) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+        let mut woken = false;
+        let mut readable = Vec::new();
+        for event in self.events.iter() {
+            if event.token() == WAKER {
+                woken = true;
+                continue;
+            }
+            let index = event.token().0;
+            if event.is_writable() {
+                self.core.mark_dirty(index);
+            }
+            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                readable.push(index);
+            }
+        }
+        readable.append(&mut self.core.again);
+        readable.sort_unstable();
+        readable.dedup();
+        for index in readable {
+            self.read(index);
+        }
+        let now = Instant::now();
+        while let Some((token, id)) = self.core.timers.pop_due(now) {
+            self.dispatch(token, |h, ctx| h.on_timer(ctx, id));
+        }
+        if woken {
+            let tasks = std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|p| p.into_inner()));
+            for task in tasks {
+                task(self);
+            }
+        }
+        self.flush_dirty();
+        Ok(())
+    }
+
+    /// Reads whole messages from entry `index` and hands them to its handler.
+    fn read(&mut self, index: usize) {
+        let Some(token) = self.core.token_of(index) else {
+            return;
+        };
+        for _ in 0..READ_BUDGET {
+            let Some(entry) = self.core.entries.get_mut(index) else {
+                return;
+            };
+            if entry.paused || entry.closing || entry.generation != token.generation {
+                return;
+            }
+            let Some(conn) = entry.conn.as_mut() else {
+                return;
+            };
+            match conn.try_recv_bytes_into(&mut self.scratch) {
+                Ok(Some(_)) => {
+                    let message = std::mem::take(&mut self.scratch);
+                    self.dispatch(token, |h, ctx| h.on_message(ctx, &message));
+                    self.scratch = message;
+                }
+                Ok(None) => return,
+                Err(e) if e.is_eof() => {
+                    self.dispatch(token, |h, ctx| h.on_eof(ctx));
+                    self.core.remove(token);
+                    return;
+                }
+                Err(e) => {
+                    self.dispatch(token, |h, ctx| h.on_error(ctx, e));
+                    self.core.remove(token);
+                    return;
+                }
+            }
+        }
+        // Budget spent: more may be buffered, and mio will not say so again.
+        self.core.again.push(index);
+    }
+
+    /// Runs `f` with `token`'s handler and a context lending it the connection, then
+    /// delivers the notices that call produced.
+    fn dispatch(&mut self, token: Token, f: impl FnOnce(&mut dyn Handler, &mut Context<'_>)) {
+        self.core.dispatch(token, f);
+        self.deliver_notices();
+    }
+
+    /// Delivers queued notices in the order they arose (their handlers may add more).
+    fn deliver_notices(&mut self) {
+        while !self.core.notices.is_empty() {
+            let (token, notice) = self.core.notices.remove(0);
+            self.core.dispatch(token, |h, ctx| match notice {
+                Notice::Backpressure(engaged) => h.on_backpressure(ctx, engaged),
+                Notice::Drained => h.on_drained(ctx),
+            });
+        }
+    }
+
+    /// Writes what every dirty connection queued; adjusts interest and backpressure.
+    fn flush_dirty(&mut self) {
+        // One pass: output that notices queue now (a producer refilling in `on_drained`)
+        // waits for the next round, which then polls without blocking. Looping here until
+        // quiet would let one producer starve every other connection, timer and `stop`.
+        for index in std::mem::take(&mut self.core.dirty) {
+            let Some(token) = self.core.token_of(index) else {
+                continue;
+            };
+            if let Err(e) = self.core.flush(index) {
+                self.dispatch(token, |h, ctx| h.on_error(ctx, e));
+                self.core.remove(token);
+                continue;
+            }
+            self.deliver_notices();
+        }
+    }
+}
+
+impl Core {
+    fn token_of(&self, index: usize) -> Option<Token> {
+        self.entries.get(index).map(|e| Token {
+            index,
+            generation: e.generation,
+        })
+    }
+
+    fn entry(&mut self, token: Token) -> Option<&mut Entry> {
+        self.entries
+            .get_mut(token.index)
+            .filter(|e| e.generation == token.generation)
+    }
+
+    fn insert(&mut self, conn: Connection, handler: Box<dyn Handler>) -> Result<Token> {
+        let raw =
+            crate::wait::Waitable::wait_fd(&conn).map(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd))?;
+        let entry = self.entries.vacant_entry();
+        let index = entry.key();
+        self.poll.registry().register(
+            &mut mio::unix::SourceFd(&raw),
+            mio::Token(index),
+            Interest::READABLE,
+        )?;
+        self.generation = self.generation.wrapping_add(1);
+        let generation = self.generation;
+        entry.insert(Entry {
+            conn: Some(conn),
+            handler: Some(handler),
+            generation,
+            interest: Interest::READABLE,
+            paused: false,
+            closing: false,
+        });
+        // Frames may already sit in its buffer, where epoll cannot see them.
+        self.again.push(index);
+        Ok(Token { index, generation })
+    }
+
+    fn remove(&mut self, token: Token) -> Option<Connection> {
+        self.entry(token)?;
+        let mut entry = self.entries.remove(token.index);
+        self.timers.cancel_owner(token, |a, b| a == b);
+        let conn = entry.conn.take()?;
+        if let Ok(fd) = crate::wait::Waitable::wait_fd(&conn) {
+            let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut mio::unix::SourceFd(&raw));
+        }
+        Some(conn)
+    }
+
+    fn set_timer(
+        &mut self,
+        token: Token,
+        after: Duration,
+        period: Option<Duration>,
+    ) -> Result<TimerId> {
+        if self.entry(token).is_none() {
+            return Err(Error::with_message(
+                ErrorKind::InvalidInput,
+                "no such reactor token",
+            ));
+        }
+        let deadline = Instant::now().checked_add(after).ok_or_else(|| {
+            Error::with_message(ErrorKind::InvalidInput, "timer too far in the future")
+        })?;
+        Ok(self.timers.set(token, deadline, period))
+    }
+
+    fn mark_dirty(&mut self, index: usize) {
+        if !self.dirty.contains(&index) {
+            self.dirty.push(index);
+        }
+    }
+
+    fn dispatch(&mut self, token: Token, f: impl FnOnce(&mut dyn Handler, &mut Context<'_>)) {
+        let Some(entry) = self.entry(token) else {
+            return;
+        };
+        let (Some(mut conn), Some(mut handler)) = (entry.conn.take(), entry.handler.take()) else {
+            return;
+        };
+        {
+            let mut ctx = Context {
+                token,
+                conn: &mut conn,
+                core: self,
+            };
+            f(handler.as_mut(), &mut ctx);
+        }
+        if let Some(entry) = self.entry(token) {
+            entry.conn = Some(conn);
+            entry.handler = Some(handler);
+        }
+    }
+
+    /// Queued output of entry `index` was added to: mark it for flushing and check the
+    /// high-water mark.
+    fn queued(&mut self, token: Token, pending: usize) {
+        self.mark_dirty(token.index);
+        let high_water = self.high_water;
+        if let Some(entry) = self.entry(token) {
+            if !entry.paused && pending > high_water {
+                entry.paused = true;
+                self.notices.push((token, Notice::Backpressure(true)));
+            }
+        }
+    }
+
+    /// Writes entry `index`'s queue without blocking and updates its registration.
+    fn flush(&mut self, index: usize) -> Result<()> {
+        let high_water = self.high_water;
+        let Some(entry) = self.entries.get_mut(index) else {
+            return Ok(());
+        };
+        let token = Token {
+            index,
+            generation: entry.generation,
+        };
+        let Some(conn) = entry.conn.as_mut() else {
+            return Ok(());
+        };
+        let had_pending = conn.pending_send_len() > 0;
+        let drained = conn.flush()?;
+        let pending = conn.pending_send_len();
+        let mut resumed = false;
+        if entry.paused && pending <= high_water / 2 {
+            entry.paused = false;
+            resumed = true;
+        }
+        let want = match (entry.paused || entry.closing, drained) {
+            (true, true) => None,
+            (true, false) => Some(Interest::WRITABLE),
+            (false, true) => Some(Interest::READABLE),
+            (false, false) => Some(Interest::READABLE | Interest::WRITABLE),
+        };
+        if entry.closing && drained {
+            self.remove(token);
+            return Ok(());
+        }
+        if let Some(want) = want {
+            if want != entry.interest {
+                let raw = std::os::fd::AsRawFd::as_raw_fd(conn);
+                self.poll.registry().reregister(
+                    &mut mio::unix::SourceFd(&raw),
+                    mio::Token(index),
+                    want,
+                )?;
+                entry.interest = want;
+            }
+        }
+        if resumed {
+            self.notices.push((token, Notice::Backpressure(false)));
+            // Data may have piled up while paused; epoll will not report it again.
+            self.again.push(index);
+        }
+        if drained && had_pending {
+            self.notices.push((token, Notice::Drained));
+        }
+        Ok(())
+    }
+}
+
+impl Context<'_> {
+    /// The token of the connection this callback is about.
+    ///
+    /// # Examples
+    /// ```
+    /// # #![allow(dead_code)]
+    /// use multiproc::{Context, Handler, Token};
+    /// struct Remember(Option<Token>);
+    /// impl Handler for Remember {
+    ///     fn on_message(&mut self, ctx: &mut Context<'_>, _: &[u8]) {
+    ///         self.0 = Some(ctx.token());
+    ///     }
+    /// }
+    /// ```
+    pub fn token(&self) -> Token {
+        self.token
+    }
+
+    /// The connection this callback is about, e.g. to read its settings.
+    ///
+    /// # Examples
+    /// ```
+    /// # #![allow(dead_code)]
+    /// use multiproc::{Context, Handler};
+    /// struct Check;
+    /// impl Handler for Check {
+    ///     fn on_message(&mut self, ctx: &mut Context<'_>, _: &[u8]) {
+    ///         assert!(ctx.connection().writable());
+    ///     }
+    /// }
+    /// ```
+    pub fn connection(&mut self) -> &mut Connection {
+        self.conn
+    }
+
+    /// Decodes a message with the connection's codec (CBOR).
+    ///
+    /// # Examples
+    /// ```
+    /// # #![allow(dead_code)]
+    /// use multiproc::{Context, Handler};
+    /// struct Numbers(Vec<i64>);
+    /// impl Handler for Numbers {
+    ///     fn on_message(&mut self, ctx: &mut Context<'_>, m: &[u8]) {
+    ///         match ctx.decode::<i64>(m) {
+    ///             Ok(n) => self.0.push(n),
+    ///             Err(e) => eprintln!("bad message: {e}"),
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// `Decode` if the message is not a `T`.
+    pub fn decode<T: DeserializeOwned>(&mut self, message: &[u8]) -> Result<T> {
+        self.conn.decode_payload(message)
+    }
+
+    /// Queues `value` for this connection; it is written at the end of the round, together
+    /// with everything else queued by then.
+    ///
+    /// # Examples
+    /// ```
+    /// # #![allow(dead_code)]
+    /// use multiproc::{Context, Handler};
+    /// struct Ack;
+    /// impl Handler for Ack {
+    ///     fn on_message(&mut self, ctx: &mut Context<'_>, _: &[u8]) {
+    ///         let _ = ctx.send(&"ack");
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// `Encode`, `ReadOnly`. Write errors come later, to `on_error`.
+    pub fn send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        self.conn.queue_value(value)?;
+        let pending = self.conn.pending_send_len();
+        self.core.queued(self.token, pending);
+        Ok(())
+    }
+
+    /// Queues a byte message for this connection; see [`send`](Self::send).
+    ///
+    /// # Examples
+    /// ```
+    /// # #![allow(dead_code)]
+    /// use multiproc::{Context, Handler};
+    /// struct Echo;
+    /// impl Handler for Echo {
+    ///     fn on_message(&mut self, ctx: &mut Context<'_>, m: &[u8]) {
+    ///         let _ = ctx.send_bytes(m);
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// `ReadOnly`.
+    pub fn send_bytes(&mut self, message: &[u8]) -> Result<()> {
+        self.conn.queue_frame(message)?;
+        let pending = self.conn.pending_send_len();
+        self.core.queued(self.token, pending);
+        Ok(())
+    }
+
+    /// Queues a byte message for another registered connection.
+    ///
+    /// # Examples
+    /// ```
+    /// # #![allow(dead_code)]
+    /// use multiproc::{Context, Handler, Token};
+    /// struct Forward(Token);
+    /// impl Handler for Forward {
+    ///     fn on_message(&mut self, ctx: &mut Context<'_>, m: &[u8]) {
+    ///         let _ = ctx.send_bytes_to(self.0, m);
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidInput` if `token` names no registered connection; `ReadOnly`.
+    pub fn send_bytes_to(&mut self, token: Token, message: &[u8]) -> Result<()> {
+        if token == self.token {
+            return self.send_bytes(message);
+        }
+        let conn = self
+            .core
+            .entry(token)
+            .and_then(|e| e.conn.as_mut())
+            .ok_or_else(|| Error::with_message(ErrorKind::InvalidInput, "no such reactor token"))?;
+        conn.queue_frame(message)?;
+        let pending = conn.pending_send_len();
+        self.core.queued(token, pending);
+        Ok(())
+    }
+
+    /// Stops reading this connection and closes it once everything queued for it is
+    /// written. No `on_eof` follows.
+    ///
+    /// # Examples
+    /// ```
+    /// # #![allow(dead_code)]
+    /// use multiproc::{Context, Handler};
+    /// struct Goodbye;
+    /// impl Handler for Goodbye {
+    ///     fn on_message(&mut self, ctx: &mut Context<'_>, _: &[u8]) {
+    ///         let _ = ctx.send_bytes(b"bye");
+    ///         ctx.close();
+    ///     }
+    /// }
+    /// ```
+    pub fn close(&mut self) {
+        if let Some(entry) = self.core.entry(self.token) {
+            entry.closing = true;
+            self.core.mark_dirty(self.token.index);
+        }
+    }
+
+    /// Registers another connection with its handler (an accepted client, say).
+    ///
+    /// # Examples
+    /// ```
+    /// # #![allow(dead_code)]
+    /// use multiproc::{Context, Handler};
+    /// struct Spawner;
+    /// struct Child;
+    /// impl Handler for Child {
+    ///     fn on_message(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    /// }
+    /// impl Handler for Spawner {
+    ///     fn on_message(&mut self, ctx: &mut Context<'_>, _: &[u8]) {
+    ///         let (_keep, conn) = multiproc::Pipe::new().unwrap();
+    ///         let _ = ctx.register(conn, Child);
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Reactor::register`].
+    pub fn register(&mut self, conn: Connection, handler: impl Handler + 'static) -> Result<Token> {
+        self.core.insert(conn, Box::new(handler))
+    }
+
+    /// Sets a one-shot timer for this handler.
+    ///
+    /// # Examples
+    /// ```
+    /// # #![allow(dead_code)]
+    /// use std::time::Duration;
+    /// use multiproc::{Context, Handler};
+    /// struct Later;
+    /// impl Handler for Later {
+    ///     fn on_message(&mut self, ctx: &mut Context<'_>, _: &[u8]) {
+    ///         let _ = ctx.set_timer(Duration::from_millis(10));
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidInput` if `after` is too far in the future to represent.
+    pub fn set_timer(&mut self, after: Duration) -> Result<TimerId> {
+        self.core.set_timer(self.token, after, None)
+    }
+
+    /// Sets a periodic timer for this handler, first firing after `every`.
+    ///
+    /// # Examples
+    /// ```
+    /// # #![allow(dead_code)]
+    /// use std::time::Duration;
+    /// use multiproc::{Context, Handler};
+    /// struct Heartbeat;
+    /// impl Handler for Heartbeat {
+    ///     fn on_message(&mut self, ctx: &mut Context<'_>, _: &[u8]) {
+    ///         let _ = ctx.set_periodic(Duration::from_secs(1));
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`set_timer`](Self::set_timer).
+    pub fn set_periodic(&mut self, every: Duration) -> Result<TimerId> {
+        self.core.set_timer(self.token, every, Some(every))
+    }
+
+    /// Cancels a timer; it never fires afterwards. True if it was live.
+    ///
+    /// # Examples
+    /// ```
+    /// # #![allow(dead_code)]
+    /// use std::time::Duration;
+    /// use multiproc::{Context, Handler};
+    /// struct Once;
+    /// impl Handler for Once {
+    ///     fn on_message(&mut self, ctx: &mut Context<'_>, _: &[u8]) {
+    ///         let id = ctx.set_timer(Duration::from_secs(1)).unwrap();
+    ///         assert!(ctx.cancel_timer(id));
+    ///     }
+    /// }
+    /// ```
+    pub fn cancel_timer(&mut self, id: TimerId) -> bool {
+        self.core.timers.cancel(id)
+    }
+
+    /// Makes the reactor's `run` return after this round.
+    ///
+    /// # Examples
+    /// ```
+    /// # #![allow(dead_code)]
+    /// use multiproc::{Context, Handler};
+    /// struct StopOnFirst;
+    /// impl Handler for StopOnFirst {
+    ///     fn on_message(&mut self, ctx: &mut Context<'_>, _: &[u8]) {
+    ///         ctx.stop();
+    ///     }
+    /// }
+    /// ```
+    pub fn stop(&mut self) {
+        self.core.stopped = true;
+    }
+}
+
+impl ReactorHandle {
+    /// Runs `task` on the reactor's thread during its next round, waking it if it sleeps.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let mut reactor = multiproc::Reactor::new()?;
+    /// let handle = reactor.handle();
+    /// let worker = std::thread::spawn(move || {
+    ///     handle.post(|reactor| reactor.stop());
+    /// });
+    /// reactor.run()?;
+    /// worker.join().unwrap();
+    /// # Ok(()) }
+    /// ```
+    pub fn post(&self, task: impl FnOnce(&mut Reactor) + Send + 'static) {
+        self.inbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(task));
+        // Waking can only fail if the reactor's eventfd is gone, i.e. the reactor with it.
+        let _ = self.waker.wake();
+    }
+
+    /// Stops the reactor's `run` after its next round.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let mut reactor = multiproc::Reactor::new()?;
+    /// let handle = reactor.handle();
+    /// std::thread::spawn(move || handle.stop());
+    /// reactor.run()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn stop(&self) {
+        self.post(|reactor| reactor.stop());
+    }
+}
+
+impl fmt::Debug for Reactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reactor")
+            .field("connections", &self.core.entries.len())
+            .field("high_water", &self.core.high_water)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for ReactorHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReactorHandle").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,192 @@
+//! `wait()` and the `Waitable` trait: one readiness poll over connections, raw fds and
+//! (later) queues, listeners and process sentinels. Python:
+//! `multiprocessing.connection.wait`.
+//!
+//! Readiness is level-triggered and means "the next receive would not block": a whole
+//! message buffered in user space counts even when the fd has nothing more, an incomplete
+//! message on the fd does not, and end of file does (the receive fails at once with `Eof`).
+//! Python's `wait` looks only at the fd, so it misses buffered messages (it has none) and
+//! reports a half-arrived one.
+//!
+//! The free function rebuilds a `poll(2)` set on every call, O(n) like Python's; for many
+//! objects waited on repeatedly, use a [`WaitSet`](crate::WaitSet), which keeps them
+//! registered and costs O(ready) per wait.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags};
+
+use crate::connection::Connection;
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys;
+
+/// Something [`wait`] and [`WaitSet`](crate::WaitSet) can wait on: an fd that turns
+/// readable when there may be progress, and a non-blocking check of whether there is.
+///
+/// Implemented for [`Connection`], for raw fds ([`BorrowedFd`]), and for `&mut` of any
+/// `Waitable`, so a slice may mix kinds as `&mut dyn Waitable`.
+///
+/// # Examples
+/// ```
+/// # fn main() -> multiproc::Result<()> {
+/// use multiproc::{Pipe, Waitable};
+/// let (mut a, mut b) = Pipe::new()?;
+/// assert!(!b.is_ready());
+/// a.send_bytes(b"x")?;
+/// assert!(b.is_ready());
+/// # Ok(()) }
+/// ```
+pub trait Waitable {
+    /// The fd whose readability means there may be progress.
+    ///
+    /// # Errors
+    /// `Closed` if the object was closed.
+    fn wait_fd(&self) -> Result<BorrowedFd<'_>>;
+
+    /// Whether the next receive would return without blocking, found out without blocking
+    /// (a connection reads what is on its fd into its buffer to tell).
+    fn is_ready(&mut self) -> bool;
+
+    /// Whether the object is ready from what it holds in user space alone, with no syscall.
+    /// The default says no.
+    fn is_ready_buffered(&self) -> bool {
+        false
+    }
+}
+
+impl Waitable for Connection {
+    fn wait_fd(&self) -> Result<BorrowedFd<'_>> {
+        if self.is_closed() {
+            return Err(Error::new(ErrorKind::Closed));
+        }
+        Ok(self.as_fd())
+    }
+
+    fn is_ready(&mut self) -> bool {
+        self.ready_now()
+    }
+
+    fn is_ready_buffered(&self) -> bool {
+        self.ready_buffered()
+    }
+}
+
+impl Waitable for BorrowedFd<'_> {
+    fn wait_fd(&self) -> Result<BorrowedFd<'_>> {
+        Ok(self.as_fd())
+    }
+
+    /// A raw fd is ready when `poll(2)` says it is readable (or hung up).
+    fn is_ready(&mut self) -> bool {
+        sys::fd::poll_now(*self, PollFlags::IN).unwrap_or(true)
+    }
+}
+
+impl<T: Waitable + ?Sized> Waitable for Box<T> {
+    fn wait_fd(&self) -> Result<BorrowedFd<'_>> {
+        (**self).wait_fd()
+    }
+
+    fn is_ready(&mut self) -> bool {
+        (**self).is_ready()
+    }
+
+    fn is_ready_buffered(&self) -> bool {
+        (**self).is_ready_buffered()
+    }
+}
+
+impl<T: Waitable + ?Sized> Waitable for &mut T {
+    fn wait_fd(&self) -> Result<BorrowedFd<'_>> {
+        (**self).wait_fd()
+    }
+
+    fn is_ready(&mut self) -> bool {
+        (**self).is_ready()
+    }
+
+    fn is_ready_buffered(&self) -> bool {
+        (**self).is_ready_buffered()
+    }
+}
+
+/// Waits until at least one of `objects` is ready, or `timeout` passes, and returns the
+/// indices of the ready ones in order. Python: `multiprocessing.connection.wait(objects,
+/// timeout)`, which returns the objects themselves.
+///
+/// `None` waits as long as it takes; `Some(Duration::ZERO)` just checks. An empty result
+/// means the timeout passed.
+///
+/// # Examples
+/// ```
+/// # fn main() -> multiproc::Result<()> {
+/// use std::time::Duration;
+/// use multiproc::{Pipe, wait};
+///
+/// let (mut a1, b1) = Pipe::new()?;
+/// let (mut a2, b2) = Pipe::new()?;
+/// let mut readers = [b1, b2];
+/// assert!(wait(&mut readers, Some(Duration::ZERO))?.is_empty());
+/// a2.send_bytes(b"second")?;
+/// assert_eq!(wait(&mut readers, None)?, [1]);
+/// a1.send_bytes(b"first")?;
+/// assert_eq!(wait(&mut readers, None)?, [0, 1]);
+/// # Ok(()) }
+/// ```
+///
+/// Mixing kinds:
+/// ```
+/// # fn main() -> multiproc::Result<()> {
+/// use std::os::fd::AsFd;
+/// use std::time::Duration;
+/// use multiproc::{Pipe, Waitable, wait};
+///
+/// let (mut a, mut b) = Pipe::new()?;
+/// let (r, mut w) = Pipe::half_duplex()?;
+/// w.send_bytes(b"x")?;
+/// let mut raw = r.as_fd();
+/// let ready = wait(&mut [&mut b as &mut dyn Waitable, &mut raw], Some(Duration::from_secs(5)))?;
+/// assert_eq!(ready, [1]);
+/// # let _ = &mut a;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// `Closed` if an object was closed; `Io` if `poll(2)` fails.
+pub fn wait<W: Waitable>(objects: &mut [W], timeout: Option<Duration>) -> Result<Vec<usize>> {
+    // A timeout too large for an Instant is as good as none.
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let mut ready: Vec<usize> = (0..objects.len())
+        .filter(|&i| objects[i].is_ready_buffered())
+        .collect();
+    loop {
+        // Already something to report: just collect what else is ready now.
+        let until = if ready.is_empty() {
+            deadline
+        } else {
+            Some(Instant::now())
+        };
+        let fired: Vec<usize> = {
+            let mut fds = Vec::with_capacity(objects.len());
+            for o in objects.iter() {
+                fds.push(PollFd::from_borrowed_fd(o.wait_fd()?, PollFlags::IN));
+            }
+            sys::fd::poll_until(&mut fds, until)?;
+            fds.iter()
+                .enumerate()
+                .filter(|(_, fd)| !fd.revents().is_empty())
+                .map(|(i, _)| i)
+                .collect()
+        };
+        for i in fired {
+            if !ready.contains(&i) && objects[i].is_ready() {
+                ready.push(i);
+            }
+        }
+        if !ready.is_empty() || until.is_some_and(|d| d <= Instant::now()) {
+            ready.sort_unstable();
+            return Ok(ready);
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! The Reactor with real processes and real fds: timers, coalesced sends, backpressure,
+//! EOF and errors delivered once, posted tasks, and an idle loop that uses no CPU.
+
+mod util;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use multiproc::{Context, Error, ErrorKind, Handler, Pipe, Process, Reactor, TimerId};
+use util::TestResult;
+
+/// What a handler saw, shared with the test through an `Rc` (the reactor runs here).
+#[derive(Default, Debug)]
+struct Log {
+    messages: Vec<Vec<u8>>,
+    timers: Vec<TimerId>,
+    eofs: usize,
+    errors: Vec<ErrorKind>,
+    backpressure: Vec<bool>,
+    drained: usize,
+}
+
+struct Recorder {
+    log: Rc<RefCell<Log>>,
+    stop_after_messages: Option<usize>,
+    stop_on_eof: bool,
+}
+
+impl Recorder {
+    fn new(log: &Rc<RefCell<Log>>) -> Recorder {
+        Recorder {
+            log: Rc::clone(log),
+            stop_after_messages: None,
+            stop_on_eof: true,
+        }
+    }
+}
+
+impl Handler for Recorder {
+    fn on_message(&mut self, ctx: &mut Context<'_>, message: &[u8]) {
+        let mut log = self.log.borrow_mut();
+        log.messages.push(message.to_vec());
+        if Some(log.messages.len()) == self.stop_after_messages {
+            ctx.stop();
+        }
+    }
+    fn on_eof(&mut self, ctx: &mut Context<'_>) {
+        self.log.borrow_mut().eofs += 1;
+        if self.stop_on_eof {
+            ctx.stop();
+        }
+    }
+    fn on_error(&mut self, ctx: &mut Context<'_>, error: Error) {
+        self.log.borrow_mut().errors.push(error.kind());
+        ctx.stop();
+    }
+    fn on_timer(&mut self, _: &mut Context<'_>, timer: TimerId) {
+        self.log.borrow_mut().timers.push(timer);
+    }
+}
+
+/// CPU time this thread has used, in nanoseconds (`/proc/thread-self/schedstat`).
+fn cpu_ns() -> Result<u64, Box<dyn std::error::Error>> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat")?;
+    Ok(text
+        .split_whitespace()
+        .next()
+        .ok_or("empty schedstat")?
+        .parse()?)
+}
+
+fn timers_fire_in_order_and_a_cancelled_one_never_fires() -> TestResult {
+    let log = Rc::new(RefCell::new(Log::default()));
+    let (_peer, conn) = Pipe::new()?;
+    let mut reactor = Reactor::new()?;
+    let token = reactor.register(conn, Recorder::new(&log))?;
+    let ms = Duration::from_millis;
+    let third = reactor.set_timer(token, ms(30))?;
+    let first = reactor.set_timer(token, ms(10))?;
+    let cancelled = reactor.set_timer(token, ms(20))?;
+    let second = reactor.set_timer(token, ms(20))?;
+    assert!(reactor.cancel_timer(cancelled));
+    while log.borrow().timers.len() < 3 {
+        reactor.run_once(Some(Duration::from_secs(5)))?;
+    }
+    // One more round past the cancelled deadline: still nothing from it.
+    reactor.run_once(Some(ms(30)))?;
+    assert_eq!(log.borrow().timers, [first, second, third]);
+    Ok(())
+}
+
+fn messages_from_a_child_arrive_in_order_then_eof_once() -> TestResult {
+    let log = Rc::new(RefCell::new(Log::default()));
+    let (mut tx, rx) = Pipe::new()?;
+    let mut child = Process::new(move || {
+        for i in 0..10_000u32 {
+            tx.send_bytes(&i.to_be_bytes()).unwrap();
+        }
+    });
+    let mut reactor = Reactor::new()?;
+    reactor.register(rx, Recorder::new(&log))?;
+    child.start()?;
+    reactor.run()?;
+    assert_eq!(child.join()?, 0);
+    let log = log.borrow();
+    assert_eq!(log.messages.len(), 10_000);
+    for (i, m) in log.messages.iter().enumerate() {
+        assert_eq!(m[..], (i as u32).to_be_bytes());
+    }
+    assert_eq!(log.eofs, 1);
+    assert!(reactor.is_empty(), "the connection is removed after EOF");
+    Ok(())
+}
+
+/// Replies to every message with `burst` messages, all queued in one callback.
+struct Burst(usize);
+
+impl Handler for Burst {
+    fn on_message(&mut self, ctx: &mut Context<'_>, _: &[u8]) {
+        for i in 0..self.0 {
+            ctx.send(&(i as u64)).unwrap();
+        }
+    }
+    fn on_eof(&mut self, ctx: &mut Context<'_>) {
+        ctx.stop();
+    }
+}
+
+fn sends_queued_in_one_callback_all_arrive_in_order() -> TestResult {
+    let (mut parent, child_end) = Pipe::new()?;
+    let mut reactor = Reactor::new()?;
+    reactor.register(child_end, Burst(500))?;
+    let mut child = Process::new(move || {
+        parent.send_bytes(b"go").unwrap();
+        for i in 0..500u64 {
+            assert_eq!(parent.recv::<u64>().unwrap(), i);
+        }
+    });
+    child.start()?;
+    reactor.run()?;
+    assert_eq!(child.join()?, 0);
+    Ok(())
+}
+
+/// Floods its peer on a timer until told to stop, recording backpressure.
+struct Flood {
+    log: Rc<RefCell<Log>>,
+    chunk: Vec<u8>,
+}
+
+impl Handler for Flood {
+    fn on_message(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    fn on_timer(&mut self, ctx: &mut Context<'_>, _: TimerId) {
+        // 1 MiB at once: far past the 128 KiB high-water mark, and more than the socket
+        // buffer takes, so the queue stays above the low-water mark until the peer reads.
+        for _ in 0..64 {
+            ctx.send_bytes(&self.chunk).unwrap();
+        }
+    }
+    fn on_backpressure(&mut self, ctx: &mut Context<'_>, engaged: bool) {
+        self.log.borrow_mut().backpressure.push(engaged);
+        if !engaged {
+            let _ = ctx.send_bytes(b"done");
+        }
+    }
+    fn on_drained(&mut self, ctx: &mut Context<'_>) {
+        let mut log = self.log.borrow_mut();
+        log.drained += 1;
+        if log.backpressure == [true, false] {
+            ctx.stop();
+        }
+    }
+}
+
+fn backpressure_engages_and_releases() -> TestResult {
+    let log = Rc::new(RefCell::new(Log::default()));
+    let (mut parent, child_end) = Pipe::new()?;
+    let mut reactor = Reactor::new()?;
+    reactor.set_high_water(128 * 1024);
+    let token = reactor.register(
+        child_end,
+        Flood {
+            log: Rc::clone(&log),
+            chunk: vec![9; 16 * 1024],
+        },
+    )?;
+    reactor.set_timer(token, Duration::ZERO)?;
+    // Queue up to the high-water mark before the reader exists.
+    while log.borrow().backpressure.is_empty() {
+        reactor.run_once(Some(Duration::from_secs(5)))?;
+    }
+    assert_eq!(log.borrow().backpressure, [true]);
+    let mut reader = Process::new(move || {
+        loop {
+            let m = parent.recv_bytes().unwrap();
+            if m == b"done" {
+                break;
+            }
+            assert_eq!(m.len(), 16 * 1024);
+        }
+    });
+    reader.start()?;
+    reactor.run()?;
+    assert_eq!(reader.join()?, 0);
+    let log = log.borrow();
+    assert_eq!(log.backpressure, [true, false]);
+    assert!(log.drained >= 1);
+    Ok(())
+}
+
+fn peer_killed_mid_frame_is_one_error_and_no_spin() -> TestResult {
+    use std::io::Write;
+    use std::os::fd::OwnedFd;
+    let log = Rc::new(RefCell::new(Log::default()));
+    let (tx, rx) = Pipe::new()?;
+    let (mut ready_tx, mut ready_rx) = Pipe::new()?;
+    let mut child = Process::new(move || {
+        let mut raw = std::fs::File::from(OwnedFd::from(tx));
+        raw.write_all(&1000u32.to_be_bytes()).unwrap();
+        raw.write_all(b"partial").unwrap();
+        ready_tx.send_bytes(b"written").unwrap();
+        loop {
+            std::thread::park();
+        }
+    });
+    child.start()?;
+    assert_eq!(ready_rx.recv_bytes()?, b"written");
+    let mut reactor = Reactor::new()?;
+    let mut rec = Recorder::new(&log);
+    rec.stop_on_eof = false;
+    let token = reactor.register(rx, rec)?;
+    reactor.run_once(Some(Duration::from_millis(10)))?;
+    assert!(log.borrow().messages.is_empty() && log.borrow().errors.is_empty());
+    child.kill()?;
+    child.join()?;
+    reactor.run()?; // stops in on_error
+    assert_eq!(log.borrow().errors, [ErrorKind::TruncatedMessage]);
+    assert!(
+        reactor.deregister(token).is_none(),
+        "removed after the error"
+    );
+    // Nothing left to report: a further second of rounds finds nothing, without spinning.
+    let before = cpu_ns()?;
+    let (_keep, idle) = Pipe::new()?;
+    let idle_token = reactor.register(idle, Recorder::new(&log))?;
+    reactor.set_timer(idle_token, Duration::from_millis(200))?;
+    while log.borrow().timers.is_empty() {
+        reactor.run_once(None)?;
+    }
+    let used = cpu_ns()? - before;
+    assert_eq!(log.borrow().errors.len(), 1);
+    assert!(used < 20_000_000, "reactor used {used} ns of CPU in 200 ms");
+    Ok(())
+}
+
+fn an_idle_reactor_uses_no_cpu() -> TestResult {
+    let log = Rc::new(RefCell::new(Log::default()));
+    let (_peer, conn) = Pipe::new()?;
+    let mut reactor = Reactor::new()?;
+    let token = reactor.register(conn, Recorder::new(&log))?;
+    reactor.run_once(Some(Duration::ZERO))?;
+    let before = cpu_ns()?;
+    reactor.set_timer(token, Duration::from_millis(200))?;
+    while log.borrow().timers.is_empty() {
+        reactor.run_once(None)?;
+    }
+    let used = cpu_ns()? - before;
+    assert!(
+        used < 20_000_000,
+        "idle reactor used {used} ns of CPU in 200 ms"
+    );
+    Ok(())
+}
+
+fn a_posted_task_wakes_and_stops_the_loop() -> TestResult {
+    let log = Rc::new(RefCell::new(Log::default()));
+    let (_peer, conn) = Pipe::new()?;
+    let mut reactor = Reactor::new()?;
+    reactor.register(conn, Recorder::new(&log))?;
+    let handle = reactor.handle();
+    // Threads are fine here: nothing forks after this point.
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let poster = std::thread::spawn(move || {
+        go_rx.recv().unwrap();
+        handle.post(|r| r.stop());
+    });
+    reactor.run_once(Some(Duration::ZERO))?;
+    go_tx.send(())?;
+    reactor.run()?;
+    poster.join().map_err(|_| "poster panicked")?;
+    Ok(())
+}
+
+fn run_returns_when_nothing_is_left() -> TestResult {
+    let mut reactor = Reactor::new()?;
+    reactor.run()?;
+    let log = Rc::new(RefCell::new(Log::default()));
+    let (tx, rx) = Pipe::new()?;
+    let mut rec = Recorder::new(&log);
+    rec.stop_on_eof = false;
+    reactor.register(rx, rec)?;
+    drop(tx);
+    reactor.run()?; // EOF removes the only connection; then nothing can wake it
+    assert_eq!(log.borrow().eofs, 1);
+    Ok(())
+}
+
+/// Refills its queue every time it drains: an endless producer.
+struct Producer {
+    sent: u64,
+}
+
+impl Handler for Producer {
+    fn on_message(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    fn on_timer(&mut self, ctx: &mut Context<'_>, _: TimerId) {
+        self.on_drained(ctx);
+    }
+    fn on_drained(&mut self, ctx: &mut Context<'_>) {
+        for _ in 0..64 {
+            ctx.send_bytes(&self.sent.to_be_bytes()).unwrap();
+            self.sent += 1;
+        }
+    }
+}
+
+fn an_endless_producer_does_not_starve_other_connections() -> TestResult {
+    let log = Rc::new(RefCell::new(Log::default()));
+    let (mut sink, producer_end) = Pipe::new()?;
+    let (mut tx, rx) = Pipe::new()?;
+    // The reader checks the flood, then speaks on a second connection while the flood goes
+    // on; the reactor must hear it. (It ends on a count, not EOF: a forked child holds
+    // copies of every fd the parent had, the producer's end included.)
+    let mut reader = Process::new(move || {
+        for expected in 0..5_000u64 {
+            assert_eq!(sink.recv_bytes().unwrap(), expected.to_be_bytes());
+        }
+        tx.send_bytes(b"heard despite the flood").unwrap();
+    });
+    reader.start()?;
+    let mut reactor = Reactor::new()?;
+    let producer = reactor.register(producer_end, Producer { sent: 0 })?;
+    reactor.set_timer(producer, Duration::ZERO)?;
+    let mut rec = Recorder::new(&log);
+    rec.stop_after_messages = Some(1);
+    reactor.register(rx, rec)?;
+    reactor.run()?; // the recorder stops the loop once it hears its message
+    assert_eq!(log.borrow().messages, [b"heard despite the flood".to_vec()]);
+    assert_eq!(reader.join()?, 0);
+    Ok(())
+}
+
+tests_main!(
+    an_endless_producer_does_not_starve_other_connections,
+    timers_fire_in_order_and_a_cancelled_one_never_fires,
+    messages_from_a_child_arrive_in_order_then_eof_once,
+    sends_queued_in_one_callback_all_arrive_in_order,
+    backpressure_engages_and_releases,
+    peer_killed_mid_frame_is_one_error_and_no_spin,
+    an_idle_reactor_uses_no_cpu,
+    a_posted_task_wakes_and_stops_the_loop,
+    run_returns_when_nothing_is_left,
+);
