@@ -51,11 +51,13 @@ use std::time::{Duration, Instant};
 use multiproc::{Connection, Context, Handler, Key, Pipe, Process, Reactor, TimerId, WaitSet};
 use rustix::event::{PollFd, PollFlags, Timespec, epoll};
 use rustix::io::Errno;
-use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use rustix::process::{
     Pid, Resource, Rlimit, Signal, getpid, getppid, getrlimit, set_parent_process_death_signal,
     setrlimit,
 };
+
+mod common;
+use common::{cpu_model, kernel, median, read_exact, socketpair, spread, write_all};
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -199,38 +201,6 @@ fn cases(quick: bool) -> Vec<Case> {
 
 // ---------------------------------------------------------------------------------------
 // Bare fds.
-
-fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
-    Ok(rustix::net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )?)
-}
-
-fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        match rustix::io::write(fd, buf) {
-            Ok(n) => buf = &buf[n..],
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
-
-fn read_exact(fd: BorrowedFd<'_>, mut buf: &mut [u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        match rustix::io::read(fd, &mut *buf) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => buf = &mut buf[n..],
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
 
 /// `epoll_wait` into `events` (cleared first), retrying `EINTR`: epoll_wait is never
 /// restarted, even without a signal handler (a ptrace stop under strace or perf does it).
@@ -997,25 +967,6 @@ impl Python {
 // ---------------------------------------------------------------------------------------
 // Running, summarising, printing.
 
-fn median(xs: &[f64]) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
-}
-
-/// (max - min) / median, in percent: how noisy the repetitions were.
-fn spread(xs: &[f64]) -> f64 {
-    let (lo, hi) = xs
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-    (hi - lo) / median(xs) * 100.0
-}
-
 struct Row {
     case: String,
     unit: Unit,
@@ -1153,24 +1104,6 @@ fn run_backends(n_objs: usize, reps: usize, quick: bool) -> Res<BackendRow> {
         }
     }
     Ok(BackendRow { n_objs, figures })
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".to_string())
-}
-
-fn kernel() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".to_string())
 }
 
 fn load() -> String {
