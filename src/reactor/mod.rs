@@ -70,16 +70,28 @@ pub struct Token {
 /// default that does nothing.
 ///
 /// # Examples
-/// An echo server handler:
+/// An echo server handler; the client's EOF ends it:
 /// ```
-/// # #![allow(dead_code)]
-/// use multiproc::{Context, Handler};
+/// # fn main() -> multiproc::Result<()> {
+/// use multiproc::{Context, Handler, Pipe, Reactor};
 /// struct Echo;
 /// impl Handler for Echo {
 ///     fn on_message(&mut self, ctx: &mut Context<'_>, message: &[u8]) {
 ///         let _ = ctx.send_bytes(message);
 ///     }
 /// }
+/// let (mut client, server_end) = Pipe::new()?;
+/// let mut reactor = Reactor::new()?;
+/// reactor.register(server_end, Echo)?;
+/// client.send_bytes(b"one")?;
+/// // One thread plays both sides here: turn the loop until the echo is back.
+/// while !client.poll(Some(std::time::Duration::ZERO))? {
+///     reactor.run_once(Some(std::time::Duration::from_secs(5)))?;
+/// }
+/// assert_eq!(client.recv_bytes()?, b"one");
+/// drop(client);
+/// reactor.run()?; // EOF removes the connection; nothing is left, so run returns
+/// # Ok(()) }
 /// ```
 pub trait Handler {
     /// A whole message arrived. Decode typed messages with [`Context::decode`].
@@ -806,14 +818,23 @@ impl Context<'_> {
     ///
     /// # Examples
     /// ```
-    /// # #![allow(dead_code)]
-    /// use multiproc::{Context, Handler, Token};
+    /// # fn main() -> multiproc::Result<()> {
+    /// use multiproc::{Context, Handler, Pipe, Reactor, Token};
     /// struct Remember(Option<Token>);
     /// impl Handler for Remember {
     ///     fn on_message(&mut self, ctx: &mut Context<'_>, _: &[u8]) {
     ///         self.0 = Some(ctx.token());
+    ///         ctx.stop();
     ///     }
     /// }
+    /// let (mut peer, conn) = Pipe::new()?;
+    /// let mut reactor = Reactor::new()?;
+    /// let token = reactor.register(conn, Remember(None))?;
+    /// peer.send_bytes(b"x")?;
+    /// reactor.run()?;
+    /// // The handler saw its own token: the one register returned.
+    /// assert!(reactor.deregister(token).is_some());
+    /// # Ok(()) }
     /// ```
     pub fn token(&self) -> Token {
         self.token
@@ -823,14 +844,22 @@ impl Context<'_> {
     ///
     /// # Examples
     /// ```
-    /// # #![allow(dead_code)]
-    /// use multiproc::{Context, Handler};
+    /// # fn main() -> multiproc::Result<()> {
+    /// use multiproc::{Context, Handler, Pipe, Reactor};
     /// struct Check;
     /// impl Handler for Check {
     ///     fn on_message(&mut self, ctx: &mut Context<'_>, _: &[u8]) {
     ///         assert!(ctx.connection().writable());
+    ///         assert_eq!(ctx.connection().pending_send_len(), 0);
+    ///         ctx.stop();
     ///     }
     /// }
+    /// let (mut peer, conn) = Pipe::new()?;
+    /// let mut reactor = Reactor::new()?;
+    /// reactor.register(conn, Check)?;
+    /// peer.send_bytes(b"x")?;
+    /// reactor.run()?;
+    /// # Ok(()) }
     /// ```
     pub fn connection(&mut self) -> &mut Connection {
         self.conn
@@ -840,17 +869,28 @@ impl Context<'_> {
     ///
     /// # Examples
     /// ```
-    /// # #![allow(dead_code)]
-    /// use multiproc::{Context, Handler};
+    /// # fn main() -> multiproc::Result<()> {
+    /// use multiproc::{Context, Handler, Pipe, Reactor};
     /// struct Numbers(Vec<i64>);
     /// impl Handler for Numbers {
     ///     fn on_message(&mut self, ctx: &mut Context<'_>, m: &[u8]) {
     ///         match ctx.decode::<i64>(m) {
     ///             Ok(n) => self.0.push(n),
-    ///             Err(e) => eprintln!("bad message: {e}"),
+    ///             Err(e) => assert_eq!(e.kind(), multiproc::ErrorKind::Decode),
+    ///         }
+    ///         if self.0.len() == 2 {
+    ///             ctx.stop();
     ///         }
     ///     }
     /// }
+    /// let (mut peer, conn) = Pipe::new()?;
+    /// let mut reactor = Reactor::new()?;
+    /// reactor.register(conn, Numbers(Vec::new()))?;
+    /// peer.send(&1i64)?;
+    /// peer.send("not a number")?; // a Decode error; the connection carries on
+    /// peer.send(&2i64)?;
+    /// reactor.run()?;
+    /// # Ok(()) }
     /// ```
     ///
     /// # Errors
@@ -864,14 +904,22 @@ impl Context<'_> {
     ///
     /// # Examples
     /// ```
-    /// # #![allow(dead_code)]
-    /// use multiproc::{Context, Handler};
+    /// # fn main() -> multiproc::Result<()> {
+    /// use multiproc::{Context, Handler, Pipe, Reactor};
     /// struct Ack;
     /// impl Handler for Ack {
     ///     fn on_message(&mut self, ctx: &mut Context<'_>, _: &[u8]) {
-    ///         let _ = ctx.send(&"ack");
+    ///         ctx.send(&"ack").unwrap();
+    ///         ctx.stop();
     ///     }
     /// }
+    /// let (mut peer, conn) = Pipe::new()?;
+    /// let mut reactor = Reactor::new()?;
+    /// reactor.register(conn, Ack)?;
+    /// peer.send_bytes(b"hello")?;
+    /// reactor.run()?;
+    /// assert_eq!(peer.recv::<String>()?, "ack");
+    /// # Ok(()) }
     /// ```
     ///
     /// # Errors
@@ -887,14 +935,22 @@ impl Context<'_> {
     ///
     /// # Examples
     /// ```
-    /// # #![allow(dead_code)]
-    /// use multiproc::{Context, Handler};
+    /// # fn main() -> multiproc::Result<()> {
+    /// use multiproc::{Context, Handler, Pipe, Reactor};
     /// struct Echo;
     /// impl Handler for Echo {
     ///     fn on_message(&mut self, ctx: &mut Context<'_>, m: &[u8]) {
-    ///         let _ = ctx.send_bytes(m);
+    ///         ctx.send_bytes(m).unwrap();
+    ///         ctx.stop();
     ///     }
     /// }
+    /// let (mut peer, conn) = Pipe::new()?;
+    /// let mut reactor = Reactor::new()?;
+    /// reactor.register(conn, Echo)?;
+    /// peer.send_bytes(b"ping")?;
+    /// reactor.run()?;
+    /// assert_eq!(peer.recv_bytes()?, b"ping");
+    /// # Ok(()) }
     /// ```
     ///
     /// # Errors
@@ -910,14 +966,28 @@ impl Context<'_> {
     ///
     /// # Examples
     /// ```
-    /// # #![allow(dead_code)]
-    /// use multiproc::{Context, Handler, Token};
+    /// # fn main() -> multiproc::Result<()> {
+    /// use multiproc::{Context, Handler, Pipe, Reactor, Token};
     /// struct Forward(Token);
     /// impl Handler for Forward {
     ///     fn on_message(&mut self, ctx: &mut Context<'_>, m: &[u8]) {
-    ///         let _ = ctx.send_bytes_to(self.0, m);
+    ///         ctx.send_bytes_to(self.0, m).unwrap();
+    ///         ctx.stop();
     ///     }
     /// }
+    /// struct Quiet;
+    /// impl Handler for Quiet {
+    ///     fn on_message(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    /// }
+    /// let (mut left, left_end) = Pipe::new()?;
+    /// let (mut right, right_end) = Pipe::new()?;
+    /// let mut reactor = Reactor::new()?;
+    /// let to_right = reactor.register(right_end, Quiet)?;
+    /// reactor.register(left_end, Forward(to_right))?;
+    /// left.send_bytes(b"across")?;
+    /// reactor.run()?;
+    /// assert_eq!(right.recv_bytes()?, b"across");
+    /// # Ok(()) }
     /// ```
     ///
     /// # Errors
@@ -942,15 +1012,23 @@ impl Context<'_> {
     ///
     /// # Examples
     /// ```
-    /// # #![allow(dead_code)]
-    /// use multiproc::{Context, Handler};
+    /// # fn main() -> multiproc::Result<()> {
+    /// use multiproc::{Context, Handler, Pipe, Reactor};
     /// struct Goodbye;
     /// impl Handler for Goodbye {
     ///     fn on_message(&mut self, ctx: &mut Context<'_>, _: &[u8]) {
-    ///         let _ = ctx.send_bytes(b"bye");
+    ///         ctx.send_bytes(b"bye").unwrap();
     ///         ctx.close();
     ///     }
     /// }
+    /// let (mut peer, conn) = Pipe::new()?;
+    /// let mut reactor = Reactor::new()?;
+    /// reactor.register(conn, Goodbye)?;
+    /// peer.send_bytes(b"hi")?;
+    /// reactor.run()?; // returns once the closed connection is gone: nothing is left
+    /// assert_eq!(peer.recv_bytes()?, b"bye");
+    /// assert!(peer.recv_bytes().unwrap_err().is_eof());
+    /// # Ok(()) }
     /// ```
     pub fn close(&mut self) {
         if let Some(entry) = self.core.entry(self.token) {
@@ -963,19 +1041,32 @@ impl Context<'_> {
     ///
     /// # Examples
     /// ```
-    /// # #![allow(dead_code)]
-    /// use multiproc::{Context, Handler};
-    /// struct Spawner;
-    /// struct Child;
-    /// impl Handler for Child {
-    ///     fn on_message(&mut self, _: &mut Context<'_>, _: &[u8]) {}
-    /// }
-    /// impl Handler for Spawner {
-    ///     fn on_message(&mut self, ctx: &mut Context<'_>, _: &[u8]) {
-    ///         let (_keep, conn) = multiproc::Pipe::new().unwrap();
-    ///         let _ = ctx.register(conn, Child);
+    /// # fn main() -> multiproc::Result<()> {
+    /// use multiproc::{Connection, Context, Handler, Pipe, Reactor};
+    /// struct Adopt(Option<Connection>);
+    /// struct Echo;
+    /// impl Handler for Echo {
+    ///     fn on_message(&mut self, ctx: &mut Context<'_>, m: &[u8]) {
+    ///         ctx.send_bytes(m).unwrap();
+    ///         ctx.stop();
     ///     }
     /// }
+    /// impl Handler for Adopt {
+    ///     fn on_message(&mut self, ctx: &mut Context<'_>, _: &[u8]) {
+    ///         if let Some(conn) = self.0.take() {
+    ///             ctx.register(conn, Echo).unwrap();
+    ///         }
+    ///     }
+    /// }
+    /// let (mut control, control_end) = Pipe::new()?;
+    /// let (mut client, client_end) = Pipe::new()?;
+    /// let mut reactor = Reactor::new()?;
+    /// reactor.register(control_end, Adopt(Some(client_end)))?;
+    /// control.send_bytes(b"adopt it")?;
+    /// client.send_bytes(b"echo me")?;
+    /// reactor.run()?;
+    /// assert_eq!(client.recv_bytes()?, b"echo me");
+    /// # Ok(()) }
     /// ```
     ///
     /// # Errors
@@ -988,15 +1079,25 @@ impl Context<'_> {
     ///
     /// # Examples
     /// ```
-    /// # #![allow(dead_code)]
+    /// # fn main() -> multiproc::Result<()> {
     /// use std::time::Duration;
-    /// use multiproc::{Context, Handler};
-    /// struct Later;
+    /// use multiproc::{Context, Handler, Pipe, Reactor, TimerId};
+    /// struct Later(Option<TimerId>);
     /// impl Handler for Later {
     ///     fn on_message(&mut self, ctx: &mut Context<'_>, _: &[u8]) {
-    ///         let _ = ctx.set_timer(Duration::from_millis(10));
+    ///         self.0 = Some(ctx.set_timer(Duration::from_millis(1)).unwrap());
+    ///     }
+    ///     fn on_timer(&mut self, ctx: &mut Context<'_>, id: TimerId) {
+    ///         assert_eq!(Some(id), self.0);
+    ///         ctx.stop();
     ///     }
     /// }
+    /// let (mut peer, conn) = Pipe::new()?;
+    /// let mut reactor = Reactor::new()?;
+    /// reactor.register(conn, Later(None))?;
+    /// peer.send_bytes(b"start")?;
+    /// reactor.run()?;
+    /// # Ok(()) }
     /// ```
     ///
     /// # Errors
@@ -1009,15 +1110,31 @@ impl Context<'_> {
     ///
     /// # Examples
     /// ```
-    /// # #![allow(dead_code)]
+    /// # fn main() -> multiproc::Result<()> {
     /// use std::time::Duration;
-    /// use multiproc::{Context, Handler};
-    /// struct Heartbeat;
+    /// use multiproc::{Context, Handler, Pipe, Reactor, TimerId};
+    /// struct Heartbeat(u32);
     /// impl Handler for Heartbeat {
     ///     fn on_message(&mut self, ctx: &mut Context<'_>, _: &[u8]) {
-    ///         let _ = ctx.set_periodic(Duration::from_secs(1));
+    ///         ctx.set_periodic(Duration::from_millis(1)).unwrap();
+    ///     }
+    ///     fn on_timer(&mut self, ctx: &mut Context<'_>, id: TimerId) {
+    ///         self.0 += 1;
+    ///         ctx.send(&self.0).unwrap();
+    ///         if self.0 == 3 {
+    ///             ctx.cancel_timer(id);
+    ///             ctx.stop();
+    ///         }
     ///     }
     /// }
+    /// let (mut peer, conn) = Pipe::new()?;
+    /// let mut reactor = Reactor::new()?;
+    /// reactor.register(conn, Heartbeat(0))?;
+    /// peer.send_bytes(b"start")?;
+    /// reactor.run()?;
+    /// let beats: Vec<u32> = (0..3).map(|_| peer.recv().unwrap()).collect();
+    /// assert_eq!(beats, [1, 2, 3]);
+    /// # Ok(()) }
     /// ```
     ///
     /// # Errors
@@ -1030,16 +1147,31 @@ impl Context<'_> {
     ///
     /// # Examples
     /// ```
-    /// # #![allow(dead_code)]
+    /// # fn main() -> multiproc::Result<()> {
     /// use std::time::Duration;
-    /// use multiproc::{Context, Handler};
-    /// struct Once;
-    /// impl Handler for Once {
+    /// use multiproc::{Context, Handler, Pipe, Reactor, TimerId};
+    /// struct Cancel;
+    /// impl Handler for Cancel {
     ///     fn on_message(&mut self, ctx: &mut Context<'_>, _: &[u8]) {
-    ///         let id = ctx.set_timer(Duration::from_secs(1)).unwrap();
-    ///         assert!(ctx.cancel_timer(id));
+    ///         let never = ctx.set_timer(Duration::from_millis(1)).unwrap();
+    ///         assert!(ctx.cancel_timer(never));
+    ///         assert!(!ctx.cancel_timer(never));
+    ///         ctx.set_timer(Duration::from_millis(5)).unwrap();
+    ///     }
+    ///     fn on_timer(&mut self, ctx: &mut Context<'_>, _: TimerId) {
+    ///         // Only the second timer fires.
+    ///         ctx.send_bytes(b"fired").unwrap();
+    ///         ctx.stop();
     ///     }
     /// }
+    /// let (mut peer, conn) = Pipe::new()?;
+    /// let mut reactor = Reactor::new()?;
+    /// reactor.register(conn, Cancel)?;
+    /// peer.send_bytes(b"start")?;
+    /// reactor.run()?;
+    /// assert_eq!(peer.recv_bytes()?, b"fired");
+    /// assert!(!peer.poll(Some(Duration::ZERO))?);
+    /// # Ok(()) }
     /// ```
     pub fn cancel_timer(&mut self, id: TimerId) -> bool {
         self.core.timers.cancel(id)
@@ -1049,14 +1181,21 @@ impl Context<'_> {
     ///
     /// # Examples
     /// ```
-    /// # #![allow(dead_code)]
-    /// use multiproc::{Context, Handler};
-    /// struct StopOnFirst;
+    /// # fn main() -> multiproc::Result<()> {
+    /// use multiproc::{Context, Handler, Pipe, Reactor};
+    /// struct StopOnFirst(usize);
     /// impl Handler for StopOnFirst {
     ///     fn on_message(&mut self, ctx: &mut Context<'_>, _: &[u8]) {
+    ///         self.0 += 1;
     ///         ctx.stop();
     ///     }
     /// }
+    /// let (mut peer, conn) = Pipe::new()?;
+    /// let mut reactor = Reactor::new()?;
+    /// reactor.register(conn, StopOnFirst(0))?;
+    /// peer.send_bytes(b"one")?;
+    /// reactor.run()?; // returns after the round that delivered "one"
+    /// # Ok(()) }
     /// ```
     pub fn stop(&mut self) {
         self.core.stopped = true;
