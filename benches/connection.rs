@@ -51,7 +51,7 @@ use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
 use serde::{Deserialize, Serialize};
 
 mod common;
-use common::{cpu_model, kernel, median, read_exact, socketpair, spread, write_all};
+use common::{Row, Unit, cpu_model, kernel, median, read_exact, socketpair, spread, write_all};
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -75,31 +75,6 @@ impl Obj {
             id: i,
             v: i as f64 * 0.1,
             s: "abc".to_string(),
-        }
-    }
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Unit {
-    /// Microseconds per round trip: lower is better.
-    Us,
-    /// Messages per second: higher is better.
-    MsgPerSec,
-}
-
-impl Unit {
-    fn as_str(self) -> &'static str {
-        match self {
-            Unit::Us => "us",
-            Unit::MsgPerSec => "msg/s",
-        }
-    }
-
-    /// How many times better `a` is than `b`.
-    fn better(self, a: f64, b: f64) -> f64 {
-        match self {
-            Unit::Us => b / a,
-            Unit::MsgPerSec => a / b,
         }
     }
 }
@@ -534,68 +509,6 @@ fn measure(case: &Case, imp: Imp, cpu: Option<usize>, py: Option<&mut Python>) -
     }
 }
 
-struct Row {
-    case: &'static str,
-    unit: Unit,
-    floor: Vec<f64>,
-    ours: Vec<f64>,
-    python: Option<Vec<f64>>,
-    target_ratio: Option<f64>,
-    target_vs_python: Option<f64>,
-}
-
-impl Row {
-    fn ratio(&self) -> f64 {
-        self.unit.better(median(&self.ours), median(&self.floor))
-    }
-
-    fn vs_python(&self) -> Option<f64> {
-        let py = self.python.as_ref()?;
-        Some(self.unit.better(median(&self.ours), median(py)))
-    }
-
-    fn fmt_value(&self, v: f64) -> String {
-        match self.unit {
-            Unit::Us => format!("{v:.3}"),
-            Unit::MsgPerSec => format!("{v:.0}"),
-        }
-    }
-
-    fn json(&self) -> String {
-        let python = match &self.python {
-            Some(p) => self.fmt_value(median(p)),
-            None => "null".to_string(),
-        };
-        let vs_python = self
-            .vs_python()
-            .map_or("null".to_string(), |v| format!("{v:.3}"));
-        format!(
-            "{{\"bench\":\"connection\",\"case\":\"{}\",\"unit\":\"{}\",\"ours\":{},\"floor\":{},\
-             \"python\":{},\"ratio\":{:.3},\"vs_python\":{}}}",
-            self.case,
-            self.unit.as_str(),
-            self.fmt_value(median(&self.ours)),
-            self.fmt_value(median(&self.floor)),
-            python,
-            self.ratio(),
-            vs_python,
-        )
-    }
-
-    /// `(description, met)` for each target of this case; a missing Python figure is
-    /// "not checked".
-    fn targets(&self) -> Vec<(String, Option<bool>)> {
-        let mut out = Vec::new();
-        if let Some(t) = self.target_ratio {
-            out.push((format!("ratio>={t}"), Some(self.ratio() >= t)));
-        }
-        if let Some(t) = self.target_vs_python {
-            out.push((format!("vs_python>={t}"), self.vs_python().map(|v| v >= t)));
-        }
-        out
-    }
-}
-
 fn main() -> Res<()> {
     let quick = std::env::var_os("BENCH_QUICK").is_some_and(|v| v != "0" && !v.is_empty());
     // cargo passes `--bench`; anything not starting with `-` filters cases by name.
@@ -649,7 +562,8 @@ fn main() -> Res<()> {
     for case in selected {
         let pin = matches!(case.kind, Kind::Rtt { pin: true }).then_some(cpu);
         let mut row = Row {
-            case: case.name,
+            bench: "connection",
+            case: case.name.to_string(),
             unit: case.unit,
             floor: Vec::new(),
             ours: Vec::new(),

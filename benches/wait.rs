@@ -57,7 +57,7 @@ use rustix::process::{
 };
 
 mod common;
-use common::{cpu_model, kernel, median, read_exact, socketpair, spread, write_all};
+use common::{Row, Unit, cpu_model, kernel, median, read_exact, socketpair, spread, write_all};
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -82,31 +82,6 @@ const ZERO: Timespec = Timespec {
     tv_sec: 0,
     tv_nsec: 0,
 };
-
-#[derive(Clone, Copy, PartialEq)]
-enum Unit {
-    /// Microseconds per call: lower is better.
-    Us,
-    /// Messages per second: higher is better.
-    MsgPerSec,
-}
-
-impl Unit {
-    fn as_str(self) -> &'static str {
-        match self {
-            Unit::Us => "us",
-            Unit::MsgPerSec => "msg/s",
-        }
-    }
-
-    /// How many times better `a` is than `b`.
-    fn better(self, a: f64, b: f64) -> f64 {
-        match self {
-            Unit::Us => b / a,
-            Unit::MsgPerSec => a / b,
-        }
-    }
-}
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -967,68 +942,6 @@ impl Python {
 // ---------------------------------------------------------------------------------------
 // Running, summarising, printing.
 
-struct Row {
-    case: String,
-    unit: Unit,
-    floor: Vec<f64>,
-    ours: Vec<f64>,
-    python: Option<Vec<f64>>,
-    target_ratio: Option<f64>,
-    target_vs_python: Option<f64>,
-}
-
-impl Row {
-    fn ratio(&self) -> f64 {
-        self.unit.better(median(&self.ours), median(&self.floor))
-    }
-
-    fn vs_python(&self) -> Option<f64> {
-        let py = self.python.as_ref()?;
-        Some(self.unit.better(median(&self.ours), median(py)))
-    }
-
-    fn fmt_value(&self, v: f64) -> String {
-        match self.unit {
-            Unit::Us => format!("{v:.3}"),
-            Unit::MsgPerSec => format!("{v:.0}"),
-        }
-    }
-
-    fn json(&self) -> String {
-        let python = match &self.python {
-            Some(p) => self.fmt_value(median(p)),
-            None => "null".to_string(),
-        };
-        let vs_python = self
-            .vs_python()
-            .map_or("null".to_string(), |v| format!("{v:.3}"));
-        format!(
-            "{{\"bench\":\"wait\",\"case\":\"{}\",\"unit\":\"{}\",\"ours\":{},\"floor\":{},\
-             \"python\":{},\"ratio\":{:.3},\"vs_python\":{}}}",
-            self.case,
-            self.unit.as_str(),
-            self.fmt_value(median(&self.ours)),
-            self.fmt_value(median(&self.floor)),
-            python,
-            self.ratio(),
-            vs_python,
-        )
-    }
-
-    /// `(description, met)` for each target of this case; a missing Python figure is
-    /// "not checked".
-    fn targets(&self) -> Vec<(String, Option<bool>)> {
-        let mut out = Vec::new();
-        if let Some(t) = self.target_ratio {
-            out.push((format!("ratio>={t}"), Some(self.ratio() >= t)));
-        }
-        if let Some(t) = self.target_vs_python {
-            out.push((format!("vs_python>={t}"), self.vs_python().map(|v| v >= t)));
-        }
-        out
-    }
-}
-
 /// One row of the backend comparison: microseconds per one-shot wait over `n_objs` fds.
 struct BackendRow {
     n_objs: usize,
@@ -1040,6 +953,7 @@ const BACKENDS: [Backend; 3] = [Backend::Poll, Backend::Mio, Backend::Polling];
 
 fn run_case(case: &Case, reps: usize, mut py: Option<&mut Python>) -> Res<Row> {
     let mut row = Row {
+        bench: "wait",
         case: case.name.clone(),
         unit: case.unit,
         floor: Vec::new(),

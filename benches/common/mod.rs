@@ -75,3 +75,93 @@ pub fn read_exact(fd: BorrowedFd<'_>, mut buf: &mut [u8]) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[derive(Clone, Copy, PartialEq)]
+pub enum Unit {
+    /// Microseconds per call or round trip: lower is better.
+    Us,
+    /// Messages per second: higher is better.
+    MsgPerSec,
+}
+
+impl Unit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unit::Us => "us",
+            Unit::MsgPerSec => "msg/s",
+        }
+    }
+
+    /// How many times better `a` is than `b`.
+    pub fn better(self, a: f64, b: f64) -> f64 {
+        match self {
+            Unit::Us => b / a,
+            Unit::MsgPerSec => a / b,
+        }
+    }
+}
+
+/// One case's repetitions for floor, ours and Python, and its targets.
+pub struct Row {
+    pub bench: &'static str,
+    pub case: String,
+    pub unit: Unit,
+    pub floor: Vec<f64>,
+    pub ours: Vec<f64>,
+    pub python: Option<Vec<f64>>,
+    pub target_ratio: Option<f64>,
+    pub target_vs_python: Option<f64>,
+}
+
+impl Row {
+    pub fn ratio(&self) -> f64 {
+        self.unit.better(median(&self.ours), median(&self.floor))
+    }
+
+    pub fn vs_python(&self) -> Option<f64> {
+        let py = self.python.as_ref()?;
+        Some(self.unit.better(median(&self.ours), median(py)))
+    }
+
+    pub fn fmt_value(&self, v: f64) -> String {
+        match self.unit {
+            Unit::Us => format!("{v:.3}"),
+            Unit::MsgPerSec => format!("{v:.0}"),
+        }
+    }
+
+    pub fn json(&self) -> String {
+        let python = match &self.python {
+            Some(p) => self.fmt_value(median(p)),
+            None => "null".to_string(),
+        };
+        let vs_python = self
+            .vs_python()
+            .map_or("null".to_string(), |v| format!("{v:.3}"));
+        format!(
+            "{{\"bench\":\"{}\",\"case\":\"{}\",\"unit\":\"{}\",\"ours\":{},\"floor\":{},\
+             \"python\":{},\"ratio\":{:.3},\"vs_python\":{}}}",
+            self.bench,
+            self.case,
+            self.unit.as_str(),
+            self.fmt_value(median(&self.ours)),
+            self.fmt_value(median(&self.floor)),
+            python,
+            self.ratio(),
+            vs_python,
+        )
+    }
+
+    /// `(description, met)` for each target of this case; a missing Python figure is
+    /// "not checked".
+    pub fn targets(&self) -> Vec<(String, Option<bool>)> {
+        let mut out = Vec::new();
+        if let Some(t) = self.target_ratio {
+            out.push((format!("ratio>={t}"), Some(self.ratio() >= t)));
+        }
+        if let Some(t) = self.target_vs_python {
+            out.push((format!("vs_python>={t}"), self.vs_python().map(|v| v >= t)));
+        }
+        out
+    }
+}
