@@ -26,7 +26,7 @@ use crate::frame::{Frame, FrameDecoder, Header};
 use crate::sys;
 use crate::sys::fd::FdKind;
 
-/// Payloads up to this size are sent from one contiguous stack buffer (see `send_bytes`).
+/// Payloads up to this size are sent from one contiguous stack buffer (see `write_frame`).
 const SMALL_FRAME: usize = 1024;
 
 mod nonblocking;
@@ -148,14 +148,10 @@ impl Connection {
     /// is gone), `Io`.
     pub fn send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
         self.check_writable()?;
-        self.encoded.clear();
-        self.codec.encode(value, &mut self.encoded)?;
-        self.flush_blocking()?;
-        let header = Header::for_len(self.encoded.len());
-        let fd = self.fd()?;
-        let mut bufs = [IoSlice::new(header.as_bytes()), IoSlice::new(&self.encoded)];
-        sys::fd::write_all(fd, self.kind, &mut bufs)?;
-        Ok(())
+        self.with_encoded(value, |conn, payload| {
+            conn.flush_blocking()?;
+            write_frame(conn.fd()?, conn.kind, payload)
+        })
     }
 
     /// Receives one message and decodes it as `T`. Python: `Connection.recv`.
@@ -223,21 +219,7 @@ impl Connection {
     pub fn send_bytes(&mut self, buf: &[u8]) -> Result<()> {
         self.check_writable()?;
         self.flush_blocking()?;
-        let header = Header::for_len(buf.len());
-        if buf.len() <= SMALL_FRAME {
-            // One contiguous buffer and send(2)/write(2): for small frames the kernel's copy-in
-            // of a msghdr and an iovec array costs more than copying the payload here.
-            let header = header.as_bytes();
-            let mut frame = [0u8; 12 + SMALL_FRAME];
-            let len = header.len() + buf.len();
-            frame[..header.len()].copy_from_slice(header);
-            frame[header.len()..len].copy_from_slice(buf);
-            sys::fd::write_all_contiguous(self.fd()?, self.kind, &frame[..len])?;
-            return Ok(());
-        }
-        let mut bufs = [IoSlice::new(header.as_bytes()), IoSlice::new(buf)];
-        sys::fd::write_all(self.fd()?, self.kind, &mut bufs)?;
-        Ok(())
+        write_frame(self.fd()?, self.kind, buf)
     }
 
     /// Sends `size` bytes of `buf` starting at `offset` (all the rest when `size` is `None`).
@@ -561,6 +543,25 @@ impl Connection {
     pub fn buffered_len(&self) -> usize {
         self.decoder.buffered_len()
     }
+}
+
+/// Writes one whole frame, blocking until it is all out.
+fn write_frame(fd: BorrowedFd<'_>, kind: FdKind, payload: &[u8]) -> Result<()> {
+    let header = Header::for_len(payload.len());
+    let header = header.as_bytes();
+    if payload.len() <= SMALL_FRAME {
+        // One contiguous buffer and send(2)/write(2): for small frames the kernel's copy-in
+        // of a msghdr and an iovec array costs more than copying the payload here.
+        let mut frame = [0u8; 12 + SMALL_FRAME];
+        let len = header.len() + payload.len();
+        frame[..header.len()].copy_from_slice(header);
+        frame[header.len()..len].copy_from_slice(payload);
+        sys::fd::write_all_contiguous(fd, kind, &frame[..len])?;
+    } else {
+        let mut bufs = [IoSlice::new(header), IoSlice::new(payload)];
+        sys::fd::write_all(fd, kind, &mut bufs)?;
+    }
+    Ok(())
 }
 
 /// What one read into the decoder produced.

@@ -249,7 +249,7 @@ impl Connection {
     }
 
     /// Encodes `value` into the reusable buffer and hands the payload to `then`.
-    fn with_encoded<T: Serialize + ?Sized>(
+    pub(super) fn with_encoded<T: Serialize + ?Sized>(
         &mut self,
         value: &T,
         then: impl FnOnce(&mut Connection, &[u8]) -> Result<()>,
