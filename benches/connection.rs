@@ -270,7 +270,7 @@ fn pinned<T>(cpu: Option<usize>, f: impl FnOnce() -> Res<T>) -> Res<T> {
 
 fn rtt_floor(warmup: usize, n: usize) -> Res<f64> {
     let (here, there) = socketpair()?;
-    let mut child = Process::new(move || {
+    let mut child = Process::fork(move || {
         let mut buf = FloorBuf::with_capacity(64);
         for _ in 0..warmup + n {
             buf.recv(there.as_fd()).expect("floor echo recv");
@@ -298,7 +298,7 @@ fn rtt_floor(warmup: usize, n: usize) -> Res<f64> {
 
 fn rtt_ours(warmup: usize, n: usize) -> Res<f64> {
     let (mut here, mut there) = Pipe::new()?;
-    let mut child = Process::new(move || {
+    let mut child = Process::fork(move || {
         let mut buf = Vec::new();
         for _ in 0..warmup + n {
             let len = there.recv_bytes_into(&mut buf).expect("echo recv");
@@ -342,7 +342,7 @@ fn oneway_floor(payload: Payload, half: bool, warmup: usize, n: usize) -> Res<f6
         }
     };
     let len = out.len;
-    let mut child = Process::new(move || {
+    let mut child = Process::fork(move || {
         for count in [warmup, n] {
             wait_go(ctl_child.as_fd()).expect("go");
             for _ in 0..count {
@@ -373,7 +373,7 @@ fn oneway_ours(payload: Payload, half: bool, warmup: usize, n: usize) -> Res<f64
         Pipe::new()?
     };
     let (ctl, ctl_child) = socketpair()?;
-    let mut child = Process::new(move || {
+    let mut child = Process::fork(move || {
         let (bytes, at) = match payload {
             Payload::Bytes(len) => aligned_payload(len),
             Payload::Obj => (Vec::new(), 0),

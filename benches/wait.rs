@@ -583,7 +583,7 @@ fn fork_senders<D: Send + 'static>(
         let (ctl, ctl_child) = socketpair()?;
         let sender = sender.clone();
         let parent = getpid();
-        let mut child = Process::new(move || {
+        let mut child = Process::fork(move || {
             die_with_parent(parent);
             sender(there, ctl_child)
         });
@@ -804,7 +804,7 @@ fn oneway_floor(warmup: usize, n: usize) -> Res<f64> {
     let (rx, tx) = socketpair()?;
     let (ctl, ctl_child) = socketpair()?;
     let parent = getpid();
-    let mut child = Process::new(move || {
+    let mut child = Process::fork(move || {
         die_with_parent(parent);
         let batch = frames(BATCH);
         for count in [warmup, n] {
@@ -837,7 +837,7 @@ fn oneway_ours(warmup: usize, n: usize) -> Res<f64> {
     let (mut rx, tx) = Pipe::new()?;
     let (ctl, ctl_child) = socketpair()?;
     let parent = getpid();
-    let mut child = Process::new(move || {
+    let mut child = Process::fork(move || {
         die_with_parent(parent);
         let mut reactor = Reactor::new().expect("reactor");
         let mut tx = Some(tx);

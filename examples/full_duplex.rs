@@ -46,7 +46,7 @@ fn child_process(mut conn: Connection) -> multiproc::Result<()> {
 fn main() -> multiproc::Result<()> {
     let (mut parent_conn, child_conn) = Pipe::new()?; // Create a duplex pipe
 
-    let mut process = Process::new(move || child_process(child_conn).expect("child failed"));
+    let mut process = Process::fork(move || child_process(child_conn).expect("child failed"));
     process.start()?;
 
     // Parent process sends a message

@@ -40,8 +40,8 @@ fn receiver(mut conn: Connection) -> multiproc::Result<()> {
 fn main() -> multiproc::Result<()> {
     let (recv_conn, sender_conn) = Pipe::half_duplex()?; // Create a half-duplex pipe
 
-    let mut p1 = Process::new(move || sender(sender_conn).expect("sender failed"));
-    let mut p2 = Process::new(move || receiver(recv_conn).expect("receiver failed"));
+    let mut p1 = Process::fork(move || sender(sender_conn).expect("sender failed"));
+    let mut p2 = Process::fork(move || receiver(recv_conn).expect("receiver failed"));
 
     p1.start()?;
     p2.start()?;

@@ -75,7 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut conns = HashMap::new();
     for id in 0..WORKERS {
         let (parent_end, child_end) = Pipe::new()?;
-        let mut p = Process::new(move || worker(id, child_end));
+        let mut p = Process::fork(move || worker(id, child_end));
         p.start()?;
         workers.push(p);
         conns.insert(Token(id + 1), parent_end);

@@ -49,7 +49,7 @@ fn main() -> multiproc::Result<()> {
     let period = Duration::from_secs(1) / rate;
     let (mut reader, mut sensor) = Pipe::new()?;
 
-    let mut child = Process::new(move || {
+    let mut child = Process::fork(move || {
         let start = monotonic_ns();
         for seq in 0..count {
             if seq == count / 2 {

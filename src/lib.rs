@@ -20,7 +20,7 @@
 //! use multiproc::{Pipe, Process};
 //!
 //! let (mut parent, mut child) = Pipe::new()?;
-//! let mut p = Process::new(move || {
+//! let mut p = Process::fork(move || {
 //!     let n: u64 = child.recv().unwrap();
 //!     child.send(&(n * 2)).unwrap();
 //! });
@@ -44,7 +44,7 @@
 //! | `EOFError` | `Err(e)` with `e.kind() == ErrorKind::Eof` |
 //! | `wait([a, b], timeout)` | `wait(&mut [a, b], Some(timeout))?` (indices of the ready ones) |
 //! | a `select` loop over many connections | [`WaitSet`] (O(ready) per wait) or a [`Reactor`] |
-//! | `Process(target=f).start()` | `Process::new(f).start()?` |
+//! | `Process(target=f).start()` | `Process::fork(f).start()?` |
 //! | `p.join(); p.exitcode` | `p.join()?` returns the exit code |
 //!
 //! `docs/python.md` in the repository has the full cheat-sheet.
@@ -66,7 +66,10 @@ mod wait_set;
 
 pub use connection::{Connection, Pipe};
 pub use error::{Error, ErrorKind, Result};
-pub use process::{Process, Sentinel};
+pub use process::{
+    ActiveChild, Command, CurrentProcess, ParentProcess, Process, Sentinel, SpawnArgs,
+    active_children, current_process, init, parent_process,
+};
 pub use reactor::{Context, Handler, Reactor, ReactorHandle, TimerId, Token};
 pub use wait::{Waitable, wait};
 pub use wait_set::{Key, WaitSet};

@@ -28,7 +28,7 @@ const READ_AHEAD: usize = 64 * 1024;
 /// for an EOF that cannot come, holding the runner's stdout open.
 fn spawn(f: impl FnOnce() + Send + 'static) -> multiproc::Result<Process> {
     let parent = rustix::process::getpid();
-    let mut p = Process::new(move || {
+    let mut p = Process::fork(move || {
         rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
             .unwrap();
         // The parent may have died before the line above.

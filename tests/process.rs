@@ -11,10 +11,10 @@ use multiproc::{ErrorKind, Pipe, Process};
 use util::{TestResult, open_fds};
 
 fn exit_codes_follow_python() -> TestResult {
-    let mut clean = Process::new(|| {});
-    let mut exits = Process::new(|| std::process::exit(42));
-    let mut panics = Process::new(|| panic!("deliberate panic in a child"));
-    let mut aborts = Process::new(|| std::process::abort());
+    let mut clean = Process::fork(|| {});
+    let mut exits = Process::fork(|| std::process::exit(42));
+    let mut panics = Process::fork(|| panic!("deliberate panic in a child"));
+    let mut aborts = Process::fork(|| std::process::abort());
     for p in [&mut clean, &mut exits, &mut panics, &mut aborts] {
         p.start()?;
     }
@@ -28,11 +28,11 @@ fn exit_codes_follow_python() -> TestResult {
 fn terminate_and_kill_report_minus_signal() -> TestResult {
     let (_hold_a, a) = Pipe::new()?;
     let (_hold_b, b) = Pipe::new()?;
-    let mut term = Process::new(move || {
+    let mut term = Process::fork(move || {
         let mut a = a;
         let _ = a.recv_bytes();
     });
-    let mut kill = Process::new(move || {
+    let mut kill = Process::fork(move || {
         let mut b = b;
         let _ = b.recv_bytes();
     });
@@ -51,7 +51,7 @@ fn terminate_and_kill_report_minus_signal() -> TestResult {
 
 fn join_timeout_times_out_then_succeeds() -> TestResult {
     let (mut parent, mut child) = Pipe::new()?;
-    let mut p = Process::new(move || {
+    let mut p = Process::fork(move || {
         child.recv_bytes().unwrap();
     });
     p.start()?;
@@ -65,7 +65,7 @@ fn join_timeout_times_out_then_succeeds() -> TestResult {
 }
 
 fn misuse_is_a_typed_error() -> TestResult {
-    let mut p = Process::new(|| {});
+    let mut p = Process::fork(|| {});
     assert_eq!(p.join().unwrap_err().kind(), ErrorKind::InvalidInput);
     assert_eq!(p.terminate().unwrap_err().kind(), ErrorKind::InvalidInput);
     p.start()?;
@@ -77,7 +77,7 @@ fn misuse_is_a_typed_error() -> TestResult {
 fn fork_is_refused_while_other_threads_run() -> TestResult {
     let (release, wait) = std::sync::mpsc::channel::<()>();
     let thread = std::thread::spawn(move || wait.recv());
-    let err = Process::new(|| {}).start().unwrap_err();
+    let err = Process::fork(|| {}).start().unwrap_err();
     release.send(())?;
     thread.join().unwrap()?;
     assert_eq!(err.kind(), ErrorKind::Unsupported);
@@ -90,7 +90,7 @@ fn child_stdout_is_flushed_before_exit() -> TestResult {
     let mut reader = std::fs::File::from(reader);
     let saved = rustix::io::dup(std::io::stdout().as_fd())?;
     rustix::stdio::dup2_stdout(writer.as_fd())?;
-    let mut p = Process::new(|| print!("no newline, still buffered"));
+    let mut p = Process::fork(|| print!("no newline, still buffered"));
     let started = p.start();
     rustix::stdio::dup2_stdout(saved.as_fd())?;
     drop(writer);
@@ -106,7 +106,7 @@ fn start_and_join_leak_no_fds() -> TestResult {
     let before = open_fds();
     for _ in 0..50 {
         let (mut parent, mut child) = Pipe::new()?;
-        let mut p = Process::new(move || {
+        let mut p = Process::fork(move || {
             let n: u32 = child.recv().unwrap();
             child.send(&(n + 1)).unwrap();
         });
@@ -123,7 +123,7 @@ fn child_sees_only_inherited_fds() -> TestResult {
     // fork copies the fd table: the child has exactly the parent's fds, nothing we added.
     let (mut parent, mut child) = Pipe::new()?;
     let expected = open_fds();
-    let mut p = Process::new(move || {
+    let mut p = Process::fork(move || {
         child.send(&open_fds()).unwrap();
     });
     p.start()?;
@@ -135,7 +135,7 @@ fn child_sees_only_inherited_fds() -> TestResult {
 
 fn dropped_running_process_is_reaped_later() -> TestResult {
     let (mut parent, mut child) = Pipe::new()?;
-    let mut p = Process::new(move || {
+    let mut p = Process::fork(move || {
         let _ = child.recv_bytes();
     });
     p.start()?;
@@ -163,7 +163,7 @@ fn dropped_running_process_is_reaped_later() -> TestResult {
         stat.contains(") Z "),
         "expected a zombie before the next start: {stat}"
     );
-    let mut q = Process::new(|| {});
+    let mut q = Process::fork(|| {});
     q.start()?;
     q.join()?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -616,7 +616,7 @@ fn python_child_sees_only_passed_fds() -> TestResult {
     each_python(ANY, |py| {
         let extra = [Pipe::new()?, Pipe::half_duplex()?, Pipe::new()?];
         // A child that exits at once: until it is joined, we hold its pidfd.
-        let mut process = Process::new(|| {});
+        let mut process = Process::fork(|| {});
         process.start()?;
         let (mut ours, theirs) = Pipe::new()?;
         let (_pipe_r, pipe_w) = Pipe::half_duplex()?;

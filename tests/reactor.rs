@@ -93,7 +93,7 @@ fn timers_fire_in_order_and_a_cancelled_one_never_fires() -> TestResult {
 fn messages_from_a_child_arrive_in_order_then_eof_once() -> TestResult {
     let log = Rc::new(RefCell::new(Log::default()));
     let (mut tx, rx) = Pipe::new()?;
-    let mut child = Process::new(move || {
+    let mut child = Process::fork(move || {
         for i in 0..10_000u32 {
             tx.send_bytes(&i.to_be_bytes()).unwrap();
         }
@@ -131,7 +131,7 @@ fn sends_queued_in_one_callback_all_arrive_in_order() -> TestResult {
     let (mut parent, child_end) = Pipe::new()?;
     let mut reactor = Reactor::new()?;
     reactor.register(child_end, Burst(500))?;
-    let mut child = Process::new(move || {
+    let mut child = Process::fork(move || {
         parent.send_bytes(b"go").unwrap();
         for i in 0..500u64 {
             assert_eq!(parent.recv::<u64>().unwrap(), i);
@@ -191,7 +191,7 @@ fn backpressure_engages_and_releases() -> TestResult {
         reactor.run_once(Some(Duration::from_secs(5)))?;
     }
     assert_eq!(log.borrow().backpressure, [true]);
-    let mut reader = Process::new(move || {
+    let mut reader = Process::fork(move || {
         loop {
             let m = parent.recv_bytes().unwrap();
             if m == b"done" {
@@ -215,7 +215,7 @@ fn peer_killed_mid_frame_is_one_error_and_no_spin() -> TestResult {
     let log = Rc::new(RefCell::new(Log::default()));
     let (tx, rx) = Pipe::new()?;
     let (mut ready_tx, mut ready_rx) = Pipe::new()?;
-    let mut child = Process::new(move || {
+    let mut child = Process::fork(move || {
         let mut raw = std::fs::File::from(OwnedFd::from(tx));
         raw.write_all(&1000u32.to_be_bytes()).unwrap();
         raw.write_all(b"partial").unwrap();
@@ -331,7 +331,7 @@ fn an_endless_producer_does_not_starve_other_connections() -> TestResult {
     // The reader checks the flood, then speaks on a second connection while the flood goes
     // on; the reactor must hear it. (It ends on a count, not EOF: a forked child holds
     // copies of every fd the parent had, the producer's end included.)
-    let mut reader = Process::new(move || {
+    let mut reader = Process::fork(move || {
         for expected in 0..5_000u64 {
             assert_eq!(sink.recv_bytes().unwrap(), expected.to_be_bytes());
         }

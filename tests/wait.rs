@@ -184,7 +184,7 @@ fn wait_set_is_level_triggered() -> TestResult {
 
 fn peer_killed_mid_frame_is_truncated_once_and_never_spins() -> TestResult {
     let (mut parent, child) = Pipe::new()?;
-    let mut p = Process::new(move || {
+    let mut p = Process::fork(move || {
         let mut raw = raw_writer(child);
         raw.write_all(&100u32.to_be_bytes()).unwrap();
         raw.write_all(b"half a frame").unwrap();
@@ -283,7 +283,7 @@ fn blocking_send_after_try_send_keeps_order() -> TestResult {
     let big = vec![1u8; 4 << 20];
     a.try_send_bytes(&big)?; // larger than the socket buffer: mostly queued
     assert!(a.pending_send_len() > 0);
-    let mut reader = Process::new(move || {
+    let mut reader = Process::fork(move || {
         assert_eq!(b.recv_bytes().unwrap().len(), 4 << 20);
         assert_eq!(b.recv_bytes().unwrap(), b"after");
     });
@@ -325,7 +325,7 @@ fn recv_timeout_times_out_and_keeps_partial_data() -> TestResult {
 
 fn sentinels_wait_beside_connections_and_fire_exactly_at_exit() -> TestResult {
     let (mut parent, mut child) = Pipe::new()?;
-    let mut p = Process::new(move || {
+    let mut p = Process::fork(move || {
         // Say something, then stay alive until told to exit.
         child.send_bytes(b"alive").unwrap();
         let _ = child.recv_bytes();
@@ -362,7 +362,7 @@ fn sentinels_wait_beside_connections_and_fire_exactly_at_exit() -> TestResult {
 
 fn a_killed_child_wakes_its_sentinel() -> TestResult {
     let (_keep, mut child) = Pipe::new()?;
-    let mut p = Process::new(move || {
+    let mut p = Process::fork(move || {
         let _ = child.recv_bytes();
     });
     p.start()?;
@@ -398,7 +398,7 @@ fn non_blocking_use_never_sets_o_nonblock_on_the_shared_fd() -> TestResult {
     }
     // And a child holding the same description blocks in recv as it should.
     let (mut tx, rx) = Pipe::new()?;
-    let mut child = Process::new(move || {
+    let mut child = Process::fork(move || {
         let mut rx = rx;
         assert!(!fcntl_getfl(rx.as_fd()).unwrap().contains(OFlags::NONBLOCK));
         assert_eq!(rx.recv_bytes().unwrap(), b"late");

@@ -56,7 +56,7 @@ pub use pipe::Pipe;
 /// use multiproc::{Pipe, Process};
 ///
 /// let (mut parent, mut child) = Pipe::new()?;
-/// let mut p = Process::new(move || {
+/// let mut p = Process::fork(move || {
 ///     let msg: String = child.recv().unwrap();
 ///     child.send(&format!("{msg} back")).unwrap();
 /// });

@@ -216,7 +216,7 @@ pub struct ReactorHandle {
 /// }
 ///
 /// let (mut tx, rx) = Pipe::new()?;
-/// let mut child = Process::new(move || {
+/// let mut child = Process::fork(move || {
 ///     for i in 1..=100u64 {
 ///         tx.send(&i).unwrap();
 ///     }

@@ -252,3 +252,42 @@ impl FromRawFd for Connection {
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
+
+/// Reads the first bytes of `raw`, an fd this process inherited at `exec` and does not own
+/// yet, with `pread` at offset 0 (no state of the fd changes). `None` if `raw` is not open
+/// or cannot be read that way. [man7: pread.2]
+pub(crate) fn peek_inherited(raw: RawFd, buf: &mut [u8]) -> Option<usize> {
+    if raw < 0 {
+        return None;
+    }
+    // SAFETY: `fcntl(F_GETFD)` on any integer is sound; it only tells whether it is open.
+    if unsafe { libc::fcntl(raw, libc::F_GETFD) } == -1 {
+        return None;
+    }
+    // SAFETY: `raw` was just checked to be open, and the borrow lives only for this call;
+    // `pread` at an explicit offset neither moves the file offset nor changes any flag, so
+    // whoever owns the fd (if anyone) observes nothing.
+    let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+    rustix::io::pread(fd, buf, 0).ok()
+}
+
+/// Takes ownership of `raw`, an fd this process inherited at `exec` and that no code in it
+/// has claimed. `None` if `raw` is not open.
+///
+/// Callers pass only numbers named by the payload their parent wrote for them (checked by a
+/// token first), which were open before this process image started.
+pub(crate) fn adopt_inherited(raw: RawFd) -> Option<OwnedFd> {
+    if raw < 0 {
+        return None;
+    }
+    // SAFETY: `fcntl(F_GETFD)` on any integer is sound.
+    if unsafe { libc::fcntl(raw, libc::F_GETFD) } == -1 {
+        return None;
+    }
+    // SAFETY: `raw` is open, and by the caller's contract it was inherited for us and nothing
+    // else in this process owns it, so the new `OwnedFd` is its only owner.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // Inherited fds arrive without close-on-exec; ours are always close-on-exec.
+    let _ = rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC);
+    Some(fd)
+}

@@ -19,6 +19,7 @@
 //! `pidfd_open(2)` is missing, and nothing else here is Linux-only.
 #![allow(unsafe_code)]
 
+pub(crate) mod entry;
 pub(crate) mod fd;
 pub(crate) mod process;
 pub(crate) mod socket;

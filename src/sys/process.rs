@@ -7,7 +7,6 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::time::Instant;
 
 use rustix::io::Errno;
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
@@ -101,12 +100,6 @@ pub(crate) fn reap(
     }
 }
 
-/// Waits until the child exits or `deadline` passes; true if it exited. Needs a pidfd; the
-/// caller falls back to blocking `reap` without one.
-pub(crate) fn wait_exit(pidfd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Result<bool> {
-    super::fd::wait_readable(pidfd, deadline)
-}
-
 /// Sends `signal` to our unreaped child. [man7: pidfd_send_signal.2, kill.2]
 pub(crate) fn signal(pid: Pid, pidfd: Option<&OwnedFd>, signal: Signal) -> io::Result<()> {
     #[cfg(target_os = "linux")]
@@ -115,4 +108,81 @@ pub(crate) fn signal(pid: Pid, pidfd: Option<&OwnedFd>, signal: Signal) -> io::R
     }
     let _ = pidfd;
     Ok(rustix::process::kill_process(pid, signal)?)
+}
+
+/// This process's parent, or `None` if it has none to report (pid 1, or reparented to
+/// an init that is not in our pid namespace). [man7: getppid.2]
+pub(crate) fn parent_pid() -> Option<Pid> {
+    rustix::process::getppid()
+}
+
+/// Asks the kernel to SIGKILL this process when the thread that created it exits (Linux
+/// `PR_SET_PDEATHSIG`); elsewhere does nothing. Returns whether the parent is still
+/// `parent`: if it already died, no signal will come. [man7: PR_SET_PDEATHSIG.2const]
+pub(crate) fn die_with_parent(parent: Pid) -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+    rustix::process::getppid() == Some(parent)
+}
+
+/// Starts `command` as a child in which exactly the fds in `keep` (plus stdin, stdout and
+/// stderr) stay open across `exec`, at the same numbers; every other inherited fd is marked
+/// close-on-exec first. With `die_with_parent`, the child gets `PR_SET_PDEATHSIG(SIGKILL)`
+/// (Linux). [man7: close_range.2, fcntl.2, execve.2]
+pub(crate) fn spawn(
+    command: &mut std::process::Command,
+    keep: &[std::os::fd::RawFd],
+    die_with_parent: bool,
+) -> io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    let keep = keep.to_vec();
+    // SAFETY: the closure runs in the forked child before `exec`, where only
+    // async-signal-safe calls are allowed: it makes raw `close_range`, `fcntl` and `prctl`
+    // system calls and reads the `keep` vector allocated before the fork; it allocates
+    // nothing, takes no lock and touches no other shared state.
+    unsafe {
+        command.pre_exec(move || {
+            cloexec_from_3();
+            for &fd in &keep {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            if die_with_parent && libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            let _ = die_with_parent;
+            Ok(())
+        })
+    };
+    command.spawn()
+}
+
+/// Marks every fd from 3 up close-on-exec (Linux 5.11+ `close_range`; elsewhere, or on older
+/// kernels, fds are left as they are, and ours are all created close-on-exec anyway).
+/// Async-signal-safe.
+fn cloexec_from_3() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `close_range` with `CLOSE_RANGE_CLOEXEC` closes nothing; it only sets a flag on
+    // fds of this process, and is an async-signal-safe raw system call.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
+        );
+    }
+}
+
+/// Runs `f` when the process exits normally (`exit`, or returning from `main`), not when it
+/// is killed and not in a forked child leaving through `_exit`. [man7: atexit.3]
+pub(crate) fn at_exit(f: extern "C" fn()) {
+    // SAFETY: `f` is a plain function with the signature `atexit` expects; it is never
+    // unregistered and code is never unloaded, so the pointer stays valid.
+    unsafe {
+        libc::atexit(f);
+    }
 }

@@ -55,6 +55,8 @@ impl Test {
 macro_rules! tests_main {
     ($($name:ident),* $(,)? $(; ignored: $($ign:ident),* $(,)?)?) => {
         fn main() {
+            // A test may spawn children: this test binary re-executed runs them from here.
+            multiproc::init();
             util::run(&[
                 $(util::Test::new(stringify!($name), $name),)*
                 $($(util::Test::new(stringify!($ign), $ign).ignored(),)*)?
@@ -145,7 +147,7 @@ pub fn run(tests: &[Test]) {
 fn run_one(t: &Test) -> Result<(), String> {
     let run = t.run;
     let name = t.name;
-    let mut child = Process::new(move || {
+    let mut child = Process::fork(move || {
         // Its own process group, so a timeout kills the test's children too (one left
         // holding our stdout would hang `cargo test`).
         let _ = rustix::process::setpgid(None, None);

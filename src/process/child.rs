@@ -1,0 +1,286 @@
+//! Started children: how each is waited for, reaped and signalled, and the registry of those
+//! not reaped yet (for `active_children`, dropped `Process`es and daemon cleanup at exit).
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys::process as sys;
+
+/// How long exit cleanup waits for daemon children to leave after SIGTERM before SIGKILL.
+const DAEMON_GRACE: Duration = Duration::from_secs(1);
+
+/// What makes a child's exit observable without reaping it.
+#[derive(Debug)]
+pub(crate) enum ExitSignal {
+    /// A pidfd: readable exactly when the child has exited. Waits and signals go through it.
+    PidFd(OwnedFd),
+    /// The read end of a pipe whose only write end the child holds (systems without pidfds):
+    /// readable once the child, and any process it passed the write end to, has exited.
+    Pipe(OwnedFd),
+}
+
+impl ExitSignal {
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            ExitSignal::PidFd(fd) | ExitSignal::Pipe(fd) => fd.as_fd(),
+        }
+    }
+}
+
+/// One started child. Shared by its `Process` and the registry.
+#[derive(Debug)]
+pub(crate) struct ChildRecord {
+    pub(crate) pid: Pid,
+    pub(crate) exit: ExitSignal,
+    pub(crate) name: String,
+    pub(crate) daemon: bool,
+    /// The exit code once reaped. Reaping and signalling happen under this lock, so a signal
+    /// never reaches a pid the kernel has recycled.
+    code: Mutex<Option<i32>>,
+}
+
+/// Children started by this process and not yet reaped.
+static CHILDREN: Mutex<Vec<Arc<ChildRecord>>> = Mutex::new(Vec::new());
+
+fn children() -> MutexGuard<'static, Vec<Arc<ChildRecord>>> {
+    CHILDREN.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+impl ChildRecord {
+    /// Records a just-started child in the registry.
+    pub(crate) fn register(
+        pid: Pid,
+        exit: ExitSignal,
+        name: String,
+        daemon: bool,
+    ) -> Arc<ChildRecord> {
+        let record = Arc::new(ChildRecord {
+            pid,
+            exit,
+            name,
+            daemon,
+            code: Mutex::new(None),
+        });
+        children().push(Arc::clone(&record));
+        if daemon {
+            static AT_EXIT: Once = Once::new();
+            AT_EXIT.call_once(|| sys::at_exit(stop_daemons_at_exit));
+        }
+        record
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<i32>> {
+        self.code
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    pub(crate) fn pid_u32(&self) -> u32 {
+        self.pid.as_raw_nonzero().get().unsigned_abs()
+    }
+
+    /// The exit code if the child has exited (reaping it), without blocking.
+    pub(crate) fn poll(&self) -> Result<Option<i32>> {
+        self.reap(false)
+    }
+
+    /// Reaps the child, blocking until it exits when `block`.
+    fn reap(&self, block: bool) -> Result<Option<i32>> {
+        let mut code = self.lock();
+        if code.is_none() {
+            let pidfd = match &self.exit {
+                ExitSignal::PidFd(fd) => Some(fd.as_fd()),
+                ExitSignal::Pipe(_) => None,
+            };
+            *code = sys::reap(self.pid, pidfd, block)?;
+            if code.is_some() {
+                drop(code);
+                self.unregister();
+                return Ok(*self.lock());
+            }
+        }
+        Ok(*code)
+    }
+
+    fn unregister(&self) {
+        children().retain(|r| !std::ptr::eq(Arc::as_ptr(r), self));
+    }
+
+    /// Waits until the child exits or `deadline` passes, and reaps it. `Ok(None)` at the
+    /// deadline.
+    pub(crate) fn wait(&self, deadline: Option<Instant>) -> Result<Option<i32>> {
+        if let Some(code) = *self.lock() {
+            return Ok(Some(code));
+        }
+        // Wait on the fd without holding the lock, so other threads may poll or signal.
+        if !crate::sys::fd::wait_readable(self.exit.fd(), deadline)? {
+            return Ok(None);
+        }
+        match &self.exit {
+            // Readable: the child is a zombie now, so this does not block.
+            ExitSignal::PidFd(_) => self.reap(true),
+            // The child closed the pipe; it exits at the latest when it ends.
+            ExitSignal::Pipe(_) => self.reap(true),
+        }
+    }
+
+    /// Sends `signal` unless the child has been reaped (then there is no one to signal).
+    pub(crate) fn signal(&self, signal: Signal) -> Result<()> {
+        let code = self.lock();
+        if code.is_some() {
+            return Ok(());
+        }
+        let pidfd = match &self.exit {
+            ExitSignal::PidFd(fd) => Some(fd),
+            ExitSignal::Pipe(_) => None,
+        };
+        match sys::signal(self.pid, pidfd, signal) {
+            Ok(()) => Ok(()),
+            // Exited but not reaped: a signal to a zombie is no error, as in Python.
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error()) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether only the registry still refers to this child (its `Process` was dropped).
+    fn orphaned(self: &Arc<Self>) -> bool {
+        Arc::strong_count(self) == 1
+    }
+}
+
+/// Reaps children whose `Process` was dropped while they ran and that have exited since.
+pub(crate) fn reap_orphans() {
+    let orphans: Vec<_> = children()
+        .iter()
+        .filter(|r| r.orphaned())
+        .cloned()
+        .collect();
+    for orphan in orphans {
+        let _ = orphan.poll();
+    }
+}
+
+/// Forgets every child record, in a forked child: they are its parent's children.
+pub(crate) fn forget_all_in_forked_child() {
+    children().clear();
+}
+
+/// A child that is still running: what [`active_children`] returns.
+///
+/// # Examples
+/// ```
+/// # fn main() -> multiproc::Result<()> {
+/// let (_keep, mut end) = multiproc::Pipe::new()?;
+/// let mut p = multiproc::Process::fork(move || { let _ = end.recv_bytes(); });
+/// p.set_name("reader");
+/// p.start()?;
+/// let active = multiproc::active_children();
+/// let me = active.iter().find(|c| Some(c.pid()) == p.pid()).unwrap();
+/// assert_eq!(me.name(), "reader");
+/// assert!(!me.daemon());
+/// p.kill()?;
+/// p.join()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveChild {
+    pid: u32,
+    name: String,
+    daemon: bool,
+}
+
+impl ActiveChild {
+    /// The child's process id.
+    ///
+    /// # Examples
+    /// ```
+    /// for child in multiproc::active_children() {
+    ///     assert!(child.pid() > 0);
+    /// }
+    /// ```
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The name its `Process` had when started.
+    ///
+    /// # Examples
+    /// ```
+    /// for child in multiproc::active_children() {
+    ///     assert!(!child.name().is_empty());
+    /// }
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether it is a daemon child (dies with this process).
+    ///
+    /// # Examples
+    /// ```
+    /// let daemons = multiproc::active_children().iter().filter(|c| c.daemon()).count();
+    /// assert_eq!(daemons, 0);
+    /// ```
+    pub fn daemon(&self) -> bool {
+        self.daemon
+    }
+}
+
+/// The children this process started that are still running, including those whose
+/// [`Process`](crate::Process) was dropped. Python: `multiprocessing.active_children()`,
+/// which likewise reaps every child that has exited.
+///
+/// # Examples
+/// ```
+/// # fn main() -> multiproc::Result<()> {
+/// let mut p = multiproc::Process::fork(|| {});
+/// p.start()?;
+/// p.join()?;
+/// assert!(multiproc::active_children().iter().all(|c| Some(c.pid()) != p.pid()));
+/// # Ok(()) }
+/// ```
+pub fn active_children() -> Vec<ActiveChild> {
+    let records: Vec<_> = children().clone();
+    records
+        .iter()
+        .filter(|r| matches!(r.poll(), Ok(None)))
+        .map(|r| ActiveChild {
+            pid: r.pid_u32(),
+            name: r.name.clone(),
+            daemon: r.daemon,
+        })
+        .collect()
+}
+
+/// At normal exit (end of `main`, `std::process::exit`): SIGTERM to every daemon child
+/// still running, then SIGKILL to those still there after a grace period, and reap them.
+/// Python's `atexit` hook does the first half; SIGKILL makes sure exit never hangs.
+extern "C" fn stop_daemons_at_exit() {
+    // Another thread may hold the lock while the process exits; then skip rather than hang.
+    let Ok(records) = CHILDREN.try_lock().map(|c| c.clone()) else {
+        return;
+    };
+    let daemons: Vec<_> = records.into_iter().filter(|r| r.daemon).collect();
+    for d in &daemons {
+        let _ = d.signal(Signal::TERM);
+    }
+    let deadline = Instant::now() + DAEMON_GRACE;
+    for d in &daemons {
+        if !matches!(d.wait(Some(deadline)), Ok(Some(_))) {
+            let _ = d.signal(Signal::KILL);
+            let _ = d.wait(None);
+        }
+    }
+}
+
+/// The error for methods that need a started child.
+pub(crate) fn not_started() -> Error {
+    Error::with_message(
+        ErrorKind::InvalidInput,
+        "process not started: call start first",
+    )
+}

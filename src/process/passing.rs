@@ -1,0 +1,104 @@
+//! Passing Connections to a spawned child inside its serde arguments.
+//!
+//! While a spawn's arguments are encoded, a `Connection` serialises as the index of its fd
+//! in a list the parent then keeps open across `exec`; while the child decodes them, the
+//! index takes that fd back out of the list it inherited. Outside those two moments a
+//! `Connection` refuses to serialise: an fd number means nothing to another process.
+//! Python does the same with `DupFd` and its `reduction` registry during spawning.
+
+use std::cell::RefCell;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use serde::de::{DeserializeOwned, Error as _};
+use serde::ser::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::codec::Codec;
+use crate::codec::cbor::Cbor;
+use crate::connection::Connection;
+use crate::error::Result;
+
+/// The serde name a passed fd travels under.
+const PASSED_FD: &str = "multiproc::PassedFd";
+
+thread_local! {
+    /// fds of the arguments being encoded for a spawn, in order.
+    static OUTGOING: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
+    /// fds a spawned child inherited for its arguments, taken as they are decoded.
+    static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
+}
+
+/// Encodes spawn arguments, collecting the fds of the Connections in them. The fds stay
+/// owned by `args`; keep it alive until the child has started.
+pub(crate) fn encode_args<A: Serialize + ?Sized>(args: &A) -> Result<(Vec<u8>, Vec<RawFd>)> {
+    OUTGOING.with(|o| *o.borrow_mut() = Some(Vec::new()));
+    let mut out = Vec::new();
+    let encoded = Cbor::default().encode(args, &mut out);
+    let fds = OUTGOING.with(|o| o.borrow_mut().take()).unwrap_or_default();
+    encoded.map(|()| (out, fds))
+}
+
+/// Makes `fds` (in the order the parent listed them) available to [`decode_args`].
+pub(crate) fn receive(fds: Vec<OwnedFd>) {
+    INCOMING.with(|i| *i.borrow_mut() = Some(fds.into_iter().map(Some).collect()));
+}
+
+/// Decodes a spawned child's arguments; fds no Connection claimed are closed.
+pub(crate) fn decode_args<A: DeserializeOwned>(bytes: &[u8]) -> Result<A> {
+    let decoded = Cbor::default().decode(bytes);
+    INCOMING.with(|i| i.borrow_mut().take());
+    decoded
+}
+
+/// Lists `conn`'s fd for the spawn being encoded; its index in the list.
+fn pass(conn: &Connection) -> std::result::Result<u32, String> {
+    if conn.is_closed() {
+        return Err("cannot pass a closed Connection to a child".into());
+    }
+    let unread = conn.buffered_len();
+    let unsent = conn.pending_send_len();
+    if unread > 0 || unsent > 0 {
+        return Err(format!(
+            "cannot pass a Connection holding {unread} received bytes not yet returned and \
+             {unsent} bytes not yet sent: they would be lost"
+        ));
+    }
+    OUTGOING.with(|o| match o.borrow_mut().as_mut() {
+        Some(fds) => {
+            fds.push(conn.as_raw_fd());
+            u32::try_from(fds.len() - 1).map_err(|_| "too many fds".to_owned())
+        }
+        None => Err("a Connection serialises only as an argument of a spawned Process".into()),
+    })
+}
+
+fn take(index: u32) -> std::result::Result<OwnedFd, String> {
+    INCOMING.with(|i| {
+        i.borrow_mut()
+            .as_mut()
+            .ok_or("a Connection deserialises only from a spawned child's arguments")?
+            .get_mut(index as usize)
+            .and_then(Option::take)
+            .ok_or_else(|| format!("no inherited fd #{index} for a Connection (or taken twice)"))
+    })
+}
+
+impl Serialize for Connection {
+    /// Only as (part of) the arguments of [`Process::spawn`](crate::Process::spawn): the
+    /// child receives this connection's fd. Anywhere else this is an error.
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let index = pass(self).map_err(S::Error::custom)?;
+        serializer.serialize_newtype_struct(PASSED_FD, &index)
+    }
+}
+
+impl<'de> Deserialize<'de> for Connection {
+    /// Only in a spawned child, from its arguments; see `Serialize`.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename = "multiproc::PassedFd")]
+        struct Index(u32);
+        let Index(index) = Index::deserialize(deserializer)?;
+        take(index).map(Connection::from).map_err(D::Error::custom)
+    }
+}
