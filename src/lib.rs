@@ -66,6 +66,8 @@ mod wait_set;
 
 pub use connection::{Connection, Pipe};
 pub use error::{Error, ErrorKind, Result};
+#[doc(hidden)]
+pub use process::bench_support;
 pub use process::{
     ActiveChild, Command, CurrentProcess, ParentProcess, Process, Sentinel, SpawnArgs,
     active_children, current_process, init, parent_process,

@@ -647,3 +647,21 @@ impl Drop for Process {
         }
     }
 }
+
+/// Measurement support for `benches/process.rs`; not part of the API.
+#[doc(hidden)]
+pub mod bench_support {
+    /// The floor of the fork start method: `fork`, `_exit(0)` in the child, `waitid` in the
+    /// parent, with none of `Process`'s bookkeeping. Returns the exit code.
+    ///
+    /// # Errors
+    /// `Unsupported` if this process runs more than one thread; `Io` if the system refuses.
+    pub fn raw_fork_wait() -> crate::Result<i32> {
+        super::check_fork_allowed()?;
+        match super::sys::fork()? {
+            super::Forked::Child => super::sys::exit_child(0),
+            super::Forked::Parent(pid) => super::sys::reap(pid, None, true)?
+                .ok_or_else(|| crate::Error::new(crate::ErrorKind::Io)),
+        }
+    }
+}
