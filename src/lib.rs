@@ -72,6 +72,6 @@ pub use process::{
     ActiveChild, Command, CurrentProcess, ParentProcess, Process, Sentinel, SpawnArgs,
     active_children, current_process, init, parent_process,
 };
-pub use reactor::{Context, Handler, Reactor, ReactorHandle, TimerId, Token};
+pub use reactor::{Context, Handler, Reactor, ReactorHandle, TimerId, Token, WatchId};
 pub use wait::{Waitable, wait};
 pub use wait_set::{Key, WaitSet};

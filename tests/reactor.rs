@@ -350,6 +350,64 @@ fn an_endless_producer_does_not_starve_other_connections() -> TestResult {
     Ok(())
 }
 
+/// Restarts a child from its exit watch until `left` reaches zero.
+fn restart_on_exit(reactor: &mut Reactor, exits: Rc<RefCell<Vec<i32>>>, left: u32) -> TestResult {
+    let mut p = Process::fork(move || std::process::exit(left as i32));
+    p.start()?;
+    let sentinel = p.sentinel()?;
+    reactor.when_ready(sentinel, move |reactor, _sentinel| {
+        exits
+            .borrow_mut()
+            .push(p.join().expect("join after the sentinel fired"));
+        if left > 1 {
+            restart_on_exit(reactor, exits, left - 1).expect("restart");
+        }
+    })?;
+    Ok(())
+}
+
+fn a_sentinel_watch_fires_once_per_exit_and_may_restart_the_child() -> TestResult {
+    let mut reactor = Reactor::new()?;
+    let exits = Rc::new(RefCell::new(Vec::new()));
+    restart_on_exit(&mut reactor, Rc::clone(&exits), 4)?;
+    // run() returns when no watch is left: after the fourth exit.
+    reactor.run()?;
+    assert_eq!(*exits.borrow(), [4, 3, 2, 1]);
+    Ok(())
+}
+
+fn a_sentinel_watch_does_not_fire_while_the_child_runs() -> TestResult {
+    let (mut parent, mut child) = Pipe::new()?;
+    let mut p = Process::fork(move || {
+        let _ = child.recv_bytes();
+    });
+    p.start()?;
+    let mut reactor = Reactor::new()?;
+    let fired = Rc::new(RefCell::new(false));
+    let seen = Rc::clone(&fired);
+    reactor.when_ready(p.sentinel()?, move |_, _| *seen.borrow_mut() = true)?;
+    // Messages flow while the child lives; the watch stays quiet.
+    let log = Rc::new(RefCell::new(Log::default()));
+    let (mut peer, conn) = Pipe::new()?;
+    let mut recorder = Recorder::new(&log);
+    recorder.stop_after_messages = Some(1);
+    reactor.register(conn, recorder)?;
+    peer.send_bytes(b"tick")?;
+    reactor.run()?;
+    assert_eq!(log.borrow().messages, [b"tick".to_vec()]);
+    assert!(
+        !*fired.borrow(),
+        "the watch fired while the child was running"
+    );
+    parent.send_bytes(b"exit")?;
+    drop(peer); // the connection's EOF stops the loop; run again until the watch fires
+    while !*fired.borrow() {
+        reactor.run_once(Some(Duration::from_secs(30)))?;
+    }
+    assert_eq!(p.join_timeout(Duration::ZERO)?, 0);
+    Ok(())
+}
+
 tests_main!(
     an_endless_producer_does_not_starve_other_connections,
     timers_fire_in_order_and_a_cancelled_one_never_fires,
@@ -360,4 +418,6 @@ tests_main!(
     an_idle_reactor_uses_no_cpu,
     a_posted_task_wakes_and_stops_the_loop,
     run_returns_when_nothing_is_left,
+    a_sentinel_watch_fires_once_per_exit_and_may_restart_the_child,
+    a_sentinel_watch_does_not_fire_while_the_child_runs,
 );

@@ -19,6 +19,7 @@
 //! reactor blocks in `epoll_wait` and uses no CPU.
 
 mod timers;
+mod watch;
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -34,6 +35,8 @@ use crate::error::{Error, ErrorKind, Result};
 
 pub use timers::TimerId;
 use timers::Timers;
+pub use watch::WatchId;
+use watch::{WATCH_BIT, Watches};
 
 /// The mio token of the waker; connection tokens are slab indices, far below it.
 const WAKER: mio::Token = mio::Token(usize::MAX);
@@ -235,6 +238,7 @@ pub struct Reactor {
     inbox: Arc<Mutex<Vec<Task>>>,
     /// Reused for each received message.
     scratch: Vec<u8>,
+    watches: Watches,
 }
 
 impl Reactor {
@@ -269,6 +273,7 @@ impl Reactor {
             waker,
             inbox: Arc::new(Mutex::new(Vec::new())),
             scratch: Vec::new(),
+            watches: Watches::default(),
         })
     }
 
@@ -405,6 +410,57 @@ impl Reactor {
         self.core.timers.cancel(id)
     }
 
+    /// Calls `callback` once, with this reactor and `source` handed back, when `source`
+    /// becomes ready; this is how a process [`Sentinel`](crate::Sentinel) joins the loop
+    /// (the callback typically joins the process and starts a replacement). A pending watch
+    /// keeps [`run`](Self::run) going, like a connection does.
+    ///
+    /// # Examples
+    /// A child's exit, seen from the reactor:
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use std::cell::Cell;
+    /// use std::rc::Rc;
+    /// let mut p = multiproc::Process::fork(|| std::process::exit(3));
+    /// p.start()?;
+    /// let mut reactor = multiproc::Reactor::new()?;
+    /// let exited = Rc::new(Cell::new(false));
+    /// let seen = Rc::clone(&exited);
+    /// reactor.when_ready(p.sentinel()?, move |_reactor, _sentinel| seen.set(true))?;
+    /// reactor.run()?; // returns once the watch has fired and nothing else is left
+    /// assert!(exited.get());
+    /// assert_eq!(p.join()?, 3);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `Closed` if `source` has no fd; `Io` if registration fails.
+    pub fn when_ready<W, F>(&mut self, source: W, callback: F) -> Result<WatchId>
+    where
+        W: crate::wait::Waitable + 'static,
+        F: FnOnce(&mut Reactor, W) + 'static,
+    {
+        self.watches
+            .insert(self.core.poll.registry(), source, callback)
+    }
+
+    /// Cancels a watch set with [`when_ready`](Self::when_ready) (its source is dropped);
+    /// true if it had not fired yet.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let (_peer, conn) = multiproc::Pipe::new()?;
+    /// let mut reactor = multiproc::Reactor::new()?;
+    /// let id = reactor.when_ready(conn, |_, _| unreachable!("nothing is ever sent"))?;
+    /// assert!(reactor.cancel_watch(id));
+    /// reactor.run()?; // nothing left to wait for
+    /// # Ok(()) }
+    /// ```
+    pub fn cancel_watch(&mut self, id: WatchId) -> bool {
+        self.watches.cancel(self.core.poll.registry(), id)
+    }
+
     /// Sets the high-water mark of queued output per connection (default 1 MiB); reading
     /// resumes when the queue falls to half of it.
     ///
@@ -493,6 +549,7 @@ impl Reactor {
     pub fn run(&mut self) -> Result<()> {
         while !self.core.stopped {
             let idle = self.core.entries.is_empty()
+                && self.watches.len() == 0
                 && self.core.timers.is_empty()
                 && Arc::strong_count(&self.inbox) == 1
                 && self.inbox.lock().map_or(true, |i| i.is_empty());
@@ -529,7 +586,8 @@ impl Reactor {
             let until = deadline.saturating_duration_since(now);
             wait = Some(wait.map_or(until, |w| w.min(until)));
         }
-        if !self.core.again.is_empty() || !self.core.dirty.is_empty() {
+        let due = self.watches.take_due();
+        if !self.core.again.is_empty() || !self.core.dirty.is_empty() || !due.is_empty() {
             wait = Some(Duration::ZERO);
         }
         match self.core.poll.poll(&mut self.events, wait) {
@@ -539,9 +597,14 @@ impl Reactor {
         }
         let mut woken = false;
         let mut readable = Vec::new();
+        let mut watched = due;
         for event in self.events.iter() {
             if event.token() == WAKER {
                 woken = true;
+                continue;
+            }
+            if event.token().0 & WATCH_BIT != 0 {
+                watched.push(event.token());
                 continue;
             }
             let index = event.token().0;
@@ -557,6 +620,11 @@ impl Reactor {
         readable.dedup();
         for index in readable {
             self.read(index);
+        }
+        for token in watched {
+            if let Some(fire) = self.watches.take(self.core.poll.registry(), token) {
+                fire(self);
+            }
         }
         let now = Instant::now();
         while let Some((token, id)) = self.core.timers.pop_due(now) {

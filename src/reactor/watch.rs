@@ -1,0 +1,114 @@
+//! One-shot readiness watches: call a closure with the reactor once an fd is ready. This is
+//! how a process [`Sentinel`](crate::Sentinel) (or any other [`Waitable`]) joins a reactor.
+
+use std::os::fd::{AsRawFd, RawFd};
+
+use mio::{Interest, Registry};
+use slab::Slab;
+
+use super::Reactor;
+use crate::error::Result;
+use crate::wait::Waitable;
+
+/// Watch tokens live above this bit; connection tokens are slab indices far below it.
+pub(super) const WATCH_BIT: usize = 1 << (usize::BITS - 2);
+
+/// Names a watch set with [`Reactor::when_ready`], to cancel it.
+///
+/// # Examples
+/// ```
+/// # fn main() -> multiproc::Result<()> {
+/// let mut p = multiproc::Process::fork(|| {});
+/// p.start()?;
+/// let mut reactor = multiproc::Reactor::new()?;
+/// let id = reactor.when_ready(p.sentinel()?, |_, _| {})?;
+/// assert!(reactor.cancel_watch(id));
+/// assert!(!reactor.cancel_watch(id));
+/// p.join()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WatchId {
+    index: usize,
+    generation: u32,
+}
+
+/// What fires a watch: the user's closure with its source.
+pub(super) type Fire = Box<dyn FnOnce(&mut Reactor)>;
+
+pub(super) struct Watch {
+    fd: RawFd,
+    generation: u32,
+    /// Calls the user's closure with the source it owns (and so keeps `fd` open).
+    fire: Fire,
+}
+
+/// The watches of one reactor.
+#[derive(Default)]
+pub(super) struct Watches {
+    slab: Slab<Watch>,
+    generation: u32,
+    /// Watches whose source was ready before epoll could say so (buffered data).
+    due: Vec<usize>,
+}
+
+impl Watches {
+    pub(super) fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    pub(super) fn insert<W, F>(&mut self, registry: &Registry, source: W, f: F) -> Result<WatchId>
+    where
+        W: Waitable + 'static,
+        F: FnOnce(&mut Reactor, W) + 'static,
+    {
+        let fd = source.wait_fd()?.as_raw_fd();
+        let buffered = source.is_ready_buffered();
+        let entry = self.slab.vacant_entry();
+        let index = entry.key();
+        registry.register(
+            &mut mio::unix::SourceFd(&fd),
+            mio::Token(WATCH_BIT | index),
+            Interest::READABLE,
+        )?;
+        self.generation = self.generation.wrapping_add(1);
+        let generation = self.generation;
+        entry.insert(Watch {
+            fd,
+            generation,
+            fire: Box::new(move |reactor| f(reactor, source)),
+        });
+        if buffered {
+            self.due.push(index);
+        }
+        Ok(WatchId { index, generation })
+    }
+
+    /// Removes a watch without firing it; true if it was there.
+    pub(super) fn cancel(&mut self, registry: &Registry, id: WatchId) -> bool {
+        match self.slab.get(id.index) {
+            Some(w) if w.generation == id.generation => {
+                let watch = self.slab.remove(id.index);
+                let _ = registry.deregister(&mut mio::unix::SourceFd(&watch.fd));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Takes the watch behind a mio token, deregistered, ready to fire.
+    pub(super) fn take(&mut self, registry: &Registry, token: mio::Token) -> Option<Fire> {
+        let index = token.0 & !WATCH_BIT;
+        let watch = self.slab.try_remove(index)?;
+        let _ = registry.deregister(&mut mio::unix::SourceFd(&watch.fd));
+        Some(watch.fire)
+    }
+
+    /// Tokens of watches that were ready at registration.
+    pub(super) fn take_due(&mut self) -> Vec<mio::Token> {
+        self.due
+            .drain(..)
+            .map(|index| mio::Token(WATCH_BIT | index))
+            .collect()
+    }
+}
