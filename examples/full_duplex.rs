@@ -31,22 +31,24 @@ use std::time::Duration;
 
 use multiproc::{Connection, Pipe, Process};
 
-fn child_process(mut conn: Connection) -> multiproc::Result<()> {
+// Runs in a spawned child (a fresh copy of this executable), with `child_conn` passed to
+// it, as `Process(target=child_process, args=(child_conn,))` does.
+fn child_process(mut conn: Connection) {
     println!("[Child] Waiting for a message from parent...");
-    let message: String = conn.recv()?; // Receive message from parent
+    let message: String = conn.recv().expect("recv"); // Receive message from parent
     println!("[Child] Received: {message}");
 
     let response = "Hello from Child!";
     thread::sleep(Duration::from_secs(2)); // Simulate some work
-    conn.send(response)?; // Send response back to parent
+    conn.send(response).expect("send"); // Send response back to parent
     println!("[Child] Response sent!");
-    Ok(())
 }
 
 fn main() -> multiproc::Result<()> {
+    multiproc::init(); // in the spawned child, runs child_process and exits here
     let (mut parent_conn, child_conn) = Pipe::new()?; // Create a duplex pipe
 
-    let mut process = Process::fork(move || child_process(child_conn).expect("child failed"));
+    let mut process = Process::spawn(child_process, child_conn);
     process.start()?;
 
     // Parent process sends a message

@@ -24,24 +24,25 @@
 
 use multiproc::{Connection, Pipe, Process};
 
-fn sender(mut conn: Connection) -> multiproc::Result<()> {
-    conn.send("Hello from sender!")?; // Send a message
+// Each function runs in its own spawned child (a fresh copy of this executable), with its
+// end of the pipe passed to it, as `Process(target=sender, args=(sender_conn,))` does.
+fn sender(mut conn: Connection) {
+    conn.send("Hello from sender!").expect("send"); // Send a message
     conn.close(); // Close the write-only connection
-    Ok(())
 }
 
-fn receiver(mut conn: Connection) -> multiproc::Result<()> {
-    let message: String = conn.recv()?; // Receive a message
+fn receiver(mut conn: Connection) {
+    let message: String = conn.recv().expect("recv"); // Receive a message
     println!("Received: {message}");
     conn.close(); // Close the read-only connection
-    Ok(())
 }
 
 fn main() -> multiproc::Result<()> {
+    multiproc::init(); // in a spawned child, runs its function and exits here
     let (recv_conn, sender_conn) = Pipe::half_duplex()?; // Create a half-duplex pipe
 
-    let mut p1 = Process::fork(move || sender(sender_conn).expect("sender failed"));
-    let mut p2 = Process::fork(move || receiver(recv_conn).expect("receiver failed"));
+    let mut p1 = Process::spawn(sender, sender_conn);
+    let mut p2 = Process::spawn(receiver, recv_conn);
 
     p1.start()?;
     p2.start()?;

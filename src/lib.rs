@@ -2,7 +2,8 @@
 //!
 //! `multiproc` gives Rust programs what `multiprocessing.connection` gives Python programs:
 //! [`Pipe`]s of [`Connection`]s that carry framed messages between processes, and a
-//! [`Process`] to run a closure in a child. The framing is byte-for-byte CPython's, so a
+//! [`Process`] to run a function in a child (spawned, forked, or any program with
+//! connections passed to it). The framing is byte-for-byte CPython's, so a
 //! Python process using `multiprocessing.connection.Connection` can sit at the other end and
 //! exchange `send_bytes`/`recv_bytes` with us.
 //!
@@ -44,7 +45,9 @@
 //! | `EOFError` | `Err(e)` with `e.kind() == ErrorKind::Eof` |
 //! | `wait([a, b], timeout)` | `wait(&mut [a, b], Some(timeout))?` (indices of the ready ones) |
 //! | a `select` loop over many connections | [`WaitSet`] (O(ready) per wait) or a [`Reactor`] |
-//! | `Process(target=f).start()` | `Process::fork(f).start()?` |
+//! | `Process(target=f, args=(x,)).start()` | `Process::spawn(f, x).start()?` (after `multiproc::init()` in `main`) |
+//! | fork start method | `Process::fork(closure).start()?` |
+//! | `p.sentinel` | `p.sentinel()?`, waitable anywhere a connection is |
 //! | `p.join(); p.exitcode` | `p.join()?` returns the exit code |
 //!
 //! `docs/python.md` in the repository has the full cheat-sheet.
