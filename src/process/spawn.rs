@@ -213,8 +213,17 @@ pub(crate) fn start(
         }
     };
     let token = random_token();
+    // The running image cannot change under us: its identity is read once.
+    static EXE: OnceLock<ExeId> = OnceLock::new();
+    let exe = match EXE.get() {
+        Some(exe) => *exe,
+        None => {
+            let exe = exe_id()?;
+            *EXE.get_or_init(|| exe)
+        }
+    };
     let payload = Payload {
-        exe: exe_id()?,
+        exe,
         entry: target.entry,
         identity,
         fds,
