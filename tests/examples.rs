@@ -16,8 +16,8 @@ fn example(name: &str) -> PathBuf {
     dir.join("examples").join(name)
 }
 
-fn run(name: &str) -> Result<Vec<String>, Box<dyn std::error::Error>> {
-    let path = example(name);
+/// `path` if it exists, else an error saying how to build it.
+fn built(path: &std::path::Path) -> Result<PathBuf, Box<dyn std::error::Error>> {
     if !path.exists() {
         return Err(format!(
             "{} is not built: plain `cargo test` builds the examples; after `cargo test --test \
@@ -26,7 +26,17 @@ fn run(name: &str) -> Result<Vec<String>, Box<dyn std::error::Error>> {
         )
         .into());
     }
-    let out = Command::new(path).output()?;
+    Ok(path.to_owned())
+}
+
+fn run(name: &str) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    run_with(name, &[])
+}
+
+/// Runs example `name` with `args`, asserts it succeeds, and returns its stdout's lines.
+fn run_with(name: &str, args: &[&str]) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    let path = built(&example(name))?;
+    let out = Command::new(path).args(args).output()?;
     let stdout = String::from_utf8(out.stdout)?;
     assert!(
         out.status.success(),
@@ -113,4 +123,251 @@ fn sensor_detects_the_stall_and_the_death() -> Result<(), Box<dyn std::error::Er
     assert!(has("readings received: 2000 of 2000"), "{lines:?}");
     assert!(has("latency (us): p50 "), "{lines:?}");
     Ok(())
+}
+
+/// The supervisor's summary value after `label` (`  restarts    1 (...)` -> "1").
+fn summary_field<'a>(lines: &'a [String], label: &str) -> &'a str {
+    lines
+        .iter()
+        .find_map(|l| l.trim_start().strip_prefix(label))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no {label:?} line in {lines:?}"))
+}
+
+/// The rows of the supervisor's per-worker table: (worker, tasks done).
+fn worker_rows(lines: &[String]) -> Vec<(usize, u32)> {
+    let header = position(lines, "  worker  tasks  heartbeats  restarts  exit codes");
+    lines[header + 1..]
+        .iter()
+        .map_while(|l| {
+            let mut cols = l.split_whitespace();
+            let worker = cols.next()?.parse().ok()?;
+            let tasks = cols.next()?.parse().ok()?;
+            Some((worker, tasks))
+        })
+        .collect()
+}
+
+#[test]
+fn supervisor_replaces_a_crashed_worker_and_loses_no_task() -> Result<(), Box<dyn std::error::Error>>
+{
+    let lines = run_with(
+        "supervisor",
+        &[
+            "--workers",
+            "3",
+            "--tasks",
+            "40",
+            "--rounds",
+            "300",
+            "--verify-every",
+            "1",
+        ],
+    )?;
+    // Not a terminal: plain lines, no status line rewritten in place.
+    assert!(lines.iter().all(|l| !l.contains('\r')), "{lines:?}");
+    for id in 0..3 {
+        let started = format!("worker {id} started (pid ");
+        assert!(lines.iter().any(|l| l.starts_with(&started)), "{lines:?}");
+    }
+    // The one injected crash: SIGKILL mid-task, noticed, re-queued, replaced.
+    assert!(
+        lines.iter().any(|l| l.contains(" died during task ")
+            && l.contains("-9 (SIGKILL)")
+            && l.ends_with("re-queued")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains(" restarted (pid ")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("progress: 40/40 tasks (100%)")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"  tasks       40 of 40 done, each exactly once".to_owned()),
+        "{lines:?}"
+    );
+    let restarts: u32 = summary_field(&lines, "restarts").parse()?;
+    assert!(restarts >= 1, "{lines:?}");
+    assert!(
+        lines.contains(
+            &"  verified    40 digests recomputed by the supervisor: all match".to_owned()
+        ),
+        "{lines:?}"
+    );
+    let rows = worker_rows(&lines);
+    assert_eq!(
+        rows.iter().map(|&(w, _)| w).collect::<Vec<_>>(),
+        [0, 1, 2],
+        "{lines:?}"
+    );
+    assert_eq!(rows.iter().map(|&(_, n)| n).sum::<u32>(), 40, "{lines:?}");
+    Ok(())
+}
+
+#[test]
+fn supervisor_kills_and_replaces_a_hung_worker() -> Result<(), Box<dyn std::error::Error>> {
+    let lines = run_with(
+        "supervisor",
+        &[
+            "--workers",
+            "2",
+            "--tasks",
+            "12",
+            "--rounds",
+            "300",
+            "--crashes",
+            "0",
+            "--hangs",
+            "1",
+            "--stall-ms",
+            "1000",
+            "--verify-every",
+            "1",
+        ],
+    )?;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" stalled: no heartbeat for ") && l.ends_with("killing it")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"  tasks       12 of 12 done, each exactly once".to_owned()),
+        "{lines:?}"
+    );
+    let restarts: u32 = summary_field(&lines, "restarts").parse()?;
+    assert!(restarts >= 1, "{lines:?}");
+    Ok(())
+}
+
+#[test]
+fn supervisor_stops_every_worker_on_sigint() -> Result<(), Box<dyn std::error::Error>> {
+    supervisor_interrupted(rustix::process::Signal::INT, "SIGINT", 130)
+}
+
+#[test]
+fn supervisor_stops_every_worker_on_sigterm() -> Result<(), Box<dyn std::error::Error>> {
+    supervisor_interrupted(rustix::process::Signal::TERM, "SIGTERM", 143)
+}
+
+/// Kills the child on drop, so a failing test leaves no supervisor behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a long supervisor run, signals it once it reports progress, and checks that it
+/// exits with `code` and that none of its workers still runs.
+fn supervisor_interrupted(
+    signal: rustix::process::Signal,
+    name: &str,
+    code: i32,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::{BufRead, BufReader};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    let path = built(&example("supervisor"))?;
+    let mut child = KillOnDrop(
+        Command::new(&path)
+            .args(["--workers", "3", "--tasks", "1000000"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()?,
+    );
+    let stdout = child.0.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !lines.iter().any(|l: &String| l.starts_with("progress: ")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        lines.push(
+            rx.recv_timeout(left)
+                .map_err(|e| format!("no progress line ({e}): {lines:?}"))??,
+        );
+    }
+    rustix::process::kill_process(rustix::process::Pid::from_child(&child.0), signal)?;
+    let status = loop {
+        if let Some(status) = child.0.try_wait()? {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 30 s after {name}: {lines:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The supervisor has exited; its stdout ends once no worker holds it either.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line?),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("stdout still open 10 s after the supervisor exited: {lines:?}")
+            }
+        }
+    }
+    assert_eq!(status.code(), Some(code), "{status:?}: {lines:?}");
+    let interrupted = format!("interrupted by {name}: stopping 3 workers");
+    assert!(
+        lines.iter().any(|l| l.starts_with(&interrupted)),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with("all 3 workers stopped, none left running")),
+        "{lines:?}"
+    );
+    let pids: Vec<u32> = lines
+        .iter()
+        .filter(|l| l.contains(" started (pid ") || l.contains(" restarted (pid "))
+        .filter_map(|l| l.rsplit("(pid ").next()?.strip_suffix(')')?.parse().ok())
+        .collect();
+    assert!(pids.len() >= 3, "{lines:?}");
+    let exe = std::fs::canonicalize(&path)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for pid in pids {
+        while worker_running(pid, &exe) {
+            assert!(
+                Instant::now() < deadline,
+                "worker {pid} still runs after the supervisor exited: {lines:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `pid` is a live (not zombie) process running `exe`; a pid reused by an unrelated
+/// program does not count.
+fn worker_running(pid: u32, exe: &std::path::Path) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may hold anything.
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
+    if matches!(state, Some('Z' | 'X') | None) {
+        return false;
+    }
+    std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe)
 }
