@@ -65,6 +65,11 @@ pub enum ErrorKind {
     Timeout,
     /// A bounded buffer or queue has no room; nothing was added. Python: `queue.Full`.
     Full,
+    /// A queue has no item to take now. Python: `queue.Empty`.
+    Empty,
+    /// The queue was shut down: no more puts, and no more gets once it is drained (at once
+    /// after an immediate shutdown). Python 3.13: `queue.ShutDown`.
+    ShutDown,
     /// A value could not be serialised. The connection is unchanged. Python: pickling errors.
     Encode,
     /// A whole frame arrived but is not a valid encoding of the requested type. The frame was
@@ -90,6 +95,8 @@ impl ErrorKind {
             ErrorKind::InvalidInput => "invalid argument",
             ErrorKind::Timeout => "timed out",
             ErrorKind::Full => "full",
+            ErrorKind::Empty => "empty",
+            ErrorKind::ShutDown => "queue shut down",
             ErrorKind::Encode => "could not encode the message",
             ErrorKind::Decode => "could not decode the message",
             ErrorKind::Unsupported => "operation not supported here",
@@ -285,12 +292,12 @@ impl From<Error> for io::Error {
             ErrorKind::BadMessageLength | ErrorKind::Decode => io::ErrorKind::InvalidData,
             ErrorKind::BrokenPipe => io::ErrorKind::BrokenPipe,
             ErrorKind::Timeout => io::ErrorKind::TimedOut,
-            ErrorKind::Full => io::ErrorKind::WouldBlock,
+            ErrorKind::Full | ErrorKind::Empty => io::ErrorKind::WouldBlock,
             ErrorKind::InvalidInput | ErrorKind::Encode => io::ErrorKind::InvalidInput,
             ErrorKind::Unsupported | ErrorKind::ReadOnly | ErrorKind::WriteOnly => {
                 io::ErrorKind::Unsupported
             }
-            ErrorKind::Closed | ErrorKind::Io => io::ErrorKind::Other,
+            ErrorKind::Closed | ErrorKind::ShutDown | ErrorKind::Io => io::ErrorKind::Other,
         };
         io::Error::new(kind, err)
     }

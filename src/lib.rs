@@ -62,6 +62,8 @@ mod frame;
 #[cfg(test)]
 mod frame_proptests;
 mod process;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod queue;
 mod reactor;
 mod sys;
 mod wait;
@@ -75,6 +77,8 @@ pub use process::{
     ActiveChild, Command, CurrentProcess, ParentProcess, Process, Sentinel, SpawnArgs,
     active_children, current_process, init, parent_process,
 };
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub use queue::{JoinableQueue, Queue, SimpleQueue};
 pub use reactor::{Context, Handler, Reactor, ReactorHandle, TimerId, Token, WatchId};
 pub use wait::{Waitable, wait};
 pub use wait_set::{Key, WaitSet};

@@ -30,7 +30,7 @@
 mod child;
 mod command;
 mod current;
-mod passing;
+pub(crate) mod passing;
 mod sentinel;
 mod spawn;
 
@@ -562,6 +562,15 @@ fn pid_of(child: &std::process::Child) -> Result<Pid> {
         .ok_or_else(|| Error::with_message(ErrorKind::Io, "the system returned an invalid pid"))
 }
 
+/// Bumped in every child forked by [`Process::fork`]: per-process state (a queue's producer
+/// slot) notices it was inherited rather than made here.
+static FORK_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many forks separate this process from the one that set up its per-process state.
+pub(crate) fn fork_generation() -> u64 {
+    FORK_GENERATION.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Refuses to fork a multi-threaded process (see the module docs).
 fn check_fork_allowed() -> Result<()> {
     if let Some(threads @ 2..) = sys::thread_count() {
@@ -592,6 +601,7 @@ fn pidfds_supported() -> bool {
 /// The child side of a fork: take on the identity, run the target, flush, and leave without
 /// returning into the parent's code.
 fn run_forked(target: Box<dyn FnOnce() + Send>, identity: current::Identity) -> ! {
+    FORK_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     child::forget_all_in_forked_child();
     if identity.daemon {
         if let Some(parent) = i32::try_from(identity.parent_pid)

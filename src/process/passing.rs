@@ -63,16 +63,24 @@ fn pass(conn: &Connection) -> std::result::Result<u32, String> {
              {unsent} bytes not yet sent: they would be lost"
         ));
     }
+    pass_fd(conn.as_raw_fd(), "a Connection")
+}
+
+/// Lists `fd` for the spawn being encoded (`what` names the object for the error).
+pub(crate) fn pass_fd(fd: RawFd, what: &str) -> std::result::Result<u32, String> {
     OUTGOING.with(|o| match o.borrow_mut().as_mut() {
         Some(fds) => {
-            fds.push(conn.as_raw_fd());
+            fds.push(fd);
             u32::try_from(fds.len() - 1).map_err(|_| "too many fds".to_owned())
         }
-        None => Err("a Connection serialises only as an argument of a spawned Process".into()),
+        None => Err(format!(
+            "{what} serialises only as an argument of a spawned Process"
+        )),
     })
 }
 
-fn take(index: u32) -> std::result::Result<OwnedFd, String> {
+/// Takes the inherited fd listed at `index` (each once).
+pub(crate) fn take(index: u32) -> std::result::Result<OwnedFd, String> {
     INCOMING.with(|i| {
         i.borrow_mut()
             .as_mut()

@@ -22,4 +22,6 @@
 pub(crate) mod entry;
 pub(crate) mod fd;
 pub(crate) mod process;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) mod shm;
 pub(crate) mod socket;

@@ -1,0 +1,170 @@
+//! Where everything lives in a queue's shared file, and how positions are packed.
+//!
+//! ```text
+//! 0        header: sizes, flags, wake-up words (one 4 KiB page)
+//! 4096     log table: MAX_LOGS entries of 256 bytes (owner; head; tail), each on its own
+//!          cache lines
+//! DATA     log i's ring at DATA + i * SPAN: SPAN bytes of positions mod SPAN
+//! ```
+//!
+//! A log is one producer process's ring. `head` and `tail` pack an item count (24 bits,
+//! wrapping) and a position in 8-byte units (40 bits, wrapping) into one `u64`, so that a
+//! consumer claims an item and advances the position with one compare-and-swap, and the
+//! count difference `tail - head` is the number of items in the log.
+
+/// Identifies a multiproc queue file, and its layout version.
+pub(crate) const MAGIC: u64 = 0x6d70_7175_6575_0001; // "mpque" v1
+
+/// Header offsets.
+pub(crate) const H_MAGIC: usize = 0;
+pub(crate) const H_MAXSIZE: usize = 8;
+/// Bit 0: shut down; bit 1: immediately (items discarded).
+pub(crate) const H_FLAGS: usize = 16;
+/// One more than the highest log index ever claimed: consumers scan below it.
+pub(crate) const H_USED_LOGS: usize = 20;
+/// Bumped after every put; getters sleep on it.
+pub(crate) const H_ITEMS_SEQ: usize = 64;
+pub(crate) const H_GET_SLEEPERS: usize = 68;
+/// Bumped after every get from a bounded queue; putters sleep on it.
+pub(crate) const H_SPACE_SEQ: usize = 128;
+pub(crate) const H_PUT_SLEEPERS: usize = 132;
+/// 1 while the readiness eventfd has been (or is being) signalled.
+pub(crate) const H_EFD_STATE: usize = 192;
+/// JoinableQueue: items put and not yet marked done.
+pub(crate) const H_UNFINISHED: usize = 256;
+pub(crate) const H_JOIN_SEQ: usize = 264;
+pub(crate) const H_JOIN_SLEEPERS: usize = 268;
+
+pub(crate) const FLAG_SHUTDOWN: u32 = 1;
+pub(crate) const FLAG_IMMEDIATE: u32 = 2;
+
+/// How many producer processes may own a log at once.
+pub(crate) const MAX_LOGS: usize = 128;
+const TABLE: usize = 4096;
+const ENTRY: usize = 256;
+
+/// Log entry offsets (relative to the entry).
+/// Owner's pid (0: free).
+pub(crate) const L_OWNER: usize = 0;
+/// Owner's start time (clock ticks since boot), telling a recycled pid apart.
+pub(crate) const L_START: usize = 8;
+/// Reservations of a bounded queue not yet published (0 or 1 per producer thread).
+pub(crate) const L_PENDING: usize = 16;
+/// The owner let go of the log while items remained; whoever drains it frees it.
+pub(crate) const L_RELEASED: usize = 20;
+pub(crate) const L_HEAD: usize = 64;
+pub(crate) const L_TAIL: usize = 128;
+
+/// The ring of each log: 1 GiB of positions, backed by memory only where items are.
+pub(crate) const SPAN: u64 = 1 << 30;
+pub(crate) const DATA: usize = 64 * 1024;
+/// Pages are allocated ahead of the tail and released behind the head in chunks this big.
+pub(crate) const CHUNK: u64 = 64 * 1024;
+/// The whole file.
+pub(crate) const FILE_LEN: usize = DATA + MAX_LOGS * SPAN as usize;
+
+/// An item's frame in a ring: an 8-byte header (length, then a check word), the payload,
+/// padding to 8 bytes.
+pub(crate) const FRAME_HEADER: u64 = 8;
+/// The largest item: a ring must hold it with room to spare.
+pub(crate) const MAX_ITEM: u64 = SPAN / 2;
+/// The most a log may hold, in bytes: the rest of the ring stays free so that releasing
+/// pages behind the head never meets allocating them ahead of the tail.
+pub(crate) const MAX_BACKLOG: u64 = SPAN - 4 * CHUNK;
+
+const COUNT_BITS: u32 = 24;
+const POS_BITS: u32 = 40;
+const POS_MASK: u64 = (1 << POS_BITS) - 1;
+const COUNT_MASK: u32 = (1 << COUNT_BITS) - 1;
+/// The most items one log may hold (the count difference must not wrap).
+pub(crate) const MAX_ITEMS_PER_LOG: u32 = COUNT_MASK - 1;
+
+pub(crate) fn entry(log: usize) -> usize {
+    TABLE + log * ENTRY
+}
+
+/// A head or tail: `count` items ever, at byte position `pos` (both wrapping).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mark {
+    pub(crate) count: u32,
+    /// In bytes, a multiple of 8, modulo 2^43.
+    pub(crate) pos: u64,
+}
+
+impl Mark {
+    pub(crate) fn unpack(word: u64) -> Mark {
+        Mark {
+            count: (word >> POS_BITS) as u32 & COUNT_MASK,
+            pos: (word & POS_MASK) * 8,
+        }
+    }
+
+    pub(crate) fn pack(self) -> u64 {
+        (u64::from(self.count & COUNT_MASK) << POS_BITS) | ((self.pos / 8) & POS_MASK)
+    }
+
+    /// This mark moved past one frame of `size` bytes.
+    pub(crate) fn advance(self, size: u64) -> Mark {
+        Mark {
+            count: self.count.wrapping_add(1) & COUNT_MASK,
+            pos: (self.pos + size) & (POS_MASK * 8 + 7),
+        }
+    }
+
+    /// Items between `self` (a head) and `tail`.
+    pub(crate) fn items_to(self, tail: Mark) -> u32 {
+        tail.count.wrapping_sub(self.count) & COUNT_MASK
+    }
+
+    /// Bytes between `self` (a head) and `tail`.
+    pub(crate) fn bytes_to(self, tail: Mark) -> u64 {
+        tail.pos.wrapping_sub(self.pos) & (POS_MASK * 8 + 7)
+    }
+}
+
+/// Bytes between positions `from` and `to` (to ahead of from), wrapping.
+pub(crate) fn distance(from: u64, to: u64) -> u64 {
+    to.wrapping_sub(from) & (POS_MASK * 8 + 7)
+}
+
+/// A position plus `n` bytes, wrapping.
+pub(crate) fn forward(pos: u64, n: u64) -> u64 {
+    pos.wrapping_add(n) & (POS_MASK * 8 + 7)
+}
+
+/// Bytes a frame of a `len`-byte item takes.
+pub(crate) fn frame_size(len: u64) -> u64 {
+    (FRAME_HEADER + len).div_ceil(8) * 8
+}
+
+/// The check word stored after an item's length: a stale or torn header fails it.
+pub(crate) fn check_word(len: u32, pos: u64) -> u32 {
+    len.rotate_left(13) ^ (pos as u32) ^ 0x9e37_79b9
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_pack_and_wrap() {
+        let m = Mark {
+            count: COUNT_MASK,
+            pos: POS_MASK * 8,
+        };
+        assert_eq!(Mark::unpack(m.pack()), m);
+        let next = m.advance(16);
+        assert_eq!(next.count, 0);
+        assert_eq!(next.pos, 8);
+        assert_eq!(m.items_to(next), 1);
+        assert_eq!(m.bytes_to(next), 16);
+    }
+
+    #[test]
+    fn frames_are_8_aligned() {
+        assert_eq!(frame_size(0), 8);
+        assert_eq!(frame_size(1), 16);
+        assert_eq!(frame_size(8), 16);
+        assert_eq!(frame_size(9), 24);
+    }
+}

@@ -1,0 +1,471 @@
+//! `Queue`, `SimpleQueue`, `JoinableQueue`: cross-process multi-producer multi-consumer
+//! queues in shared memory. Python: `multiprocessing.Queue` and friends.
+//!
+//! A queue lives in one anonymous shared file. Every producer process appends to a ring of
+//! its own; consumers take from any ring with a compare-and-swap (see `shared.rs` for why
+//! that is crash-safe). So, unlike Python's:
+//!
+//! - **`put` is synchronous and final.** The item is encoded in the caller (an encode error
+//!   is returned to it) and is in shared memory when `put` returns: the producer may exit at
+//!   once and the item is still delivered. There is no feeder thread, nothing to flush or
+//!   join at exit, and no exit deadlock.
+//! - **An unbounded queue never blocks `put`**, with or without a consumer: memory grows with
+//!   what is queued (up to 1 GiB or 16 million items per producer process, then `Full`).
+//! - **A process killed inside `put` or `get` blocks no one.** Items are never torn or
+//!   interleaved; at most the killed process's own in-flight item is lost; a bounded queue's
+//!   room comes back once a putter notices the dead producer.
+//! - **`qsize`, `empty` and `full` are exact** while no process dies in the middle of an
+//!   operation. A producer killed between reserving room in a bounded queue and publishing
+//!   its item keeps that room counted until a putter finds the queue full and checks; a
+//!   consumer killed after taking an item has taken it (`qsize` counts it gone).
+//! - **A queue is waitable**: [`wait`](crate::wait), [`WaitSet`](crate::WaitSet), the
+//!   [`Reactor`](crate::Reactor) (`when_ready`) and your own mio loop see it turn ready when
+//!   an item arrives. With several consumers, one may be told "ready" and then find another
+//!   took the item: `try_get` then says `Empty`.
+//!
+//! Handles are cheap to clone and usable from many threads. Pass a queue to a child by
+//! capturing it ([`Process::fork`](crate::Process::fork)) or inside the arguments of
+//! [`Process::spawn`](crate::Process::spawn).
+//!
+//! Linux only for now (memfd, futex, eventfd).
+
+mod joinable;
+mod layout;
+mod shared;
+mod simple;
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::de::{DeserializeOwned, Error as _};
+use serde::ser::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::codec::Codec;
+use crate::codec::cbor::Cbor;
+use crate::error::{Error, ErrorKind, Result};
+pub use joinable::JoinableQueue;
+use shared::Shared;
+pub use simple::SimpleQueue;
+
+/// A multi-producer multi-consumer queue between processes. Python:
+/// `multiprocessing.Queue`. See the [module docs](self) for what it promises.
+///
+/// # Examples
+/// The tutorial's producer and consumer:
+/// ```
+/// # fn main() -> multiproc::Result<()> {
+/// use multiproc::{Process, Queue};
+///
+/// let queue: Queue<u32> = Queue::new()?;
+/// let producer = queue.clone();
+/// let mut p = Process::fork(move || {
+///     for i in 0..5 {
+///         producer.put(&i).unwrap();
+///     }
+/// });
+/// p.start()?;
+/// p.join()?;
+/// let mut got = Vec::new();
+/// while !queue.empty() {
+///     got.push(queue.get()?);
+/// }
+/// assert_eq!(got, [0, 1, 2, 3, 4]);
+/// # Ok(()) }
+/// ```
+pub struct Queue<T> {
+    shared: Arc<Shared>,
+    _item: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue {
+            shared: Arc::clone(&self.shared),
+            _item: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("maxsize", &self.shared.maxsize())
+            .field("qsize", &self.shared.len())
+            .finish()
+    }
+}
+
+fn deadline_after(timeout: Duration) -> Option<Instant> {
+    // A timeout too far for an Instant is as good as none.
+    Instant::now().checked_add(timeout)
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// An unbounded queue. Python: `Queue()`.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let q: multiproc::Queue<String> = multiproc::Queue::new()?;
+    /// assert_eq!(q.maxsize(), None);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `Io` if the system refuses the shared memory or the eventfd.
+    pub fn new() -> Result<Queue<T>> {
+        Queue::with_maxsize(0)
+    }
+
+    /// A queue holding at most `maxsize` items; `put` waits for room. Python:
+    /// `Queue(maxsize)`; as there, 0 means unbounded.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let q = multiproc::Queue::bounded(1)?;
+    /// q.put(&1)?;
+    /// assert!(q.full());
+    /// assert_eq!(q.try_put(&2).unwrap_err().kind(), multiproc::ErrorKind::Full);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn bounded(maxsize: usize) -> Result<Queue<T>> {
+        Queue::with_maxsize(maxsize as u64)
+    }
+
+    fn with_maxsize(maxsize: u64) -> Result<Queue<T>> {
+        Ok(Queue {
+            shared: Arc::new(Shared::create(maxsize)?),
+            _item: PhantomData,
+        })
+    }
+
+    fn encode(item: &T) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        Cbor::default().encode(item, &mut bytes)?;
+        Ok(bytes)
+    }
+
+    fn decode(bytes: &[u8]) -> Result<T> {
+        Cbor::default().decode(bytes)
+    }
+
+    /// Puts `item`, waiting for room in a bounded queue. When it returns `Ok`, the item is
+    /// in the queue (see the module docs). Python: `put(obj)`.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let q = multiproc::Queue::new()?;
+    /// q.put(&(1, "one".to_owned()))?;
+    /// assert_eq!(q.get()?, (1, "one".to_owned()));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `Encode` if `item` does not serialise (nothing is put); `ShutDown` after
+    /// [`shutdown`](Self::shutdown); `Closed` after [`close`](Self::close); `InvalidInput`
+    /// for an item over 512 MiB; `Full` if this process already has 1 GiB or 16 million items
+    /// waiting in it; `Io` if memory for the item cannot be had.
+    pub fn put(&self, item: &T) -> Result<()> {
+        self.shared.put(&Self::encode(item)?, None)
+    }
+
+    /// Puts `item`, waiting at most `timeout` for room. Python: `put(obj, timeout=t)`.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use std::time::Duration;
+    /// let q = multiproc::Queue::bounded(1)?;
+    /// q.put_timeout(&1, Duration::from_millis(1))?;
+    /// let err = q.put_timeout(&2, Duration::from_millis(1)).unwrap_err();
+    /// assert_eq!(err.kind(), multiproc::ErrorKind::Full);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `Full` if there was no room in time; otherwise as [`put`](Self::put).
+    pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<()> {
+        self.shared
+            .put(&Self::encode(item)?, deadline_after(timeout))
+    }
+
+    /// Puts `item` only if there is room now. Python: `put_nowait(obj)`.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let q = multiproc::Queue::bounded(2)?;
+    /// q.try_put(&1)?;
+    /// q.try_put(&2)?;
+    /// assert!(q.try_put(&3).is_err());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `Full` if there is no room; otherwise as [`put`](Self::put).
+    #[doc(alias = "put_nowait")]
+    pub fn try_put(&self, item: &T) -> Result<()> {
+        self.shared.put(&Self::encode(item)?, Some(Instant::now()))
+    }
+
+    /// Takes the next item, waiting for one. Python: `get()`.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let q = multiproc::Queue::new()?;
+    /// q.put(&vec![1u8, 2, 3])?;
+    /// assert_eq!(q.get()?, vec![1, 2, 3]);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `ShutDown` once the queue is shut down and drained; `Decode` if the item is not a `T`
+    /// (it was taken); `Closed` after [`close`](Self::close).
+    pub fn get(&self) -> Result<T> {
+        let mut bytes = Vec::new();
+        self.shared.get(&mut bytes, None)?;
+        Self::decode(&bytes)
+    }
+
+    /// Takes the next item, waiting at most `timeout`. Python: `get(timeout=t)`.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use std::time::Duration;
+    /// let q = multiproc::Queue::<u8>::new()?;
+    /// let err = q.get_timeout(Duration::from_millis(1)).unwrap_err();
+    /// assert_eq!(err.kind(), multiproc::ErrorKind::Empty);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `Empty` if nothing came in time; otherwise as [`get`](Self::get).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        let mut bytes = Vec::new();
+        if !self.shared.get(&mut bytes, deadline_after(timeout))? {
+            return Err(Error::new(ErrorKind::Empty));
+        }
+        Self::decode(&bytes)
+    }
+
+    /// Takes the next item if there is one now. Python: `get_nowait()`.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let q = multiproc::Queue::new()?;
+    /// assert_eq!(q.try_get().unwrap_err().kind(), multiproc::ErrorKind::Empty);
+    /// q.put(&7)?;
+    /// assert_eq!(q.try_get()?, 7);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `Empty` if there is none; otherwise as [`get`](Self::get).
+    #[doc(alias = "get_nowait")]
+    pub fn try_get(&self) -> Result<T> {
+        let mut bytes = Vec::new();
+        if !self.shared.try_get(&mut bytes)? {
+            self.shared.quiesce_events();
+            return Err(Error::new(ErrorKind::Empty));
+        }
+        Self::decode(&bytes)
+    }
+
+    /// How many items are in the queue. Python: `qsize()` (which is unreliable; this is
+    /// exact, see the module docs). Costs the same whatever the number of items.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let q = multiproc::Queue::new()?;
+    /// q.put(&1)?;
+    /// q.put(&2)?;
+    /// assert_eq!(q.qsize(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn qsize(&self) -> usize {
+        self.shared.len() as usize
+    }
+
+    /// Whether the queue has no item. Python: `empty()`.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let q = multiproc::Queue::<u8>::new()?;
+    /// assert!(q.empty());
+    /// # Ok(()) }
+    /// ```
+    pub fn empty(&self) -> bool {
+        self.shared.is_empty()
+    }
+
+    /// Whether a bounded queue has no room. Python: `full()`.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let q = multiproc::Queue::<u8>::new()?;
+    /// assert!(!q.full()); // an unbounded queue is never full
+    /// # Ok(()) }
+    /// ```
+    pub fn full(&self) -> bool {
+        self.shared.is_full()
+    }
+
+    /// The bound, or `None` for an unbounded queue.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// assert_eq!(multiproc::Queue::<u8>::bounded(3)?.maxsize(), Some(3));
+    /// # Ok(()) }
+    /// ```
+    pub fn maxsize(&self) -> Option<usize> {
+        match self.shared.maxsize() {
+            0 => None,
+            n => Some(n as usize),
+        }
+    }
+
+    /// This process will put no more items. Python: `close()`. Items already put stay in
+    /// the queue; getting still works. Later puts from this process fail with `Closed`.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let q = multiproc::Queue::new()?;
+    /// q.put(&1)?;
+    /// q.close();
+    /// assert_eq!(q.put(&2).unwrap_err().kind(), multiproc::ErrorKind::Closed);
+    /// assert_eq!(q.get()?, 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn close(&self) {
+        self.shared.close_producer();
+    }
+
+    /// Shuts the queue down for every process. Python 3.13: `shutdown(immediate)`. Puts
+    /// fail with `ShutDown` from now on; gets return what is left, then fail with
+    /// `ShutDown`; with `immediate`, what is left is discarded and gets fail at once. Every
+    /// blocked `put` and `get` wakes up.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use multiproc::ErrorKind;
+    /// let q = multiproc::Queue::new()?;
+    /// q.put(&1)?;
+    /// q.shutdown(false);
+    /// assert_eq!(q.put(&2).unwrap_err().kind(), ErrorKind::ShutDown);
+    /// assert_eq!(q.get()?, 1);
+    /// assert_eq!(q.get().unwrap_err().kind(), ErrorKind::ShutDown);
+    /// # Ok(()) }
+    /// ```
+    pub fn shutdown(&self, immediate: bool) {
+        self.shared.shutdown(immediate);
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called (by any process).
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let q = multiproc::Queue::<u8>::new()?;
+    /// assert!(!q.is_shut_down());
+    /// # Ok(()) }
+    /// ```
+    pub fn is_shut_down(&self) -> bool {
+        self.shared.is_shut_down()
+    }
+}
+
+impl<T> crate::wait::Waitable for Queue<T> {
+    fn wait_fd(&self) -> Result<BorrowedFd<'_>> {
+        Ok(self.shared.events())
+    }
+
+    fn is_ready(&mut self) -> bool {
+        if !self.shared.is_empty() || self.shared.is_shut_down() {
+            return true;
+        }
+        self.shared.quiesce_events();
+        false
+    }
+
+    fn is_ready_buffered(&self) -> bool {
+        !self.shared.is_empty()
+    }
+}
+
+impl<T> mio::event::Source for Queue<T> {
+    /// Registers the queue's readiness fd: an event means items may be there. Take them
+    /// with `try_get` until it says `Empty` (which also re-arms the fd).
+    fn register(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> std::io::Result<()> {
+        mio::unix::SourceFd(&self.shared.events().as_raw_fd()).register(registry, token, interests)
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> std::io::Result<()> {
+        mio::unix::SourceFd(&self.shared.events().as_raw_fd())
+            .reregister(registry, token, interests)
+    }
+
+    fn deregister(&mut self, registry: &mio::Registry) -> std::io::Result<()> {
+        mio::unix::SourceFd(&self.shared.events().as_raw_fd()).deregister(registry)
+    }
+}
+
+/// The serde name a passed queue travels under.
+const PASSED_QUEUE: &str = "multiproc::PassedQueue";
+
+impl<T> Serialize for Queue<T> {
+    /// Only as (part of) the arguments of [`Process::spawn`](crate::Process::spawn): the
+    /// child receives a handle on the same queue. Anywhere else this is an error.
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        use crate::process::passing::pass_fd;
+        let file = pass_fd(self.shared.file().as_raw_fd(), "a Queue").map_err(S::Error::custom)?;
+        let events =
+            pass_fd(self.shared.events().as_raw_fd(), "a Queue").map_err(S::Error::custom)?;
+        serializer.serialize_newtype_struct(PASSED_QUEUE, &(file, events))
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Queue<T> {
+    /// Only in a spawned child, from its arguments; see `Serialize`.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename = "multiproc::PassedQueue")]
+        struct Indices((u32, u32));
+        let Indices((file, events)) = Indices::deserialize(deserializer)?;
+        use crate::process::passing::take;
+        let file = take(file).map_err(D::Error::custom)?;
+        let events = take(events).map_err(D::Error::custom)?;
+        let shared = Shared::open(file, events).map_err(D::Error::custom)?;
+        Ok(Queue {
+            shared: Arc::new(shared),
+            _item: PhantomData,
+        })
+    }
+}

@@ -1,0 +1,754 @@
+//! The queue engine on bytes: one shared file of per-producer rings (see `layout`), and the
+//! put, get, size and wake-up protocols over it. `Queue<T>` wraps it with a codec.
+//!
+//! Crash safety comes from the shape, not from locks:
+//!
+//! - Each producer *process* owns one log (a ring) and is its only writer. It writes a frame
+//!   past the tail, then publishes it with one atomic store of the tail. Killed before that
+//!   store, it leaves nothing visible; killed after, the item is complete.
+//! - A consumer copies the frame at a log's head, then claims it with a compare-and-swap of
+//!   the head. A failed swap means someone else took it (or the copy went stale): the copy
+//!   is dropped. Killed before the swap, it took nothing; after, only its own item is lost.
+//!   No other process ever waits for it.
+//! - Sizes are counts read off heads and tails, not counters a dead process could leave
+//!   wrong. A bounded queue counts unpublished reservations per log; a dead producer's
+//!   reservation is released when a putter finds the queue full and its owner gone.
+//! - Sleepers wait on futex words that every put or get bumps; a killed sleeper leaves at
+//!   most one needless wake-up.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use super::layout::{self as l, Mark};
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys::shm::{self, SharedMap};
+
+/// The owner word of a log being freed (never a pid).
+const FREEING: u64 = u64::MAX;
+
+/// Spins of a getter or putter before it sleeps.
+const SPINS: u32 = 200;
+
+/// One process's view of a queue: the mapping, its fds, and its producer state.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    map: SharedMap,
+    file: OwnedFd,
+    events: OwnedFd,
+    maxsize: u64,
+    producer: Mutex<Producer>,
+    /// Where the next scan of the logs starts, so consumers spread over producers.
+    next_log: AtomicUsize,
+}
+
+/// This process's log, if it has claimed one.
+#[derive(Debug, Default)]
+struct Producer {
+    log: Option<usize>,
+    /// The fork generation the log was claimed in: a forked child claims its own.
+    generation: u64,
+    /// Pages are allocated up to here (position) and released up to `released`.
+    allocated: u64,
+    released: u64,
+    closed: bool,
+}
+
+impl Shared {
+    /// A new queue file. `maxsize` 0 is unbounded.
+    pub(crate) fn create(maxsize: u64) -> Result<Shared> {
+        let (file, map) = SharedMap::create("multiproc-queue", l::FILE_LEN)?;
+        let events = shm::eventfd()?;
+        map.u64_at(l::H_MAXSIZE).store(maxsize, Ordering::Relaxed);
+        map.u64_at(l::H_MAGIC).store(l::MAGIC, Ordering::Release);
+        Ok(Shared::from_parts(file, events, map, maxsize))
+    }
+
+    /// Opens a queue file received from another process.
+    pub(crate) fn open(file: OwnedFd, events: OwnedFd) -> Result<Shared> {
+        let map = SharedMap::open(file.as_fd(), l::FILE_LEN)?;
+        if map.u64_at(l::H_MAGIC).load(Ordering::Acquire) != l::MAGIC {
+            return Err(Error::with_message(
+                ErrorKind::InvalidInput,
+                "not a multiproc queue (or another version of one)",
+            ));
+        }
+        let maxsize = map.u64_at(l::H_MAXSIZE).load(Ordering::Relaxed);
+        Ok(Shared::from_parts(file, events, map, maxsize))
+    }
+
+    fn from_parts(file: OwnedFd, events: OwnedFd, map: SharedMap, maxsize: u64) -> Shared {
+        Shared {
+            map,
+            file,
+            events,
+            maxsize,
+            producer: Mutex::new(Producer::default()),
+            next_log: AtomicUsize::new(std::process::id() as usize),
+        }
+    }
+
+    pub(crate) fn file(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    pub(crate) fn events(&self) -> BorrowedFd<'_> {
+        self.events.as_fd()
+    }
+
+    pub(crate) fn maxsize(&self) -> u64 {
+        self.maxsize
+    }
+
+    fn h32(&self, offset: usize) -> &AtomicU32 {
+        self.map.u32_at(offset)
+    }
+
+    fn head(&self, log: usize) -> &AtomicU64 {
+        self.map.u64_at(l::entry(log) + l::L_HEAD)
+    }
+
+    fn tail(&self, log: usize) -> &AtomicU64 {
+        self.map.u64_at(l::entry(log) + l::L_TAIL)
+    }
+
+    fn used_logs(&self) -> usize {
+        (self.h32(l::H_USED_LOGS).load(Ordering::Acquire) as usize).min(l::MAX_LOGS)
+    }
+
+    fn flags(&self) -> u32 {
+        self.h32(l::H_FLAGS).load(Ordering::Acquire)
+    }
+
+    /// The file offset of byte position `pos` of `log`'s ring.
+    fn offset(log: usize, pos: u64) -> usize {
+        l::DATA + log * l::SPAN as usize + (pos % l::SPAN) as usize
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Sizes
+
+    /// Items in the queue (published and not taken). Exact while no process dies mid-put.
+    pub(crate) fn len(&self) -> u64 {
+        (0..self.used_logs())
+            .map(|log| {
+                let head = Mark::unpack(self.head(log).load(Ordering::Acquire));
+                let tail = Mark::unpack(self.tail(log).load(Ordering::Acquire));
+                u64::from(head.items_to(tail))
+            })
+            .sum()
+    }
+
+    /// Items plus unpublished reservations: what a bounded queue's capacity counts.
+    fn occupied(&self) -> u64 {
+        (0..self.used_logs())
+            .map(|log| {
+                let pending = self
+                    .map
+                    .u32_at(l::entry(log) + l::L_PENDING)
+                    .load(Ordering::SeqCst);
+                let head = Mark::unpack(self.head(log).load(Ordering::SeqCst));
+                let tail = Mark::unpack(self.tail(log).load(Ordering::SeqCst));
+                u64::from(head.items_to(tail)) + u64::from(pending)
+            })
+            .sum()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        (0..self.used_logs()).all(|log| {
+            let head = Mark::unpack(self.head(log).load(Ordering::Acquire));
+            let tail = Mark::unpack(self.tail(log).load(Ordering::Acquire));
+            head.count == tail.count
+        })
+    }
+
+    pub(crate) fn is_full(&self) -> bool {
+        self.maxsize > 0 && self.occupied() >= self.maxsize
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Put
+
+    /// Puts one item, waiting until `deadline` for room in a bounded queue (`None`: as long
+    /// as it takes; a past deadline: not at all).
+    pub(crate) fn put(&self, item: &[u8], deadline: Option<Instant>) -> Result<()> {
+        if item.len() as u64 > l::MAX_ITEM {
+            return Err(Error::with_message(
+                ErrorKind::InvalidInput,
+                format!(
+                    "a queue item is at most {} bytes, not {}",
+                    l::MAX_ITEM,
+                    item.len()
+                ),
+            ));
+        }
+        self.check_open_for_put()?;
+        let mut producer = self.producer.lock().unwrap_or_else(|p| p.into_inner());
+        if producer.closed {
+            return Err(Error::with_message(ErrorKind::Closed, "queue is closed"));
+        }
+        let log = self.own_log(&mut producer)?;
+        let pending = self.map.u32_at(l::entry(log) + l::L_PENDING);
+        if self.maxsize > 0 {
+            self.reserve(log, pending, deadline)?;
+        }
+        let written = self.write_frame(&mut producer, log, item);
+        if self.maxsize > 0 {
+            pending.fetch_sub(1, Ordering::SeqCst);
+        }
+        written?;
+        self.after_put();
+        Ok(())
+    }
+
+    fn check_open_for_put(&self) -> Result<()> {
+        if self.flags() & l::FLAG_SHUTDOWN != 0 {
+            return Err(Error::new(ErrorKind::ShutDown));
+        }
+        Ok(())
+    }
+
+    /// Writes the frame past the tail and publishes it.
+    fn write_frame(&self, producer: &mut Producer, log: usize, item: &[u8]) -> Result<()> {
+        let len = item.len() as u64;
+        let size = l::frame_size(len);
+        let tail = Mark::unpack(self.tail(log).load(Ordering::Relaxed));
+        let head = Mark::unpack(self.head(log).load(Ordering::Acquire));
+        if head.items_to(tail) >= l::MAX_ITEMS_PER_LOG
+            || head.bytes_to(tail) + size > l::MAX_BACKLOG
+        {
+            return Err(Error::with_message(
+                ErrorKind::Full,
+                format!(
+                    "this process's share of the queue is full ({} items, {} bytes not yet \
+                     taken; at most {} items and {} bytes per producer process)",
+                    head.items_to(tail),
+                    head.bytes_to(tail),
+                    l::MAX_ITEMS_PER_LOG,
+                    l::MAX_BACKLOG
+                ),
+            ));
+        }
+        self.release_behind(producer, log, head.pos)?;
+        self.allocate_ahead(producer, log, l::forward(tail.pos, size))?;
+        let mut header = [0u8; 8];
+        header[..4].copy_from_slice(&(len as u32).to_le_bytes());
+        header[4..].copy_from_slice(&l::check_word(len as u32, tail.pos).to_le_bytes());
+        self.write_at(log, tail.pos, &header);
+        self.write_at(log, l::forward(tail.pos, l::FRAME_HEADER), item);
+        self.tail(log)
+            .store(tail.advance(size).pack(), Ordering::Release);
+        Ok(())
+    }
+
+    /// Copies `data` into `log`'s ring at `pos`, in two parts where it wraps.
+    fn write_at(&self, log: usize, pos: u64, data: &[u8]) {
+        let room = (l::SPAN - pos % l::SPAN) as usize;
+        let (first, second) = data.split_at(data.len().min(room));
+        self.map.write(Self::offset(log, pos), first);
+        if !second.is_empty() {
+            self.map.write(
+                Self::offset(log, l::forward(pos, first.len() as u64)),
+                second,
+            );
+        }
+    }
+
+    fn read_append(&self, log: usize, pos: u64, len: usize, out: &mut Vec<u8>) {
+        let room = (l::SPAN - pos % l::SPAN) as usize;
+        let first = len.min(room);
+        self.map.read_append(Self::offset(log, pos), first, out);
+        if len > first {
+            self.map.read_append(
+                Self::offset(log, l::forward(pos, first as u64)),
+                len - first,
+                out,
+            );
+        }
+    }
+
+    /// Allocates the ring's pages up to position `end` (rounded up to a chunk).
+    fn allocate_ahead(&self, producer: &mut Producer, log: usize, end: u64) -> Result<()> {
+        let target = end.next_multiple_of(l::CHUNK);
+        while l::distance(producer.allocated, target) > 0
+            && l::distance(producer.allocated, target) < l::SPAN
+        {
+            let start = producer.allocated;
+            let len = (l::distance(start, target)).min(l::SPAN - start % l::SPAN);
+            shm::allocate(self.file(), Self::offset(log, start) as u64, len)?;
+            producer.allocated = l::forward(start, len);
+        }
+        Ok(())
+    }
+
+    /// Releases the ring's pages wholly behind position `head`.
+    fn release_behind(&self, producer: &mut Producer, log: usize, head: u64) -> Result<()> {
+        let target = head - head % l::CHUNK;
+        while l::distance(producer.released, target) >= l::CHUNK
+            && l::distance(producer.released, target) < l::SPAN
+        {
+            let start = producer.released;
+            let len = (l::distance(start, target)).min(l::SPAN - start % l::SPAN);
+            shm::release(self.file(), Self::offset(log, start) as u64, len)?;
+            producer.released = l::forward(start, len);
+        }
+        Ok(())
+    }
+
+    /// Takes room in a bounded queue for one item of `log`, waiting until `deadline`.
+    fn reserve(&self, log: usize, pending: &AtomicU32, deadline: Option<Instant>) -> Result<()> {
+        let mut spins = 0;
+        loop {
+            self.check_open_for_put()?;
+            let seq = self.h32(l::H_SPACE_SEQ).load(Ordering::SeqCst);
+            if self.occupied() < self.maxsize {
+                // Announce, then count again with every announcement in: two producers
+                // racing for the last place both see each other and one backs off.
+                pending.fetch_add(1, Ordering::SeqCst);
+                if self.occupied() <= self.maxsize {
+                    return Ok(());
+                }
+                pending.fetch_sub(1, Ordering::SeqCst);
+                // Lower logs retry at once, higher ones after yielding: the tie breaks.
+                if log > 0 {
+                    std::thread::yield_now();
+                }
+                continue;
+            }
+            if spins == 0 {
+                self.release_dead_reservations(log);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::new(ErrorKind::Full));
+            }
+            spins += 1;
+            if spins < SPINS {
+                std::hint::spin_loop();
+                continue;
+            }
+            self.h32(l::H_PUT_SLEEPERS).store(1, Ordering::SeqCst);
+            if self.occupied() < self.maxsize {
+                continue;
+            }
+            shm::futex_wait(self.h32(l::H_SPACE_SEQ), seq, remaining(deadline));
+        }
+    }
+
+    /// Clears reservations left by producers that died between reserving and publishing.
+    fn release_dead_reservations(&self, own: usize) {
+        for log in (0..self.used_logs()).filter(|&log| log != own) {
+            let pending = self.map.u32_at(l::entry(log) + l::L_PENDING);
+            if pending.load(Ordering::SeqCst) == 0 {
+                continue;
+            }
+            if self.owner_alive(log) == Some(false) {
+                pending.store(0, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn owner_alive(&self, log: usize) -> Option<bool> {
+        let owner = self
+            .map
+            .u64_at(l::entry(log) + l::L_OWNER)
+            .load(Ordering::Acquire);
+        if owner == 0 {
+            return Some(false);
+        }
+        let start = self
+            .map
+            .u64_at(l::entry(log) + l::L_START)
+            .load(Ordering::Acquire);
+        shm::process_alive(owner as u32, start)
+    }
+
+    fn after_put(&self) {
+        self.h32(l::H_ITEMS_SEQ).fetch_add(1, Ordering::SeqCst);
+        if self.h32(l::H_GET_SLEEPERS).load(Ordering::SeqCst) != 0
+            && self.h32(l::H_GET_SLEEPERS).swap(0, Ordering::SeqCst) != 0
+        {
+            shm::futex_wake_all(self.h32(l::H_ITEMS_SEQ));
+        }
+        let efd = self.h32(l::H_EFD_STATE);
+        if efd.load(Ordering::SeqCst) == 0 && efd.swap(1, Ordering::SeqCst) == 0 {
+            shm::eventfd_signal(self.events());
+        }
+    }
+
+    /// This process's log, claiming one if it has none (or inherited its parent's).
+    fn own_log(&self, producer: &mut Producer) -> Result<usize> {
+        let generation = crate::process::fork_generation();
+        if let Some(log) = producer.log {
+            if producer.generation == generation {
+                return Ok(log);
+            }
+            // Forked: the log is the parent's. Start afresh.
+            *producer = Producer::default();
+        }
+        let log = self.claim_log()?;
+        let tail = Mark::unpack(self.tail(log).load(Ordering::Acquire));
+        let head = Mark::unpack(self.head(log).load(Ordering::Acquire));
+        producer.log = Some(log);
+        producer.generation = generation;
+        producer.allocated = tail.pos - tail.pos % l::CHUNK;
+        producer.released = head.pos - head.pos % l::CHUNK;
+        Ok(log)
+    }
+
+    fn claim_log(&self) -> Result<usize> {
+        let pid = u64::from(std::process::id());
+        let start = shm::process_start_time(std::process::id())
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        for attempt in 0..2 {
+            for log in 0..l::MAX_LOGS {
+                let owner = self.map.u64_at(l::entry(log) + l::L_OWNER);
+                let free = owner.load(Ordering::Acquire) == 0;
+                if free
+                    && owner
+                        .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                {
+                    self.map
+                        .u64_at(l::entry(log) + l::L_START)
+                        .store(start, Ordering::Release);
+                    self.map
+                        .u32_at(l::entry(log) + l::L_RELEASED)
+                        .store(0, Ordering::Release);
+                    self.map
+                        .u32_at(l::entry(log) + l::L_PENDING)
+                        .store(0, Ordering::SeqCst);
+                    self.h32(l::H_USED_LOGS)
+                        .fetch_max(log as u32 + 1, Ordering::AcqRel);
+                    return Ok(log);
+                }
+            }
+            if attempt == 0 {
+                self.reclaim_logs();
+            }
+        }
+        Err(Error::with_message(
+            ErrorKind::Unsupported,
+            format!(
+                "more than {} processes are putting into this queue at once",
+                l::MAX_LOGS
+            ),
+        ))
+    }
+
+    /// Frees drained logs whose owner is gone or let go of them.
+    fn reclaim_logs(&self) {
+        for log in 0..self.used_logs() {
+            let head = Mark::unpack(self.head(log).load(Ordering::Acquire));
+            let tail = Mark::unpack(self.tail(log).load(Ordering::Acquire));
+            if head.count != tail.count {
+                continue;
+            }
+            let released = self
+                .map
+                .u32_at(l::entry(log) + l::L_RELEASED)
+                .load(Ordering::Acquire)
+                != 0;
+            if released || self.owner_alive(log) == Some(false) {
+                self.free_log(log);
+            }
+        }
+    }
+
+    /// Gives a drained log back: its memory, then its slot. Only one process frees a log:
+    /// the one that moves its owner word to `FREEING`.
+    fn free_log(&self, log: usize) {
+        let owner = self.map.u64_at(l::entry(log) + l::L_OWNER);
+        let current = owner.load(Ordering::Acquire);
+        if current == 0
+            || current == FREEING
+            || owner
+                .compare_exchange(current, FREEING, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return;
+        }
+        let _ = shm::release(self.file(), Self::offset(log, 0) as u64, l::SPAN);
+        self.map
+            .u32_at(l::entry(log) + l::L_PENDING)
+            .store(0, Ordering::SeqCst);
+        owner.store(0, Ordering::Release);
+    }
+
+    /// This process will put no more: let go of its log (freed now if drained, else by
+    /// whoever drains it).
+    pub(crate) fn close_producer(&self) {
+        let mut producer = self.producer.lock().unwrap_or_else(|p| p.into_inner());
+        producer.closed = true;
+        self.release_log(&mut producer);
+    }
+
+    fn release_log(&self, producer: &mut Producer) {
+        let Some(log) = producer.log.take() else {
+            return;
+        };
+        if producer.generation != crate::process::fork_generation() {
+            return; // the parent's log
+        }
+        self.map
+            .u32_at(l::entry(log) + l::L_RELEASED)
+            .store(1, Ordering::Release);
+        let head = Mark::unpack(self.head(log).load(Ordering::Acquire));
+        let tail = Mark::unpack(self.tail(log).load(Ordering::Acquire));
+        if head.count == tail.count {
+            self.free_log(log);
+        }
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Get
+
+    /// Takes one item into `out` (cleared first) if there is one.
+    pub(crate) fn try_get(&self, out: &mut Vec<u8>) -> Result<bool> {
+        let flags = self.flags();
+        if flags & l::FLAG_IMMEDIATE != 0 {
+            return Err(Error::new(ErrorKind::ShutDown));
+        }
+        let logs = self.used_logs();
+        if logs == 0 {
+            return self.empty_result(flags);
+        }
+        let start = self.next_log.fetch_add(1, Ordering::Relaxed);
+        for i in 0..logs {
+            let log = (start + i) % logs;
+            if self.take_from(log, out) {
+                if self.maxsize > 0 {
+                    self.after_get();
+                }
+                return Ok(true);
+            }
+        }
+        self.empty_result(flags)
+    }
+
+    fn empty_result(&self, flags: u32) -> Result<bool> {
+        if flags & l::FLAG_SHUTDOWN != 0 {
+            return Err(Error::new(ErrorKind::ShutDown));
+        }
+        Ok(false)
+    }
+
+    /// Copies the frame at `log`'s head, then claims it; false if the log is empty.
+    fn take_from(&self, log: usize, out: &mut Vec<u8>) -> bool {
+        loop {
+            let head_word = self.head(log).load(Ordering::Acquire);
+            let head = Mark::unpack(head_word);
+            let tail = Mark::unpack(self.tail(log).load(Ordering::Acquire));
+            if head.count == tail.count {
+                return false;
+            }
+            let mut header = [0u8; 8];
+            self.read_into(log, head.pos, &mut header);
+            let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+            let check = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+            let size = l::frame_size(u64::from(len));
+            if check != l::check_word(len, head.pos) || size > head.bytes_to(tail) {
+                // A stale head (someone took it while we read): look again.
+                std::hint::spin_loop();
+                continue;
+            }
+            out.clear();
+            self.read_append(
+                log,
+                l::forward(head.pos, l::FRAME_HEADER),
+                len as usize,
+                out,
+            );
+            if self
+                .head(log)
+                .compare_exchange(
+                    head_word,
+                    head.advance(size).pack(),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+            {
+                if head.items_to(tail) == 1 {
+                    self.free_if_released(log);
+                }
+                return true;
+            }
+        }
+    }
+
+    fn read_into(&self, log: usize, pos: u64, buf: &mut [u8]) {
+        let room = (l::SPAN - pos % l::SPAN) as usize;
+        let first = buf.len().min(room);
+        let (a, b) = buf.split_at_mut(first);
+        self.map.read(Self::offset(log, pos), a);
+        if !b.is_empty() {
+            self.map
+                .read(Self::offset(log, l::forward(pos, first as u64)), b);
+        }
+    }
+
+    /// The last item of a log its owner let go of was taken: free the log.
+    fn free_if_released(&self, log: usize) {
+        let released = self.map.u32_at(l::entry(log) + l::L_RELEASED);
+        if released.load(Ordering::Acquire) != 0 {
+            let head = Mark::unpack(self.head(log).load(Ordering::Acquire));
+            let tail = Mark::unpack(self.tail(log).load(Ordering::Acquire));
+            if head.count == tail.count {
+                self.free_log(log);
+            }
+        }
+    }
+
+    fn after_get(&self) {
+        self.h32(l::H_SPACE_SEQ).fetch_add(1, Ordering::SeqCst);
+        if self.h32(l::H_PUT_SLEEPERS).load(Ordering::SeqCst) != 0
+            && self.h32(l::H_PUT_SLEEPERS).swap(0, Ordering::SeqCst) != 0
+        {
+            shm::futex_wake_all(self.h32(l::H_SPACE_SEQ));
+        }
+    }
+
+    /// Takes one item into `out`, waiting until `deadline` (`None`: as long as it takes).
+    /// `Ok(false)` at the deadline.
+    pub(crate) fn get(&self, out: &mut Vec<u8>, deadline: Option<Instant>) -> Result<bool> {
+        let mut spins = 0;
+        loop {
+            let seq = self.h32(l::H_ITEMS_SEQ).load(Ordering::SeqCst);
+            if self.try_get(out)? {
+                return Ok(true);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+            spins += 1;
+            if spins < SPINS {
+                std::hint::spin_loop();
+                continue;
+            }
+            self.h32(l::H_GET_SLEEPERS).store(1, Ordering::SeqCst);
+            if !self.is_empty() || self.flags() != 0 {
+                continue;
+            }
+            shm::futex_wait(self.h32(l::H_ITEMS_SEQ), seq, remaining(deadline));
+        }
+    }
+
+    /// Makes the readiness fd readable exactly while items may be there: called by a
+    /// consumer that found the queue empty.
+    pub(crate) fn quiesce_events(&self) {
+        let efd = self.h32(l::H_EFD_STATE);
+        if efd.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        // Drain first, then say so, then look again: a put in between signals anew.
+        shm::eventfd_drain(self.events());
+        efd.store(0, Ordering::SeqCst);
+        if (!self.is_empty() || self.flags() != 0) && efd.swap(1, Ordering::SeqCst) == 0 {
+            shm::eventfd_signal(self.events());
+        }
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Shutdown
+
+    /// Python 3.13's `shutdown`: puts fail from now on; gets drain what is left (nothing,
+    /// if `immediate`: it is discarded) and then fail. Everyone waiting wakes up.
+    pub(crate) fn shutdown(&self, immediate: bool) {
+        let bits = l::FLAG_SHUTDOWN | if immediate { l::FLAG_IMMEDIATE } else { 0 };
+        self.h32(l::H_FLAGS).fetch_or(bits, Ordering::SeqCst);
+        if immediate {
+            let mut scratch = Vec::new();
+            for log in 0..self.used_logs() {
+                while self.take_from(log, &mut scratch) {}
+            }
+        }
+        for (seq, _) in [
+            (l::H_ITEMS_SEQ, l::H_GET_SLEEPERS),
+            (l::H_SPACE_SEQ, l::H_PUT_SLEEPERS),
+            (l::H_JOIN_SEQ, l::H_JOIN_SLEEPERS),
+        ] {
+            self.h32(seq).fetch_add(1, Ordering::SeqCst);
+            shm::futex_wake_all(self.h32(seq));
+        }
+        if self.h32(l::H_EFD_STATE).swap(1, Ordering::SeqCst) == 0 {
+            shm::eventfd_signal(self.events());
+        }
+    }
+
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.flags() & l::FLAG_SHUTDOWN != 0
+    }
+
+    // ---------------------------------------------------------------------------------
+    // JoinableQueue
+
+    fn unfinished(&self) -> &AtomicU64 {
+        self.map.u64_at(l::H_UNFINISHED)
+    }
+
+    /// Counts one more unfinished item (before it is put).
+    pub(crate) fn add_unfinished(&self) {
+        self.unfinished().fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Takes back an unfinished count (its put failed).
+    pub(crate) fn undo_unfinished(&self) {
+        self.task_done().ok();
+    }
+
+    /// One item is done; wakes joiners when none is left.
+    pub(crate) fn task_done(&self) -> Result<()> {
+        let left = self
+            .unfinished()
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .map_err(|_| {
+                Error::with_message(
+                    ErrorKind::InvalidInput,
+                    "task_done() called more times than there were items",
+                )
+            })?
+            - 1;
+        if left == 0 {
+            self.h32(l::H_JOIN_SEQ).fetch_add(1, Ordering::SeqCst);
+            if self.h32(l::H_JOIN_SLEEPERS).swap(0, Ordering::SeqCst) != 0 {
+                shm::futex_wake_all(self.h32(l::H_JOIN_SEQ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every item put has been marked done, or `deadline`; false at the
+    /// deadline.
+    pub(crate) fn join(&self, deadline: Option<Instant>) -> bool {
+        loop {
+            let seq = self.h32(l::H_JOIN_SEQ).load(Ordering::SeqCst);
+            if self.unfinished().load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+            self.h32(l::H_JOIN_SLEEPERS).store(1, Ordering::SeqCst);
+            if self.unfinished().load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            shm::futex_wait(self.h32(l::H_JOIN_SEQ), seq, remaining(deadline));
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let mut producer =
+            std::mem::take(self.producer.get_mut().unwrap_or_else(|p| p.into_inner()));
+        self.release_log(&mut producer);
+    }
+}
+
+/// Time left until `deadline`; `None` for none.
+fn remaining(deadline: Option<Instant>) -> Option<Duration> {
+    deadline.map(|d| d.saturating_duration_since(Instant::now()))
+}

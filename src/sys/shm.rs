@@ -1,0 +1,249 @@
+//! Shared memory between processes: a memfd mapped `MAP_SHARED`, atomics inside it, byte
+//! copies in and out, page allocation and release, futex waits on its words.
+//!
+//! The mapping is memory other processes write at any moment, so no Rust reference to its
+//! bytes is ever made: bytes are copied in and out through raw pointers (like memory-mapped
+//! I/O), and only atomics (`AtomicU32`/`AtomicU64`, which tolerate concurrent access by
+//! design) are handed out as references. Whatever a copy reads may be stale or half-written;
+//! callers validate it (the queue re-checks a compare-and-swap after copying).
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::time::Duration;
+
+use rustix::fs::FallocateFlags;
+use rustix::mm::{MapFlags, ProtFlags};
+
+/// A `MAP_SHARED` read-write mapping of a whole file, unmapped on drop.
+#[derive(Debug)]
+pub(crate) struct SharedMap {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; every access goes through
+// atomics or raw copies that tolerate concurrent writers (see the module docs), so sharing
+// and sending it between threads is as sound as between processes.
+unsafe impl Send for SharedMap {}
+// SAFETY: as above.
+unsafe impl Sync for SharedMap {}
+
+impl SharedMap {
+    /// A new anonymous file (memfd) of `len` bytes, sparse (no memory is used until pages
+    /// are written or allocated), and its mapping. [man7: memfd_create.2, mmap.2]
+    pub(crate) fn create(name: &str, len: usize) -> io::Result<(OwnedFd, SharedMap)> {
+        let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)?;
+        rustix::fs::ftruncate(&fd, len as u64)?;
+        let map = SharedMap::open(fd.as_fd(), len)?;
+        Ok((fd, map))
+    }
+
+    /// Maps the first `len` bytes of `fd`, which must be at least that long.
+    pub(crate) fn open(fd: BorrowedFd<'_>, len: usize) -> io::Result<SharedMap> {
+        let size = rustix::fs::fstat(fd)?.st_size;
+        if u64::try_from(size).map_or(true, |size| size < len as u64) || len == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "shared file shorter than its layout",
+            ));
+        }
+        // SAFETY: a fresh mapping at an address the kernel picks: it aliases no Rust
+        // object. The file is at least `len` long (checked above, and shared files only
+        // grow), so no access within `len` faults with SIGBUS for being past its end.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED | MapFlags::NORESERVE,
+                fd,
+                0,
+            )?
+        };
+        let ptr = NonNull::new(ptr.cast::<u8>())
+            .ok_or_else(|| io::Error::other("mmap returned a null mapping"))?;
+        Ok(SharedMap { ptr, len })
+    }
+
+    fn check(&self, offset: usize, len: usize, align: usize) {
+        assert!(
+            offset % align == 0 && offset.checked_add(len).is_some_and(|end| end <= self.len),
+            "shared memory access out of bounds: {offset}+{len} of {}",
+            self.len
+        );
+    }
+
+    /// The `AtomicU64` at `offset` (8-aligned, in bounds; panics otherwise: a layout bug).
+    pub(crate) fn u64_at(&self, offset: usize) -> &AtomicU64 {
+        self.check(offset, 8, 8);
+        // SAFETY: in bounds and aligned (checked); the mapping lives as long as `self`; an
+        // `AtomicU64` has the size and alignment of a `u64` and is made for concurrent
+        // access, which is all other processes do to it.
+        unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU64>() }
+    }
+
+    /// The `AtomicU32` at `offset` (4-aligned, in bounds).
+    pub(crate) fn u32_at(&self, offset: usize) -> &AtomicU32 {
+        self.check(offset, 4, 4);
+        // SAFETY: as in `u64_at`.
+        unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU32>() }
+    }
+
+    /// Copies `buf.len()` bytes from `offset` into `buf`. The bytes may be changing under
+    /// the copy; the caller validates what it read.
+    pub(crate) fn read(&self, offset: usize, buf: &mut [u8]) {
+        self.check(offset, buf.len(), 1);
+        // SAFETY: the source is in bounds of the live mapping and never aliases `buf` (a
+        // Rust allocation); no reference to the shared bytes is created.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                buf.as_mut_ptr(),
+                buf.len(),
+            );
+        }
+    }
+
+    /// Appends `len` bytes from `offset` to `out`.
+    pub(crate) fn read_append(&self, offset: usize, len: usize, out: &mut Vec<u8>) {
+        self.check(offset, len, 1);
+        out.reserve(len);
+        // SAFETY: `reserve` made room for `len` bytes after `out.len()`; the source is in
+        // bounds of the live mapping and cannot alias `out`'s heap buffer.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                out.as_mut_ptr().add(out.len()),
+                len,
+            );
+            out.set_len(out.len() + len);
+        }
+    }
+
+    /// Copies `data` to `offset`. Pages there must have been allocated
+    /// ([`allocate`]) so the write cannot fault for want of memory.
+    pub(crate) fn write(&self, offset: usize, data: &[u8]) {
+        self.check(offset, data.len(), 1);
+        // SAFETY: the destination is in bounds of the live, writable mapping and cannot
+        // alias `data` (readers elsewhere only copy from it).
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(offset), data.len());
+        }
+    }
+}
+
+impl Drop for SharedMap {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made by `open` with this address and length, and no
+        // reference into it outlives `self` (atomics borrow from `self`).
+        unsafe {
+            let _ = rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+/// Allocates memory for `len` bytes of `fd` at `offset`, so writes through a mapping cannot
+/// fail with SIGBUS; out of memory is an error here instead. [man7: fallocate.2]
+pub(crate) fn allocate(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    retry(|| rustix::fs::fallocate(fd, FallocateFlags::empty(), offset, len))
+}
+
+/// Gives the memory of `len` bytes at `offset` back; the range then reads as zeros.
+pub(crate) fn release(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    retry(|| {
+        rustix::fs::fallocate(
+            fd,
+            FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+            offset,
+            len,
+        )
+    })
+}
+
+fn retry(mut f: impl FnMut() -> rustix::io::Result<()>) -> io::Result<()> {
+    loop {
+        match f() {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// Sleeps while `word` holds `expected`, at most `timeout`; returns on a wake, a change,
+/// the timeout or a signal (callers re-check their condition). Shared between processes.
+/// [man7: futex.2]
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    let timeout = timeout.map(|t| rustix::thread::futex::Timespec {
+        tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: i64::from(t.subsec_nanos()),
+    });
+    let _ = rustix::thread::futex::wait(
+        word,
+        rustix::thread::futex::Flags::empty(),
+        expected,
+        timeout.as_ref(),
+    );
+}
+
+/// Wakes every process sleeping on `word`.
+pub(crate) fn futex_wake_all(word: &AtomicU32) {
+    let _ =
+        rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), i32::MAX as u32);
+}
+
+/// A non-blocking, close-on-exec eventfd, the readiness fd of a queue. [man7: eventfd.2]
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
+    Ok(rustix::event::eventfd(
+        0,
+        rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+    )?)
+}
+
+/// Adds 1 to an eventfd's counter (it becomes readable).
+pub(crate) fn eventfd_signal(fd: BorrowedFd<'_>) {
+    let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+}
+
+/// Resets an eventfd's counter to 0 (it stops being readable).
+pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) {
+    let mut buf = [0u8; 8];
+    let _ = rustix::io::read(fd, &mut buf);
+}
+
+/// Whether the process `pid` that started at `start_time` (clock ticks since boot, field 22
+/// of `/proc/<pid>/stat`) still runs. `None` where that cannot be told.
+pub(crate) fn process_alive(pid: u32, start_time: u64) -> Option<bool> {
+    match process_start_time(pid) {
+        Ok(Some(t)) => Some(start_time == 0 || t == start_time),
+        Ok(None) => Some(false),
+        Err(_) => None,
+    }
+}
+
+/// Field 22 of `/proc/<pid>/stat`, or `None` if the process does not exist (or is a zombie:
+/// it runs no more).
+pub(crate) fn process_start_time(pid: u32) -> io::Result<Option<u64>> {
+    let stat = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // The command name (field 2) is in parentheses and may hold spaces: split after it.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| io::Error::other("unreadable /proc stat"))?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next().unwrap_or("");
+    if state == "Z" || state == "X" {
+        return Ok(None);
+    }
+    // After the state (field 3), field 22 is the 19th.
+    let start = fields
+        .nth(18)
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| io::Error::other("unreadable /proc stat"))?;
+    Ok(Some(start))
+}
