@@ -674,4 +674,60 @@ pub mod bench_support {
                 .ok_or_else(|| crate::Error::new(crate::ErrorKind::Io)),
         }
     }
+
+    /// Shared memory for the floor of `benches/queue.rs` (a plain ring with no crash
+    /// safety): a `MAP_SHARED` anonymous file, inherited by forked children, with atomics
+    /// and byte copies that are safe to call.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[derive(Debug)]
+    pub struct SharedRegion {
+        map: crate::sys::shm::SharedMap,
+        _file: std::os::fd::OwnedFd,
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    impl SharedRegion {
+        /// `len` bytes of zeroed shared memory.
+        ///
+        /// # Errors
+        /// `Io` if the system refuses.
+        pub fn new(len: usize) -> crate::Result<SharedRegion> {
+            let (file, map) = crate::sys::shm::SharedMap::create("multiproc-bench", len)?;
+            Ok(SharedRegion { map, _file: file })
+        }
+
+        /// The `AtomicU64` at `offset` (8-aligned; panics out of bounds).
+        pub fn u64_at(&self, offset: usize) -> &std::sync::atomic::AtomicU64 {
+            self.map.u64_at(offset)
+        }
+
+        /// The `AtomicU32` at `offset` (4-aligned; panics out of bounds).
+        pub fn u32_at(&self, offset: usize) -> &std::sync::atomic::AtomicU32 {
+            self.map.u32_at(offset)
+        }
+
+        /// Copies bytes out of the region.
+        pub fn read(&self, offset: usize, buf: &mut [u8]) {
+            self.map.read(offset, buf);
+        }
+
+        /// Copies bytes into the region.
+        pub fn write(&self, offset: usize, data: &[u8]) {
+            self.map.write(offset, data);
+        }
+
+        /// Sleeps while `word` holds `expected` (at most `timeout`).
+        pub fn futex_wait(
+            word: &std::sync::atomic::AtomicU32,
+            expected: u32,
+            timeout: Option<std::time::Duration>,
+        ) {
+            crate::sys::shm::futex_wait(word, expected, timeout);
+        }
+
+        /// Wakes every sleeper on `word`.
+        pub fn futex_wake(word: &std::sync::atomic::AtomicU32) {
+            crate::sys::shm::futex_wake_all(word);
+        }
+    }
 }
