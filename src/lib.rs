@@ -48,6 +48,7 @@
 //! | `Process(target=f, args=(x,)).start()` | `Process::spawn(f, x).start()?` (after `multiproc::init()` in `main`) |
 //! | fork start method | `Process::fork(closure).start()?` |
 //! | `p.sentinel` | `p.sentinel()?`, waitable anywhere a connection is |
+//! | `Queue(maxsize)`, `put`, `get`, `qsize` | [`Queue::bounded`], `put(&x)?`, `get()?`, `qsize()` (exact) |
 //! | `p.join(); p.exitcode` | `p.join()?` returns the exit code |
 //!
 //! `docs/python.md` in the repository has the full cheat-sheet.

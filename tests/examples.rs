@@ -371,3 +371,38 @@ fn worker_running(pid: u32, exe: &std::path::Path) -> bool {
     }
     std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe)
 }
+
+#[test]
+fn queue_prints_the_tutorial_lines_and_gets_all_five() -> Result<(), Box<dyn std::error::Error>>
+{
+    let lines = run("queue")?;
+    let mut expected: Vec<String> = (0..5)
+        .map(|i| format!("Producer: Adding {i} to queue"))
+        .collect();
+    // With an exact empty() and a final put, the seed's `while not queue.empty()` loop
+    // always gets all five, in order.
+    expected.extend((0..5).map(|i| format!("Consumer: Retrieved {i} from queue")));
+    assert_eq!(lines, expected);
+    Ok(())
+}
+
+#[test]
+fn work_queue_processes_every_job_exactly_once() -> Result<(), Box<dyn std::error::Error>> {
+    let lines = run("work_queue")?;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("1000 received, each job exactly once, 0 wrong")),
+        "no clean summary in {lines:?}"
+    );
+    // Four consumer rows whose counts add up to every job.
+    let rows: Vec<u32> = lines
+        .iter()
+        .skip_while(|l| !l.contains("consumer  jobs"))
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .collect();
+    assert_eq!(rows.len(), 4, "{lines:?}");
+    assert_eq!(rows.iter().sum::<u32>(), 1000);
+    Ok(())
+}
