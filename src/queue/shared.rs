@@ -28,6 +28,9 @@ use crate::sys::shm::{self, SharedMap};
 /// The owner word of a log being freed (never a pid).
 const FREEING: u64 = u64::MAX;
 
+/// The longest a sleeper sleeps before it looks again (see `sleep_on`).
+const MAX_SLEEP: Duration = Duration::from_millis(100);
+
 /// Spins of a getter or putter before it sleeps.
 const SPINS: u32 = 200;
 
@@ -184,16 +187,27 @@ impl Shared {
             ));
         }
         self.check_open_for_put()?;
-        let mut producer = self.producer.lock().unwrap_or_else(|p| p.into_inner());
-        if producer.closed {
-            return Err(Error::with_message(ErrorKind::Closed, "queue is closed"));
-        }
-        let log = self.own_log(&mut producer)?;
+        let log = {
+            let mut producer = self.producer.lock().unwrap_or_else(|p| p.into_inner());
+            if producer.closed {
+                return Err(Error::with_message(ErrorKind::Closed, "queue is closed"));
+            }
+            self.own_log(&mut producer)?
+        };
+        // Room is reserved without holding the producer lock, so another thread's
+        // `try_put` is not stuck behind a `put` waiting for room.
         let pending = self.map.u32_at(l::entry(log) + l::L_PENDING);
         if self.maxsize > 0 {
             self.reserve(log, pending, deadline)?;
         }
-        let written = self.write_frame(&mut producer, log, item);
+        let written = {
+            let mut producer = self.producer.lock().unwrap_or_else(|p| p.into_inner());
+            if producer.closed || producer.log != Some(log) {
+                Err(Error::with_message(ErrorKind::Closed, "queue is closed"))
+            } else {
+                self.write_frame(&mut producer, log, item)
+            }
+        };
         if self.maxsize > 0 {
             pending.fetch_sub(1, Ordering::SeqCst);
         }
@@ -327,11 +341,13 @@ impl Shared {
                 std::hint::spin_loop();
                 continue;
             }
-            self.h32(l::H_PUT_SLEEPERS).store(1, Ordering::SeqCst);
-            if self.occupied() < self.maxsize {
-                continue;
-            }
-            shm::futex_wait(self.h32(l::H_SPACE_SEQ), seq, remaining(deadline));
+            sleep_on(
+                self.h32(l::H_SPACE_SEQ),
+                self.h32(l::H_PUT_SLEEPERS),
+                seq,
+                deadline,
+                || self.occupied() < self.maxsize || self.is_shut_down(),
+            );
         }
     }
 
@@ -364,16 +380,8 @@ impl Shared {
     }
 
     fn after_put(&self) {
-        self.h32(l::H_ITEMS_SEQ).fetch_add(1, Ordering::SeqCst);
-        if self.h32(l::H_GET_SLEEPERS).load(Ordering::SeqCst) != 0
-            && self.h32(l::H_GET_SLEEPERS).swap(0, Ordering::SeqCst) != 0
-        {
-            shm::futex_wake_all(self.h32(l::H_ITEMS_SEQ));
-        }
-        let efd = self.h32(l::H_EFD_STATE);
-        if efd.load(Ordering::SeqCst) == 0 && efd.swap(1, Ordering::SeqCst) == 0 {
-            shm::eventfd_signal(self.events());
-        }
+        wake_sleepers(self.h32(l::H_ITEMS_SEQ), self.h32(l::H_GET_SLEEPERS));
+        signal_events(self.h32(l::H_EFD_STATE), self.events());
     }
 
     /// This process's log, claiming one if it has none (or inherited its parent's).
@@ -603,12 +611,7 @@ impl Shared {
     }
 
     fn after_get(&self) {
-        self.h32(l::H_SPACE_SEQ).fetch_add(1, Ordering::SeqCst);
-        if self.h32(l::H_PUT_SLEEPERS).load(Ordering::SeqCst) != 0
-            && self.h32(l::H_PUT_SLEEPERS).swap(0, Ordering::SeqCst) != 0
-        {
-            shm::futex_wake_all(self.h32(l::H_SPACE_SEQ));
-        }
+        wake_sleepers(self.h32(l::H_SPACE_SEQ), self.h32(l::H_PUT_SLEEPERS));
     }
 
     /// Takes one item into `out`, waiting until `deadline` (`None`: as long as it takes).
@@ -628,11 +631,13 @@ impl Shared {
                 std::hint::spin_loop();
                 continue;
             }
-            self.h32(l::H_GET_SLEEPERS).store(1, Ordering::SeqCst);
-            if !self.is_empty() || self.flags() != 0 {
-                continue;
-            }
-            shm::futex_wait(self.h32(l::H_ITEMS_SEQ), seq, remaining(deadline));
+            sleep_on(
+                self.h32(l::H_ITEMS_SEQ),
+                self.h32(l::H_GET_SLEEPERS),
+                seq,
+                deadline,
+                || !self.is_empty() || self.flags() != 0,
+            );
         }
     }
 
@@ -646,8 +651,8 @@ impl Shared {
         // Drain first, then say so, then look again: a put in between signals anew.
         shm::eventfd_drain(self.events());
         efd.store(0, Ordering::SeqCst);
-        if (!self.is_empty() || self.flags() != 0) && efd.swap(1, Ordering::SeqCst) == 0 {
-            shm::eventfd_signal(self.events());
+        if !self.is_empty() || self.flags() != 0 {
+            signal_events(efd, self.events());
         }
     }
 
@@ -665,17 +670,11 @@ impl Shared {
                 while self.take_from(log, &mut scratch) {}
             }
         }
-        for (seq, _) in [
-            (l::H_ITEMS_SEQ, l::H_GET_SLEEPERS),
-            (l::H_SPACE_SEQ, l::H_PUT_SLEEPERS),
-            (l::H_JOIN_SEQ, l::H_JOIN_SLEEPERS),
-        ] {
+        for seq in [l::H_ITEMS_SEQ, l::H_SPACE_SEQ, l::H_JOIN_SEQ] {
             self.h32(seq).fetch_add(1, Ordering::SeqCst);
             shm::futex_wake_all(self.h32(seq));
         }
-        if self.h32(l::H_EFD_STATE).swap(1, Ordering::SeqCst) == 0 {
-            shm::eventfd_signal(self.events());
-        }
+        signal_events(self.h32(l::H_EFD_STATE), self.events());
     }
 
     pub(crate) fn is_shut_down(&self) -> bool {
@@ -712,10 +711,7 @@ impl Shared {
             })?
             - 1;
         if left == 0 {
-            self.h32(l::H_JOIN_SEQ).fetch_add(1, Ordering::SeqCst);
-            if self.h32(l::H_JOIN_SLEEPERS).swap(0, Ordering::SeqCst) != 0 {
-                shm::futex_wake_all(self.h32(l::H_JOIN_SEQ));
-            }
+            wake_sleepers(self.h32(l::H_JOIN_SEQ), self.h32(l::H_JOIN_SLEEPERS));
         }
         Ok(())
     }
@@ -731,11 +727,13 @@ impl Shared {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return false;
             }
-            self.h32(l::H_JOIN_SLEEPERS).store(1, Ordering::SeqCst);
-            if self.unfinished().load(Ordering::SeqCst) == 0 {
-                return true;
-            }
-            shm::futex_wait(self.h32(l::H_JOIN_SEQ), seq, remaining(deadline));
+            sleep_on(
+                self.h32(l::H_JOIN_SEQ),
+                self.h32(l::H_JOIN_SLEEPERS),
+                seq,
+                deadline,
+                || self.unfinished().load(Ordering::SeqCst) == 0 || self.is_shut_down(),
+            );
         }
     }
 }
@@ -745,6 +743,43 @@ impl Drop for Shared {
         let mut producer =
             std::mem::take(self.producer.get_mut().unwrap_or_else(|p| p.into_inner()));
         self.release_log(&mut producer);
+    }
+}
+
+/// Sleeps on `seq` (expected value `seen`) after raising the `sleepers` flag, unless
+/// `ready()` says the wait is over already (checked after raising it, so a waker either sees
+/// the flag or the sleeper sees its change). Never longer than [`MAX_SLEEP`] at once: a
+/// waker killed between lowering the flag and waking costs a sleeper at most that.
+fn sleep_on(
+    seq: &AtomicU32,
+    sleepers: &AtomicU32,
+    seen: u32,
+    deadline: Option<Instant>,
+    ready: impl FnOnce() -> bool,
+) {
+    sleepers.store(1, Ordering::SeqCst);
+    if !ready() {
+        let nap = remaining(deadline).map_or(MAX_SLEEP, |left| left.min(MAX_SLEEP));
+        shm::futex_wait(seq, seen, Some(nap));
+    }
+}
+
+/// Bumps `seq` and, if a sleeper raised the flag, lowers it and wakes every sleeper: one
+/// wake call per sleep, however many puts come while they wake up.
+fn wake_sleepers(seq: &AtomicU32, sleepers: &AtomicU32) {
+    seq.fetch_add(1, Ordering::SeqCst);
+    if sleepers.load(Ordering::SeqCst) != 0 && sleepers.swap(0, Ordering::SeqCst) != 0 {
+        shm::futex_wake_all(seq);
+    }
+}
+
+/// Makes the readiness eventfd readable unless its state word says it was. The state is
+/// set only after the write, so a process killed in between leaves it clear (the next put
+/// writes again) rather than set with nothing written.
+fn signal_events(state: &AtomicU32, events: BorrowedFd<'_>) {
+    if state.load(Ordering::SeqCst) == 0 {
+        shm::eventfd_signal(events);
+        state.store(1, Ordering::SeqCst);
     }
 }
 
