@@ -112,10 +112,13 @@ fn main() -> multiproc::Result<()> {
     }
     let mut producers = Vec::new();
     for id in 0..PRODUCERS {
-        let mut p = Process::spawn(producer, ProducerArgs {
-            id,
-            jobs: jobs.clone(),
-        });
+        let mut p = Process::spawn(
+            producer,
+            ProducerArgs {
+                id,
+                jobs: jobs.clone(),
+            },
+        );
         p.set_name(format!("producer-{id}"));
         p.start()?;
         producers.push(p);
@@ -123,12 +126,12 @@ fn main() -> multiproc::Result<()> {
     for p in &mut producers {
         assert_eq!(p.join()?, 0, "{} failed", p.name());
     }
-    println!(
-        "producers done: {} jobs queued",
-        PRODUCERS * JOBS_EACH
-    );
+    println!("producers done: {} jobs queued", PRODUCERS * JOBS_EACH);
     jobs.join()?; // every job taken and marked done
-    println!("all jobs processed after {:.2} s", started.elapsed().as_secs_f64());
+    println!(
+        "all jobs processed after {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
     for _ in 0..CONSUMERS {
         jobs.put(&Job::Stop)?;
     }
@@ -155,7 +158,11 @@ fn main() -> multiproc::Result<()> {
     println!(
         "  results     {} received, {}, {wrong} wrong",
         seen.values().sum::<u32>(),
-        if once { "each job exactly once" } else { "SOME JOBS MISSING OR REPEATED" }
+        if once {
+            "each job exactly once"
+        } else {
+            "SOME JOBS MISSING OR REPEATED"
+        }
     );
     println!("  wall time   {:.2} s", started.elapsed().as_secs_f64());
     println!();

@@ -373,8 +373,7 @@ fn worker_running(pid: u32, exe: &std::path::Path) -> bool {
 }
 
 #[test]
-fn queue_prints_the_tutorial_lines_and_gets_all_five() -> Result<(), Box<dyn std::error::Error>>
-{
+fn queue_prints_the_tutorial_lines_and_gets_all_five() -> Result<(), Box<dyn std::error::Error>> {
     let lines = run("queue")?;
     let mut expected: Vec<String> = (0..5)
         .map(|i| format!("Producer: Adding {i} to queue"))
