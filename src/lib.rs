@@ -70,6 +70,7 @@ mod sys;
 mod wait;
 mod wait_set;
 
+pub use codec::Encoding;
 pub use connection::{Connection, Pipe};
 pub use error::{Error, ErrorKind, Result};
 #[doc(hidden)]

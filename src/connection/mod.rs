@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::Codec;
-use crate::codec::cbor::Cbor;
+use crate::codec::{Codecs, Encoding};
 use crate::error::{Error, ErrorKind, Result};
 use crate::frame::{Frame, FrameDecoder, Header};
 use crate::sys;
@@ -72,7 +72,7 @@ pub struct Connection {
     readable: bool,
     writable: bool,
     decoder: FrameDecoder,
-    codec: Cbor,
+    codec: Codecs,
     encoded: Vec<u8>,
     max_message_len: u64,
     /// The fd reported end of file (or a reset); reads are not attempted again.
@@ -94,7 +94,7 @@ impl Connection {
             readable,
             writable,
             decoder: FrameDecoder::new(),
-            codec: Cbor::default(),
+            codec: Codecs::default(),
             encoded: Vec::new(),
             max_message_len: u64::MAX,
             eof: false,
@@ -125,6 +125,33 @@ impl Connection {
             return Err(Error::new(ErrorKind::ReadOnly));
         }
         Ok(())
+    }
+
+    /// How `send` encodes and `recv` decodes values (CBOR unless changed).
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let (a, _b) = multiproc::Pipe::new()?;
+    /// assert_eq!(a.encoding(), multiproc::Encoding::Cbor);
+    /// # Ok(()) }
+    /// ```
+    pub fn encoding(&self) -> Encoding {
+        self.codec.encoding()
+    }
+
+    /// Switches the encoding of `send`/`recv`, e.g. to [`Encoding::Pickle`] to talk to a
+    /// Python peer's plain `send`/`recv`. `send_bytes`/`recv_bytes` are not affected.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let (mut a, _b) = multiproc::Pipe::new()?;
+    /// a.set_encoding(multiproc::Encoding::Cbor);
+    /// # Ok(()) }
+    /// ```
+    pub fn set_encoding(&mut self, encoding: Encoding) {
+        self.codec.set_encoding(encoding);
     }
 
     /// Sends `value` as one CBOR-encoded message. Python: `Connection.send` (which pickles).
