@@ -37,6 +37,7 @@ use util::{Python, Test, TestResult};
 type Res<T> = Result<T, Box<dyn StdError>>;
 
 const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/peer.py");
+const COMMAND_CHILD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/command_child.py");
 
 /// The first interpreter version whose `recv_bytes` reads the -1 long-frame header.
 const LONG_RECV: (u32, u32) = (3, 8);
@@ -686,6 +687,38 @@ fn python_child_sees_only_passed_fds() -> TestResult {
     })
 }
 
+/// A Python program as a `Process::command` child: it finds the connection we passed in
+/// `MULTIPROC_FDS`, wraps it in its stock `Connection` and echoes messages of every size
+/// (empty to 1 MiB) until our end closes, then exits 0 and `join` says so.
+fn command_python_child_echoes_over_passed_connection() -> TestResult {
+    const ECHO_SIZES: &[usize] = &[0, 1, 1000, 65_533, 1 << 20];
+    each_python(ANY, |py| {
+        let (mut ours, theirs) = Pipe::new()?;
+        let (out, out_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let mut cmd = multiproc::Command::new(&py.path);
+        let fd = cmd.pass(theirs)?;
+        cmd.arg("-u")
+            .arg(COMMAND_CHILD)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out_w));
+        let mut child = Process::command(cmd);
+        child.start()?;
+        for (i, &n) in ECHO_SIZES.iter().enumerate() {
+            ours.send_bytes(&pattern(n, SEED + i))?;
+            check_pattern(&ours.recv_bytes()?, n, SEED + i, "python echo")?;
+        }
+        drop(ours);
+        let code = child.join_timeout(Duration::from_secs(60))?;
+        let mut text = String::new();
+        File::from(out).read_to_string(&mut text)?;
+        let expected = [format!("fds {fd}"), format!("echoed {}", ECHO_SIZES.len())];
+        if code != 0 || text.lines().ne(expected.iter().map(String::as_str)) {
+            fail!("expected exit code 0 and stdout {expected:?}; got {code} and {text:?}");
+        }
+        Ok(())
+    })
+}
+
 /// A real message over 2 GiB (0x8000_0000 + 16 bytes), the size where CPython switches to the
 /// -1 header: Python's `send_bytes` to our `recv_bytes`, then ours back to Python's
 /// `recv_bytes`, content checked on both sides. Needs 3.8+ (3.6 and 3.7's `send_bytes` cannot
@@ -735,6 +768,7 @@ fn main() {
         test!(rust_close_is_python_eoferror),
         test!(over_limit_is_bad_message_length),
         test!(python_child_sees_only_passed_fds),
+        test!(command_python_child_echoes_over_passed_connection),
         test!(over_2gib_message_both_ways)
             .ignored()
             .timeout(Duration::from_secs(1800)),

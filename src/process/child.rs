@@ -13,6 +13,11 @@ use crate::sys::process as sys;
 /// How long exit cleanup waits for daemon children to leave after SIGTERM before SIGKILL.
 const DAEMON_GRACE: Duration = Duration::from_secs(1);
 
+/// How often a wait on a pipe sentinel also asks `waitid` (systems without pidfds only).
+const PIPE_POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// How long a wait gives a child that closed its sentinel pipe to become a zombie.
+const PIPE_EXIT_GRACE: Duration = Duration::from_millis(100);
+
 /// What makes a child's exit observable without reaping it.
 #[derive(Debug)]
 pub(crate) enum ExitSignal {
@@ -116,15 +121,47 @@ impl ChildRecord {
         if let Some(code) = *self.lock() {
             return Ok(Some(code));
         }
-        // Wait on the fd without holding the lock, so other threads may poll or signal.
-        if !crate::sys::fd::wait_readable(self.exit.fd(), deadline)? {
-            return Ok(None);
-        }
         match &self.exit {
-            // Readable: the child is a zombie now, so this does not block.
-            ExitSignal::PidFd(_) => self.reap(true),
-            // The child closed the pipe; it exits at the latest when it ends.
-            ExitSignal::Pipe(_) => self.reap(true),
+            // Wait on the fd without holding the lock, so other threads may poll or signal.
+            ExitSignal::PidFd(fd) => {
+                if !crate::sys::fd::wait_readable(fd.as_fd(), deadline)? {
+                    return Ok(None);
+                }
+                // Readable: the child is a zombie now, so this does not block.
+                self.reap(true)
+            }
+            // The pipe closes only when every process holding its write end has exited: the
+            // child, but also whatever it handed the end on to (a command's own children, a
+            // forked grandchild), which may outlive it. So it can end the wait early but not
+            // be relied on: between short waits on it, ask waitid.
+            ExitSignal::Pipe(fd) => {
+                // Once the child closed its end it is exiting: it turns into a zombie within
+                // moments, so even a zero timeout gives it this long.
+                let mut grace: Option<Instant> = None;
+                loop {
+                    if let Some(code) = self.poll()? {
+                        return Ok(Some(code));
+                    }
+                    let now = Instant::now();
+                    let closed = grace.is_some()
+                        || crate::sys::fd::poll_now(fd.as_fd(), rustix::event::PollFlags::IN)
+                            .unwrap_or(false);
+                    if closed && grace.is_none() {
+                        grace = Some(now + PIPE_EXIT_GRACE);
+                    }
+                    let late = deadline.is_some_and(|d| now >= d);
+                    if late && grace.is_none_or(|g| now >= g) {
+                        return Ok(None);
+                    }
+                    if closed {
+                        std::thread::sleep(Duration::from_millis(1));
+                    } else {
+                        let slice = now + PIPE_POLL_INTERVAL;
+                        let until = deadline.map_or(slice, |d| d.min(slice));
+                        crate::sys::fd::wait_readable(fd.as_fd(), Some(until))?;
+                    }
+                }
+            }
         }
     }
 
@@ -260,6 +297,12 @@ pub fn active_children() -> Vec<ActiveChild> {
 /// still running, then SIGKILL to those still there after a grace period, and reap them.
 /// Python's `atexit` hook does the first half; SIGKILL makes sure exit never hangs.
 extern "C" fn stop_daemons_at_exit() {
+    stop_daemons();
+}
+
+/// What [`stop_daemons_at_exit`] does; a forked child calls it on its way out too, since it
+/// leaves through `_exit`, which skips `atexit` handlers (Python: `util._exit_function`).
+pub(crate) fn stop_daemons() {
     // Another thread may hold the lock while the process exits; then skip rather than hang.
     let Ok(records) = CHILDREN.try_lock().map(|c| c.clone()) else {
         return;

@@ -31,6 +31,7 @@ pub(crate) const FDS_ENV: &str = "MULTIPROC_FDS";
 /// let mut cmd = Command::new("sh");
 /// let fd = cmd.pass(theirs)?;
 /// // The child writes a 4-byte big-endian length and the payload: one CPython frame.
+/// // (`>&N` works for N up to 9 in dash; bash and Python take any fd number.)
 /// cmd.arg("-c").arg(format!("printf '\\000\\000\\000\\002hi' >&{fd}"));
 /// let mut p = Process::command(cmd);
 /// p.start()?;

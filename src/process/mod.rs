@@ -625,6 +625,7 @@ fn run_forked(target: Box<dyn FnOnce() + Send>, identity: current::Identity) -> 
 /// Leaves a forked child: flush stdio, then `_exit` (the parent's `atexit` handlers and
 /// destructors are not ours to run).
 fn exit_forked(code: i32) -> ! {
+    child::stop_daemons();
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     sys::exit_child(code)

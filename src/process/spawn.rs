@@ -41,6 +41,12 @@ enum Mode {
 
 static MODE: OnceLock<Mode> = OnceLock::new();
 
+thread_local! {
+    /// The libtest test that called [`init`] on this thread: the one a spawn from here
+    /// re-runs (`MODE` keeps the first such test, for spawns from other threads).
+    static TEST: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
 /// What the parent hands a spawned child.
 #[derive(Debug, Serialize, Deserialize)]
 struct Payload {
@@ -137,6 +143,9 @@ pub fn init() {
         Some(name) if name != "main" => Mode::Test(name.to_owned()),
         _ => Mode::Main,
     };
+    if let Mode::Test(name) = &mode {
+        TEST.with(|t| *t.borrow_mut() = Some(name.clone()));
+    }
     if let Some(child) = Child::from_environment() {
         let _ = MODE.set(mode);
         child.run();
@@ -188,7 +197,10 @@ pub(crate) fn start(
     extra_keep: &[RawFd],
 ) -> Result<std::process::Child> {
     check_ready()?;
-    let mode = MODE.get().cloned().unwrap_or(Mode::Main);
+    let mode = match MODE.get().cloned().unwrap_or(Mode::Main) {
+        Mode::Test(first) => Mode::Test(TEST.with(|t| t.borrow().clone()).unwrap_or(first)),
+        Mode::Main => Mode::Main,
+    };
     let (args, fds) = target.args.encode()?;
     let mut keep = fds.clone();
     let mut command = std::process::Command::new(exe_path()?);

@@ -157,16 +157,27 @@ fn run_one(t: &Test) -> Result<(), String> {
         }
     });
     child.start().map_err(|e| format!("could not start: {e}"))?;
+    let pgid = child
+        .pid()
+        .and_then(|p| rustix::process::Pid::from_raw(p as i32));
+    // Whatever the test left running in its group (a child of a failed test blocked on a
+    // pipe, say) is killed, so it cannot hold our stdout and hang `cargo test`.
+    let kill_group = || {
+        if let Some(pgid) = pgid {
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        }
+    };
     match child.join_timeout(t.timeout) {
-        Ok(0) => Ok(()),
-        Ok(code) => Err(format!("exit code {code}")),
+        Ok(0) => {
+            kill_group();
+            Ok(())
+        }
+        Ok(code) => {
+            kill_group();
+            Err(format!("exit code {code}"))
+        }
         Err(e) if e.is_timeout() => {
-            if let Some(pgid) = child
-                .pid()
-                .and_then(|p| rustix::process::Pid::from_raw(p as i32))
-            {
-                let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-            }
+            kill_group();
             let _ = child.kill();
             let _ = child.join();
             Err(format!("timed out after {:?}; killed", t.timeout))
