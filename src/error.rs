@@ -75,6 +75,10 @@ pub enum ErrorKind {
     /// A whole frame arrived but is not a valid encoding of the requested type. The frame was
     /// consumed and the connection stays usable. Python: unpickling errors.
     Decode,
+    /// The authkey handshake failed: a wrong key on either side, a protocol error, or a
+    /// peer too slow to finish before the deadline. Python:
+    /// `multiprocessing.AuthenticationError`.
+    Authentication,
     /// The operation is not possible in this process as it is (for example `fork` while other
     /// threads run).
     Unsupported,
@@ -96,6 +100,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "timed out",
             ErrorKind::Full => "full",
             ErrorKind::Empty => "empty",
+            ErrorKind::Authentication => "authentication failed",
             ErrorKind::ShutDown => "queue shut down",
             ErrorKind::Encode => "could not encode the message",
             ErrorKind::Decode => "could not decode the message",
@@ -290,6 +295,7 @@ impl From<Error> for io::Error {
         let kind = match err.kind {
             ErrorKind::Eof | ErrorKind::TruncatedMessage => io::ErrorKind::UnexpectedEof,
             ErrorKind::BadMessageLength | ErrorKind::Decode => io::ErrorKind::InvalidData,
+            ErrorKind::Authentication => io::ErrorKind::PermissionDenied,
             ErrorKind::BrokenPipe => io::ErrorKind::BrokenPipe,
             ErrorKind::Timeout => io::ErrorKind::TimedOut,
             ErrorKind::Full | ErrorKind::Empty => io::ErrorKind::WouldBlock,

@@ -62,6 +62,9 @@ mod error;
 mod frame;
 #[cfg(test)]
 mod frame_proptests;
+mod listener;
+#[cfg(feature = "pickle")]
+pub mod pickle;
 mod process;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod queue;
@@ -73,6 +76,7 @@ mod wait_set;
 pub use codec::Encoding;
 pub use connection::{Connection, Pipe};
 pub use error::{Error, ErrorKind, Result};
+pub use listener::{Address, Client, Digest, Listener, ToAddress};
 #[doc(hidden)]
 pub use process::bench_support;
 pub use process::{

@@ -1,0 +1,677 @@
+//! `Listener` and `Client`: unrelated processes, on one machine or several, connect and
+//! authenticate. Python: `multiprocessing.connection.Listener` / `Client`, with the same
+//! addresses and the same handshake on the wire, so either side may be Python.
+//!
+//! What differs from Python, on purpose:
+//!
+//! - Handshakes run side by side: `accept` drives every pending handshake at once, so a
+//!   client that connects and sends nothing (or a byte a second) delays no other client and
+//!   never blocks `accept`. Each has a deadline ([`Listener::set_handshake_timeout`],
+//!   default 10 s); past it, `accept` reports that client's failure and goes on.
+//! - A handshake frame over 256 bytes is refused from its header, MACs are compared in
+//!   constant time, and `Some(b"")` is a key like any other: only `None` means "no
+//!   authentication" (Python treats an empty key as none).
+//! - A failed handshake is an [`ErrorKind::Authentication`] error from `accept` for that
+//!   client; the listener carries on.
+//! - The listener is waitable ([`wait`](crate::wait), [`WaitSet`](crate::WaitSet),
+//!   [`Reactor::when_ready`](crate::Reactor::when_ready), mio): ready when `try_accept` may
+//!   have a connection (or a failure) to hand out.
+
+mod address;
+mod auth;
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rustix::event::epoll;
+use rustix::net::{AddressFamily, SocketFlags, SocketType};
+use slab::Slab;
+
+use crate::connection::Connection;
+use crate::error::{Error, ErrorKind, Result};
+
+pub use address::{Address, ToAddress};
+pub use auth::Digest;
+use auth::{Progress, ServerHandshake};
+
+/// How long a client has to finish the handshake, unless set otherwise.
+const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `Client::connect` waits for the connection and handshake, unless set otherwise.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pending connections the kernel queues for `accept`.
+const BACKLOG: i32 = 1024;
+/// The epoll data of the listening socket; handshakes use their slab index + 1.
+const LISTENING: u64 = 0;
+
+/// A bound, listening socket that hands out authenticated [`Connection`]s. Python:
+/// `multiprocessing.connection.Listener`.
+///
+/// # Examples
+/// ```
+/// # fn main() -> multiproc::Result<()> {
+/// use multiproc::{Client, Listener};
+/// let mut listener = Listener::bind("127.0.0.1:0", Some(b"secret"))?;
+/// let address = listener.local_addr().clone();
+/// let client = std::thread::spawn(move || -> multiproc::Result<Vec<u8>> {
+///     let mut conn = Client::connect(&address, Some(b"secret"))?;
+///     conn.send_bytes(b"ping")?;
+///     conn.recv_bytes()
+/// });
+/// let mut conn = listener.accept()?;
+/// assert_eq!(conn.recv_bytes()?, b"ping");
+/// conn.send_bytes(b"pong")?;
+/// assert_eq!(client.join().unwrap()?, b"pong");
+/// # Ok(()) }
+/// ```
+pub struct Listener {
+    socket: Option<OwnedFd>,
+    address: Address,
+    authkey: Option<Vec<u8>>,
+    digest: Digest,
+    handshake_timeout: Duration,
+    /// Level-triggered epoll over the listening socket and every pending handshake: its fd
+    /// is what waiters wait on.
+    epoll: OwnedFd,
+    events: Vec<epoll::Event>,
+    pending: Slab<Pending>,
+    ready: VecDeque<Result<Connection>>,
+    /// The socket file we created, removed on drop if it is still ours.
+    owned_file: Option<SocketFile>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("address", &self.address)
+            .field("authenticated", &self.authkey.is_some())
+            .field("pending", &self.pending.len())
+            .field("closed", &self.socket.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct Pending {
+    conn: Connection,
+    handshake: ServerHandshake,
+}
+
+impl Listener {
+    /// Binds and listens at `address`; with `Some(authkey)`, every client must pass the
+    /// handshake with that key. Python: `Listener(address, authkey=authkey)`.
+    ///
+    /// TCP port 0 picks a free port ([`local_addr`](Self::local_addr) tells which). A Unix
+    /// path whose socket file is left over from a listener that is gone (nothing accepts
+    /// there, and the file is ours) is replaced; the file is removed when the listener is
+    /// dropped.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let listener = multiproc::Listener::bind("@multiproc-doc-bind", None)?;
+    /// assert_eq!(listener.local_addr().to_string(), "@multiproc-doc-bind");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidInput` for an address that does not parse; `Io` if binding fails (the
+    /// address is in use, say).
+    pub fn bind(address: impl ToAddress, authkey: Option<&[u8]>) -> Result<Listener> {
+        let address = address.to_address()?;
+        let (socket, address, owned_file) = listen(&address)?;
+        rustix::io::ioctl_fionbio(&socket, true)?;
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        epoll::add(
+            &epoll,
+            &socket,
+            epoll::EventData::new_u64(LISTENING),
+            epoll::EventFlags::IN,
+        )?;
+        Ok(Listener {
+            socket: Some(socket),
+            address,
+            authkey: authkey.map(<[u8]>::to_vec),
+            digest: Digest::default(),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            epoll,
+            events: Vec::with_capacity(256),
+            pending: Slab::new(),
+            ready: VecDeque::new(),
+            owned_file,
+        })
+    }
+
+    /// The address it listens at (with the real port when bound to port 0). Python:
+    /// `Listener.address`.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let listener = multiproc::Listener::bind("127.0.0.1:0", None)?;
+    /// let multiproc::Address::Tcp(addr) = listener.local_addr() else { unreachable!() };
+    /// assert_ne!(addr.port(), 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn local_addr(&self) -> &Address {
+        &self.address
+    }
+
+    /// The digest of the challenges this listener sends (default SHA-256, as Python 3.12+).
+    /// [`Digest::Md5`] sends the legacy challenge, which clients of Python 3.11 and older
+    /// need; answers in any digest Python allows are accepted either way.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let mut listener = multiproc::Listener::bind("127.0.0.1:0", Some(b"k"))?;
+    /// listener.set_digest(multiproc::Digest::Sha384);
+    /// # Ok(()) }
+    /// ```
+    pub fn set_digest(&mut self, digest: Digest) {
+        self.digest = digest;
+    }
+
+    /// How long each client has to complete the handshake (default 10 s).
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let mut listener = multiproc::Listener::bind("127.0.0.1:0", Some(b"k"))?;
+    /// listener.set_handshake_timeout(std::time::Duration::from_secs(2));
+    /// # Ok(()) }
+    /// ```
+    pub fn set_handshake_timeout(&mut self, timeout: Duration) {
+        self.handshake_timeout = timeout;
+    }
+
+    /// Waits for the next authenticated connection. Python: `Listener.accept()`.
+    ///
+    /// # Examples
+    /// See [`Listener`].
+    ///
+    /// # Errors
+    /// `Authentication` when a client failed the handshake (or did not finish it in time):
+    /// call `accept` again for the next one; `Closed` after [`close`](Self::close); `Io`.
+    pub fn accept(&mut self) -> Result<Connection> {
+        self.accept_until(None)?
+            .ok_or_else(|| Error::new(ErrorKind::Timeout))
+    }
+
+    /// Waits at most `timeout` for the next authenticated connection.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let mut listener = multiproc::Listener::bind("127.0.0.1:0", None)?;
+    /// let err = listener.accept_timeout(std::time::Duration::from_millis(10)).unwrap_err();
+    /// assert!(err.is_timeout());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `Timeout` if none came in time; otherwise as [`accept`](Self::accept).
+    pub fn accept_timeout(&mut self, timeout: Duration) -> Result<Connection> {
+        let deadline = Instant::now().checked_add(timeout);
+        self.accept_until(deadline)?
+            .ok_or_else(|| Error::new(ErrorKind::Timeout))
+    }
+
+    /// An authenticated connection if one is ready now, without waiting. Use it when the
+    /// listener is ready in [`wait`](crate::wait), a `WaitSet` or mio.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let mut listener = multiproc::Listener::bind("127.0.0.1:0", None)?;
+    /// assert!(listener.try_accept()?.is_none());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`accept`](Self::accept).
+    pub fn try_accept(&mut self) -> Result<Option<Connection>> {
+        self.accept_until(Some(Instant::now()))
+    }
+
+    fn accept_until(&mut self, deadline: Option<Instant>) -> Result<Option<Connection>> {
+        if self.socket.is_none() {
+            return Err(Error::with_message(ErrorKind::Closed, "listener is closed"));
+        }
+        loop {
+            if let Some(next) = self.ready.pop_front() {
+                return next.map(Some);
+            }
+            // Sleep until the deadline or the first handshake deadline, whichever is first
+            // (a past deadline still looks once).
+            let now = Instant::now();
+            let mut until = deadline;
+            for (_, p) in &self.pending {
+                until = Some(until.map_or(p.handshake.deadline, |u| u.min(p.handshake.deadline)));
+            }
+            self.turn(until.map(|u| u.saturating_duration_since(now)))?;
+            if self.ready.is_empty() && deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Waits at most `timeout` for events, then accepts new clients, advances handshakes
+    /// and expires late ones.
+    fn turn(&mut self, timeout: Option<Duration>) -> Result<()> {
+        let timeout = timeout.map(|t| rustix::event::Timespec {
+            tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: i64::from(t.subsec_nanos()),
+        });
+        self.events.clear();
+        match epoll::wait(
+            &self.epoll,
+            rustix::buffer::spare_capacity(&mut self.events),
+            timeout.as_ref(),
+        ) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let tokens: Vec<u64> = self.events.iter().map(|e| e.data.u64()).collect();
+        for token in tokens {
+            if token == LISTENING {
+                self.accept_new()?;
+            } else {
+                self.advance(token as usize - 1);
+            }
+        }
+        let now = Instant::now();
+        let late: Vec<usize> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.handshake.deadline <= now)
+            .map(|(i, _)| i)
+            .collect();
+        for index in late {
+            self.finish(index, Err(auth::auth_error("handshake timed out")));
+        }
+        Ok(())
+    }
+
+    /// Accepts every connection waiting in the kernel.
+    fn accept_new(&mut self) -> Result<()> {
+        loop {
+            let Some(socket) = &self.socket else {
+                return Ok(());
+            };
+            let fd = match rustix::net::accept_with(socket, SocketFlags::CLOEXEC) {
+                Ok(fd) => fd,
+                Err(rustix::io::Errno::AGAIN) => return Ok(()),
+                Err(rustix::io::Errno::INTR | rustix::io::Errno::CONNABORTED) => continue,
+                // Out of fds: leave the rest queued in the kernel for later.
+                Err(rustix::io::Errno::MFILE | rustix::io::Errno::NFILE) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            if matches!(self.address, Address::Tcp(_)) {
+                let _ = rustix::net::sockopt::set_tcp_nodelay(&fd, true);
+            }
+            let mut conn = Connection::from(fd);
+            if self.authkey.is_none() {
+                self.ready.push_back(Ok(conn));
+                continue;
+            }
+            let deadline = Instant::now() + self.handshake_timeout;
+            let handshake = match ServerHandshake::start(&mut conn, self.digest, deadline) {
+                Ok(h) => h,
+                Err(e) => {
+                    self.ready
+                        .push_back(Err(auth::auth_error(format!("handshake failed: {e}"))));
+                    continue;
+                }
+            };
+            let entry = self.pending.vacant_entry();
+            let index = entry.key();
+            epoll::add(
+                &self.epoll,
+                &conn,
+                epoll::EventData::new_u64(index as u64 + 1),
+                epoll::EventFlags::IN,
+            )?;
+            entry.insert(Pending { conn, handshake });
+            // The answer may be there already.
+            self.advance(index);
+        }
+    }
+
+    fn advance(&mut self, index: usize) {
+        let Some(key) = self.authkey.as_deref() else {
+            return;
+        };
+        let Some(pending) = self.pending.get_mut(index) else {
+            return;
+        };
+        match pending.handshake.advance(&mut pending.conn, key) {
+            Ok(Progress::Waiting) => {}
+            Ok(Progress::Done) => {
+                let conn = self.take(index);
+                self.ready.push_back(Ok(conn));
+            }
+            Err(e) => self.finish(index, Err(e)),
+        }
+    }
+
+    fn take(&mut self, index: usize) -> Connection {
+        let pending = self.pending.remove(index);
+        let _ = epoll::delete(&self.epoll, &pending.conn);
+        pending.conn
+    }
+
+    fn finish(&mut self, index: usize, outcome: Result<Connection>) {
+        drop(self.take(index));
+        self.ready.push_back(outcome);
+    }
+
+    /// Stops listening: the socket is closed (and its file removed); pending handshakes are
+    /// dropped. Python: `Listener.close()`.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let mut listener = multiproc::Listener::bind("127.0.0.1:0", None)?;
+    /// listener.close();
+    /// assert_eq!(listener.accept().unwrap_err().kind(), multiproc::ErrorKind::Closed);
+    /// # Ok(()) }
+    /// ```
+    pub fn close(&mut self) {
+        if let Some(socket) = self.socket.take() {
+            let _ = epoll::delete(&self.epoll, &socket);
+        }
+        let indices: Vec<usize> = self.pending.iter().map(|(i, _)| i).collect();
+        for index in indices {
+            drop(self.take(index));
+        }
+        self.ready.clear();
+        self.remove_file();
+    }
+
+    fn remove_file(&mut self) {
+        if let Some((path, dev, ino)) = self.owned_file.take() {
+            // Only if it is still the file we made (someone may have replaced it).
+            if let Ok(meta) = std::fs::symlink_metadata(&path) {
+                if meta.dev() == dev && meta.ino() == ino {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.remove_file();
+    }
+}
+
+impl crate::wait::Waitable for Listener {
+    /// An epoll fd covering the listening socket and every pending handshake.
+    fn wait_fd(&self) -> Result<BorrowedFd<'_>> {
+        if self.socket.is_none() {
+            return Err(Error::with_message(ErrorKind::Closed, "listener is closed"));
+        }
+        Ok(self.epoll.as_fd())
+    }
+
+    fn is_ready(&mut self) -> bool {
+        if self.ready.is_empty() && self.socket.is_some() {
+            let _ = self.turn(Some(Duration::ZERO));
+        }
+        !self.ready.is_empty()
+    }
+
+    fn is_ready_buffered(&self) -> bool {
+        !self.ready.is_empty()
+    }
+}
+
+impl mio::event::Source for Listener {
+    /// Registers the listener's epoll fd: an event means `try_accept` may have something.
+    /// Call `try_accept` until it returns `None`.
+    fn register(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> std::io::Result<()> {
+        mio::unix::SourceFd(&self.epoll.as_raw_fd()).register(registry, token, interests)
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> std::io::Result<()> {
+        mio::unix::SourceFd(&self.epoll.as_raw_fd()).reregister(registry, token, interests)
+    }
+
+    fn deregister(&mut self, registry: &mio::Registry) -> std::io::Result<()> {
+        mio::unix::SourceFd(&self.epoll.as_raw_fd()).deregister(registry)
+    }
+}
+
+/// A Unix socket file a listener created: its path, device and inode.
+type SocketFile = (PathBuf, u64, u64);
+
+/// A listening socket for `address`, the address it really got, and the socket file it
+/// created.
+fn listen(address: &Address) -> Result<(OwnedFd, Address, Option<SocketFile>)> {
+    let flags = SocketFlags::CLOEXEC;
+    match address {
+        Address::Tcp(addr) => {
+            let family = if addr.is_ipv4() {
+                AddressFamily::INET
+            } else {
+                AddressFamily::INET6
+            };
+            let socket = rustix::net::socket_with(family, SocketType::STREAM, flags, None)?;
+            rustix::net::sockopt::set_socket_reuseaddr(&socket, true)?;
+            rustix::net::bind(&socket, addr)?;
+            rustix::net::listen(&socket, BACKLOG)?;
+            let local = rustix::net::getsockname(&socket)?;
+            let local = std::net::SocketAddr::try_from(local).map_err(|_| {
+                Error::with_message(ErrorKind::Io, "listening socket has no IP address")
+            })?;
+            Ok((socket, Address::Tcp(local), None))
+        }
+        Address::Unix(path) => {
+            let unix = rustix::net::SocketAddrUnix::new(path.as_path())?;
+            let socket =
+                rustix::net::socket_with(AddressFamily::UNIX, SocketType::STREAM, flags, None)?;
+            match rustix::net::bind(&socket, &unix) {
+                Err(rustix::io::Errno::ADDRINUSE) if stale_socket_file(path) => {
+                    std::fs::remove_file(path)?;
+                    rustix::net::bind(&socket, &unix)?;
+                }
+                other => other?,
+            }
+            rustix::net::listen(&socket, BACKLOG)?;
+            let meta = std::fs::symlink_metadata(path)?;
+            Ok((
+                socket,
+                address.clone(),
+                Some((path.clone(), meta.dev(), meta.ino())),
+            ))
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        Address::Abstract(name) => {
+            let unix = rustix::net::SocketAddrUnix::new_abstract_name(name)?;
+            let socket =
+                rustix::net::socket_with(AddressFamily::UNIX, SocketType::STREAM, flags, None)?;
+            rustix::net::bind(&socket, &unix)?;
+            rustix::net::listen(&socket, BACKLOG)?;
+            Ok((socket, address.clone(), None))
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        Address::Abstract(_) => Err(abstract_unsupported()),
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn abstract_unsupported() -> Error {
+    Error::with_message(
+        ErrorKind::Unsupported,
+        "abstract socket names exist on Linux only",
+    )
+}
+
+/// Whether `path` is a socket file of ours that nothing listens at any more.
+fn stale_socket_file(path: &std::path::Path) -> bool {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !meta.file_type().is_socket() || meta.uid() != rustix::process::getuid().as_raw() {
+        return false;
+    }
+    matches!(
+        std::os::unix::net::UnixStream::connect(path),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// Connects to a [`Listener`] (or a Python `Listener`). Python:
+/// `multiprocessing.connection.Client`.
+///
+/// # Examples
+/// ```
+/// # fn main() -> multiproc::Result<()> {
+/// use std::time::Duration;
+/// use multiproc::{Client, Listener};
+/// let mut listener = Listener::bind("@multiproc-doc-client", Some(b"k"))?;
+/// let connect = std::thread::spawn(|| {
+///     Client::new("@multiproc-doc-client")
+///         .authkey(b"k")
+///         .timeout(Duration::from_secs(5))
+///         .open()
+/// });
+/// let _server_side = listener.accept()?;
+/// let _client_side = connect.join().unwrap()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Client {
+    address: std::result::Result<Address, String>,
+    authkey: Option<Vec<u8>>,
+    timeout: Duration,
+    digest: Digest,
+}
+
+impl Client {
+    /// Connects to `address`, authenticating with `authkey` if given. Python:
+    /// `Client(address, authkey=authkey)`. Waits at most 10 s for the connection and the
+    /// handshake; use [`Client::new`] to choose.
+    ///
+    /// # Examples
+    /// See [`Listener`].
+    ///
+    /// # Errors
+    /// `InvalidInput` for an address that does not parse; `Timeout` if the connection took
+    /// too long; `Authentication` if the handshake failed (a wrong key, a server without
+    /// one, or a slow one); `Io` (nothing listens there, say).
+    pub fn connect(address: impl ToAddress, authkey: Option<&[u8]>) -> Result<Connection> {
+        let mut client = Client::new(address);
+        client.authkey = authkey.map(<[u8]>::to_vec);
+        client.open()
+    }
+
+    /// A client for `address`, to configure before [`open`](Self::open)ing.
+    ///
+    /// # Examples
+    /// ```
+    /// let client = multiproc::Client::new("127.0.0.1:6000").authkey(b"secret");
+    /// # let _ = client;
+    /// ```
+    pub fn new(address: impl ToAddress) -> Client {
+        Client {
+            address: address.to_address().map_err(|e| e.to_string()),
+            authkey: None,
+            timeout: DEFAULT_CONNECT_TIMEOUT,
+            digest: Digest::default(),
+        }
+    }
+
+    /// Authenticate with this key.
+    ///
+    /// # Examples
+    /// ```
+    /// let client = multiproc::Client::new("@svc").authkey(b"");
+    /// # let _ = client;
+    /// ```
+    pub fn authkey(mut self, authkey: &[u8]) -> Client {
+        self.authkey = Some(authkey.to_vec());
+        self
+    }
+
+    /// How long connecting plus the handshake may take (default 10 s).
+    ///
+    /// # Examples
+    /// ```
+    /// let client = multiproc::Client::new("@svc").timeout(std::time::Duration::from_secs(1));
+    /// # let _ = client;
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The digest of the challenge this client sends the server (default SHA-256);
+    /// [`Digest::Md5`] for a server of Python 3.11 or older.
+    ///
+    /// # Examples
+    /// ```
+    /// let client = multiproc::Client::new("@svc").digest(multiproc::Digest::Md5);
+    /// # let _ = client;
+    /// ```
+    pub fn digest(mut self, digest: Digest) -> Client {
+        self.digest = digest;
+        self
+    }
+
+    /// Connects and authenticates.
+    ///
+    /// # Examples
+    /// ```
+    /// let err = multiproc::Client::new("@multiproc-nobody-listens").open().unwrap_err();
+    /// assert_eq!(err.kind(), multiproc::ErrorKind::Io);
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    pub fn open(&self) -> Result<Connection> {
+        let address = self
+            .address
+            .clone()
+            .map_err(|e| Error::with_message(ErrorKind::InvalidInput, e))?;
+        let deadline = Instant::now()
+            .checked_add(self.timeout)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
+        let fd: OwnedFd = match &address {
+            Address::Tcp(addr) => {
+                let stream = std::net::TcpStream::connect_timeout(addr, self.timeout)?;
+                stream.set_nodelay(true)?;
+                stream.into()
+            }
+            Address::Unix(path) => std::os::unix::net::UnixStream::connect(path)?.into(),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Address::Abstract(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                std::os::unix::net::UnixStream::connect_addr(&addr)?.into()
+            }
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            Address::Abstract(_) => return Err(abstract_unsupported()),
+        };
+        let mut conn = Connection::from(fd);
+        if let Some(key) = &self.authkey {
+            auth::client_handshake(&mut conn, key, self.digest, deadline)?;
+        }
+        Ok(conn)
+    }
+}
