@@ -154,7 +154,15 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn decode(bytes: &[u8]) -> Result<T> {
-        Cbor::default().decode(bytes)
+        // One codec (with its 4 KiB scratch buffer) per thread, not per item.
+        thread_local! {
+            static CODEC: std::cell::RefCell<Cbor> = std::cell::RefCell::new(Cbor::default());
+        }
+        CODEC.with(|codec| match codec.try_borrow_mut() {
+            Ok(mut codec) => codec.decode(bytes),
+            // Re-entered (a Deserialize impl that gets from a queue): a fresh one.
+            Err(_) => Cbor::default().decode(bytes),
+        })
     }
 
     /// Puts `item`, waiting for room in a bounded queue. When it returns `Ok`, the item is
