@@ -626,6 +626,8 @@ fn run_forked(target: Box<dyn FnOnce() + Send>, identity: current::Identity) -> 
 /// destructors are not ours to run).
 fn exit_forked(code: i32) -> ! {
     child::stop_daemons();
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    crate::queue::release_logs_at_exit();
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     sys::exit_child(code)

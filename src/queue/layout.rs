@@ -28,7 +28,8 @@ pub(crate) const H_GET_SLEEPERS: usize = 68;
 /// Bumped after every get from a bounded queue; putters sleep on it.
 pub(crate) const H_SPACE_SEQ: usize = 128;
 pub(crate) const H_PUT_SLEEPERS: usize = 132;
-/// 1 while the readiness eventfd has been (or is being) signalled.
+/// The readiness eventfd's state: a generation (bumped by every consumer drain) and, in
+/// bit 0, "written since the last drain" (see `signal_events`).
 pub(crate) const H_EFD_STATE: usize = 192;
 /// JoinableQueue: items put and not yet marked done.
 pub(crate) const H_UNFINISHED: usize = 256;

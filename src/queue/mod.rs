@@ -15,13 +15,19 @@
 //!   interleaved; at most the killed process's own in-flight item is lost; a bounded queue's
 //!   room comes back once a putter notices the dead producer.
 //! - **`qsize`, `empty` and `full` are exact** while no process dies in the middle of an
-//!   operation. A producer killed between reserving room in a bounded queue and publishing
+//!   operation. (Exact as of the moment each producer's share is read: `qsize` adds the
+//!   producers' shares one after another, so while other processes put and get it is the
+//!   size of a moment no longer than the call; a bounded queue never reports more than its
+//!   bound.) A producer killed between reserving room in a bounded queue and publishing
 //!   its item keeps that room counted until a putter finds the queue full and checks; a
 //!   consumer killed after taking an item has taken it (`qsize` counts it gone).
 //! - **A queue is waitable**: [`wait`](crate::wait), [`WaitSet`](crate::WaitSet), the
 //!   [`Reactor`](crate::Reactor) (`when_ready`) and your own mio loop see it turn ready when
 //!   an item arrives. With several consumers, one may be told "ready" and then find another
 //!   took the item: `try_get` then says `Empty`.
+//!
+//! Items keep their order per producer (FIFO per producer process, and per thread within
+//! it); between producers there is no global order, as with several Python feeders.
 //!
 //! Handles are cheap to clone and usable from many threads. Pass a queue to a child by
 //! capturing it ([`Process::fork`](crate::Process::fork)) or inside the arguments of
@@ -49,6 +55,7 @@ use crate::codec::cbor::Cbor;
 use crate::error::{Error, ErrorKind, Result};
 pub use joinable::JoinableQueue;
 use shared::Shared;
+pub(crate) use shared::release_logs_at_exit;
 pub use simple::SimpleQueue;
 
 /// A multi-producer multi-consumer queue between processes. Python:
@@ -142,7 +149,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     fn with_maxsize(maxsize: u64) -> Result<Queue<T>> {
         Ok(Queue {
-            shared: Arc::new(Shared::create(maxsize)?),
+            shared: shared::registered(Shared::create(maxsize)?),
             _item: PhantomData,
         })
     }
@@ -238,7 +245,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// # Errors
     /// `ShutDown` once the queue is shut down and drained; `Decode` if the item is not a `T`
-    /// (it was taken); `Closed` after [`close`](Self::close).
+    /// (it was taken).
     pub fn get(&self) -> Result<T> {
         let mut bytes = Vec::new();
         self.shared.get(&mut bytes, None)?;
@@ -304,7 +311,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Ok(()) }
     /// ```
     pub fn qsize(&self) -> usize {
-        self.shared.len() as usize
+        let len = self.shared.len();
+        match self.shared.maxsize() {
+            0 => len as usize,
+            // Shares read one after another may, under concurrent gets and puts, add up to
+            // more than the queue ever held at once; it never holds more than its bound.
+            max => len.min(max) as usize,
+        }
     }
 
     /// Whether the queue has no item. Python: `empty()`.
@@ -472,7 +485,7 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
         let events = take(events).map_err(D::Error::custom)?;
         let shared = Shared::open(file, events).map_err(D::Error::custom)?;
         Ok(Queue {
-            shared: Arc::new(shared),
+            shared: shared::registered(shared),
             _item: PhantomData,
         })
     }

@@ -17,8 +17,8 @@
 //!   most one needless wake-up.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::layout::{self as l, Mark};
@@ -330,8 +330,10 @@ impl Shared {
                 }
                 continue;
             }
-            if spins == 0 {
-                self.release_dead_reservations(log);
+            // On first finding the queue full, and before every nap: a holder may have
+            // died since we last looked. Room found that way is looked at again at once.
+            if (spins == 0 || spins >= SPINS) && self.release_dead_reservations(log) {
+                continue;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(Error::new(ErrorKind::Full));
@@ -352,7 +354,8 @@ impl Shared {
     }
 
     /// Clears reservations left by producers that died between reserving and publishing.
-    fn release_dead_reservations(&self, own: usize) {
+    fn release_dead_reservations(&self, own: usize) -> bool {
+        let mut released = false;
         for log in (0..self.used_logs()).filter(|&log| log != own) {
             let pending = self.map.u32_at(l::entry(log) + l::L_PENDING);
             if pending.load(Ordering::SeqCst) == 0 {
@@ -360,8 +363,10 @@ impl Shared {
             }
             if self.owner_alive(log) == Some(false) {
                 pending.store(0, Ordering::SeqCst);
+                released = true;
             }
         }
+        released
     }
 
     fn owner_alive(&self, log: usize) -> Option<bool> {
@@ -645,12 +650,14 @@ impl Shared {
     /// consumer that found the queue empty.
     pub(crate) fn quiesce_events(&self) {
         let efd = self.h32(l::H_EFD_STATE);
-        if efd.load(Ordering::SeqCst) == 0 {
-            return;
-        }
-        // Drain first, then say so, then look again: a put in between signals anew.
+        // Always drain, whatever the word says: a put may have written and not yet set it,
+        // and a waiter told "not ready" must find the fd at EAGAIN (edge-triggered waiters
+        // get no new edge otherwise). Then clear the word in a new generation, so that such
+        // a put can no longer set it (its compare-and-swap fails), and look again.
         shm::eventfd_drain(self.events());
-        efd.store(0, Ordering::SeqCst);
+        let _ = efd.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+            Some((s | 1).wrapping_add(1))
+        });
         if !self.is_empty() || self.flags() != 0 {
             signal_events(efd, self.events());
         }
@@ -773,13 +780,39 @@ fn wake_sleepers(seq: &AtomicU32, sleepers: &AtomicU32) {
     }
 }
 
-/// Makes the readiness eventfd readable unless its state word says it was. The state is
-/// set only after the write, so a process killed in between leaves it clear (the next put
-/// writes again) rather than set with nothing written.
+/// Makes the readiness eventfd readable unless its state word says it was. The word is
+/// a generation (upper bits) and a "written" bit (bit 0). The write comes first and the
+/// bit is set only if no consumer drained in between (same generation), so a putter killed
+/// in between leaves it clear (the next put writes again), and a consumer's drain between
+/// the write and the set cannot leave it set with nothing written.
 fn signal_events(state: &AtomicU32, events: BorrowedFd<'_>) {
-    if state.load(Ordering::SeqCst) == 0 {
+    let seen = state.load(Ordering::SeqCst);
+    if seen & 1 == 0 {
         shm::eventfd_signal(events);
-        state.store(1, Ordering::SeqCst);
+        let _ = state.compare_exchange(seen, seen | 1, Ordering::SeqCst, Ordering::SeqCst);
+    }
+}
+
+/// Every queue handle made in this process (weakly), so that a forked child can let go of
+/// the logs it claimed when it leaves with `_exit`, which drops none of its handles.
+static HANDLES: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
+
+/// Wraps a new `Shared` in an `Arc` and remembers it for [`release_logs_at_exit`].
+pub(crate) fn registered(shared: Shared) -> Arc<Shared> {
+    let shared = Arc::new(shared);
+    let mut handles = HANDLES.lock().unwrap_or_else(|p| p.into_inner());
+    handles.retain(|w| w.strong_count() > 0);
+    handles.push(Arc::downgrade(&shared));
+    shared
+}
+
+/// A forked child is leaving: let go of the logs it claimed, as dropping its handles
+/// would have (freed now if drained, else by whoever drains them).
+pub(crate) fn release_logs_at_exit() {
+    let handles = HANDLES.lock().unwrap_or_else(|p| p.into_inner());
+    for shared in handles.iter().filter_map(Weak::upgrade) {
+        let mut producer = shared.producer.lock().unwrap_or_else(|p| p.into_inner());
+        shared.release_log(&mut producer);
     }
 }
 
