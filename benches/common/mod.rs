@@ -87,6 +87,19 @@ pub enum Unit {
     // this module too and would warn that nothing constructs it.
     #[allow(dead_code)]
     StartsPerSec,
+    /// Megabytes (10^6 bytes) of items moved per second: higher is better.
+    // Only benches/queue.rs measures bytes; see `StartsPerSec`.
+    #[allow(dead_code)]
+    MBPerSec,
+    /// Round trips per second: higher is better.
+    // Only benches/listener.rs; see `StartsPerSec`.
+    #[allow(dead_code)]
+    RoundTripsPerSec,
+    /// Connections made (and authenticated, where the case says so) per second: higher is
+    /// better.
+    // Only benches/listener.rs; see `StartsPerSec`.
+    #[allow(dead_code)]
+    ConnectsPerSec,
 }
 
 impl Unit {
@@ -95,6 +108,9 @@ impl Unit {
             Unit::Us => "us",
             Unit::MsgPerSec => "msg/s",
             Unit::StartsPerSec => "starts/s",
+            Unit::MBPerSec => "MB/s",
+            Unit::RoundTripsPerSec => "rt/s",
+            Unit::ConnectsPerSec => "conn/s",
         }
     }
 
@@ -102,7 +118,11 @@ impl Unit {
     pub fn better(self, a: f64, b: f64) -> f64 {
         match self {
             Unit::Us => b / a,
-            Unit::MsgPerSec | Unit::StartsPerSec => a / b,
+            Unit::MsgPerSec
+            | Unit::StartsPerSec
+            | Unit::MBPerSec
+            | Unit::RoundTripsPerSec
+            | Unit::ConnectsPerSec => a / b,
         }
     }
 }
@@ -135,6 +155,8 @@ impl Row {
             Unit::MsgPerSec => format!("{v:.0}"),
             // CPython's spawn manages about ten a second: keep a decimal.
             Unit::StartsPerSec => format!("{v:.1}"),
+            Unit::MBPerSec => format!("{v:.0}"),
+            Unit::RoundTripsPerSec | Unit::ConnectsPerSec => format!("{v:.0}"),
         }
     }
 

@@ -20,6 +20,15 @@ pub(crate) struct Cbor {
     scratch: Vec<u8>,
 }
 
+impl Cbor {
+    /// Grows the scratch to at least `len` bytes.
+    pub(crate) fn reserve_scratch(&mut self, len: usize) {
+        if self.scratch.len() < len {
+            self.scratch.resize(len.max(SCRATCH), 0);
+        }
+    }
+}
+
 impl Codec for Cbor {
     fn encode<T: Serialize + ?Sized>(&mut self, value: &T, out: &mut Vec<u8>) -> Result<()> {
         ciborium::into_writer(value, out)

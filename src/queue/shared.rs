@@ -17,7 +17,7 @@
 //!   most one needless wake-up.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -55,6 +55,8 @@ struct Producer {
     /// Pages are allocated up to here (position) and released up to `released`.
     allocated: u64,
     released: u64,
+    /// The log's head word as this producer last read it.
+    head_seen: u64,
     closed: bool,
 }
 
@@ -187,6 +189,18 @@ impl Shared {
             ));
         }
         self.check_open_for_put()?;
+        if self.maxsize == 0 {
+            // Unbounded: nothing to reserve, so one lock for the whole put.
+            let mut producer = self.producer.lock().unwrap_or_else(|p| p.into_inner());
+            if producer.closed {
+                return Err(Error::with_message(ErrorKind::Closed, "queue is closed"));
+            }
+            let log = self.own_log(&mut producer)?;
+            self.write_frame(&mut producer, log, item)?;
+            drop(producer);
+            self.after_put();
+            return Ok(());
+        }
         let log = {
             let mut producer = self.producer.lock().unwrap_or_else(|p| p.into_inner());
             if producer.closed {
@@ -228,10 +242,22 @@ impl Shared {
         let len = item.len() as u64;
         let size = l::frame_size(len);
         let tail = Mark::unpack(self.tail(log).load(Ordering::Relaxed));
-        let head = Mark::unpack(self.head(log).load(Ordering::Acquire));
-        if head.items_to(tail) >= l::MAX_ITEMS_PER_LOG
-            || head.bytes_to(tail) + size > l::MAX_BACKLOG
-        {
+        let end = l::forward(tail.pos, size);
+        let over = |head: Mark| {
+            head.items_to(tail) >= l::MAX_ITEMS_PER_LOG
+                || head.bytes_to(tail) + size > l::MAX_BACKLOG
+        };
+        // The head as last read lags the real one, so the limits are conservative with
+        // it; it is read again only when they fail or a new chunk is due (every 64 KiB of
+        // items at most, so it never lags by 2^24 items): consumers write the head on every
+        // get, and reading it on every put pulled their cache line across each time.
+        let mut head = Mark::unpack(producer.head_seen);
+        if over(head) || Self::needs_allocation(producer, end) {
+            head = Mark::unpack(self.head(log).load(Ordering::Acquire));
+            producer.head_seen = head.pack();
+            self.release_behind(producer, log, head.pos)?;
+        }
+        if over(head) {
             return Err(Error::with_message(
                 ErrorKind::Full,
                 format!(
@@ -244,8 +270,7 @@ impl Shared {
                 ),
             ));
         }
-        self.release_behind(producer, log, head.pos)?;
-        self.allocate_ahead(producer, log, l::forward(tail.pos, size))?;
+        self.allocate_ahead(producer, log, end)?;
         let mut header = [0u8; 8];
         header[..4].copy_from_slice(&(len as u32).to_le_bytes());
         header[4..].copy_from_slice(&l::check_word(len as u32, tail.pos).to_le_bytes());
@@ -282,6 +307,12 @@ impl Shared {
         }
     }
 
+    /// Whether `allocate_ahead(.., end)` has pages to allocate.
+    fn needs_allocation(producer: &Producer, end: u64) -> bool {
+        let gap = l::distance(producer.allocated, end.next_multiple_of(l::CHUNK));
+        gap > 0 && gap < l::SPAN
+    }
+
     /// Allocates the ring's pages up to position `end` (rounded up to a chunk).
     fn allocate_ahead(&self, producer: &mut Producer, log: usize, end: u64) -> Result<()> {
         let target = end.next_multiple_of(l::CHUNK);
@@ -315,7 +346,6 @@ impl Shared {
         let mut spins = 0;
         loop {
             self.check_open_for_put()?;
-            let seq = self.h32(l::H_SPACE_SEQ).load(Ordering::SeqCst);
             if self.occupied() < self.maxsize {
                 // Announce, then count again with every announcement in: two producers
                 // racing for the last place both see each other and one backs off.
@@ -343,6 +373,7 @@ impl Shared {
                 std::hint::spin_loop();
                 continue;
             }
+            let seq = self.h32(l::H_SPACE_SEQ).load(Ordering::SeqCst);
             sleep_on(
                 self.h32(l::H_SPACE_SEQ),
                 self.h32(l::H_PUT_SLEEPERS),
@@ -385,7 +416,7 @@ impl Shared {
     }
 
     fn after_put(&self) {
-        wake_sleepers(self.h32(l::H_ITEMS_SEQ), self.h32(l::H_GET_SLEEPERS));
+        wake_flagged(self.h32(l::H_ITEMS_SEQ), self.h32(l::H_GET_SLEEPERS));
         signal_events(self.h32(l::H_EFD_STATE), self.events());
     }
 
@@ -406,6 +437,7 @@ impl Shared {
         producer.generation = generation;
         producer.allocated = tail.pos - tail.pos % l::CHUNK;
         producer.released = head.pos - head.pos % l::CHUNK;
+        producer.head_seen = head.pack();
         Ok(log)
     }
 
@@ -616,7 +648,7 @@ impl Shared {
     }
 
     fn after_get(&self) {
-        wake_sleepers(self.h32(l::H_SPACE_SEQ), self.h32(l::H_PUT_SLEEPERS));
+        wake_flagged(self.h32(l::H_SPACE_SEQ), self.h32(l::H_PUT_SLEEPERS));
     }
 
     /// Takes one item into `out`, waiting until `deadline` (`None`: as long as it takes).
@@ -624,7 +656,6 @@ impl Shared {
     pub(crate) fn get(&self, out: &mut Vec<u8>, deadline: Option<Instant>) -> Result<bool> {
         let mut spins = 0;
         loop {
-            let seq = self.h32(l::H_ITEMS_SEQ).load(Ordering::SeqCst);
             if self.try_get(out)? {
                 return Ok(true);
             }
@@ -636,6 +667,9 @@ impl Shared {
                 std::hint::spin_loop();
                 continue;
             }
+            // Read only on the way to sleep, before `sleep_on`'s last look: putters write
+            // the word only when a sleeper raised its flag, so it stays in every cache.
+            let seq = self.h32(l::H_ITEMS_SEQ).load(Ordering::SeqCst);
             sleep_on(
                 self.h32(l::H_ITEMS_SEQ),
                 self.h32(l::H_GET_SLEEPERS),
@@ -765,6 +799,8 @@ fn sleep_on(
     ready: impl FnOnce() -> bool,
 ) {
     sleepers.store(1, Ordering::SeqCst);
+    // Pairs with the fence in `wake_flagged`.
+    fence(Ordering::SeqCst);
     if !ready() {
         let nap = remaining(deadline).map_or(MAX_SLEEP, |left| left.min(MAX_SLEEP));
         shm::futex_wait(seq, seen, Some(nap));
@@ -776,6 +812,19 @@ fn sleep_on(
 fn wake_sleepers(seq: &AtomicU32, sleepers: &AtomicU32) {
     seq.fetch_add(1, Ordering::SeqCst);
     if sleepers.load(Ordering::SeqCst) != 0 && sleepers.swap(0, Ordering::SeqCst) != 0 {
+        shm::futex_wake_all(seq);
+    }
+}
+
+/// After a put (get): wakes the getters (putters) if one raised its flag. The fence orders
+/// the caller's publishing store before the flag's load, against the sleeper's flag store
+/// before its last look in `sleep_on`: one of the two sees the other. So `seq` is written
+/// only when someone sleeps, not on every item (each write pulled the line from every
+/// consumer's cache).
+fn wake_flagged(seq: &AtomicU32, sleepers: &AtomicU32) {
+    fence(Ordering::SeqCst);
+    if sleepers.load(Ordering::Relaxed) != 0 && sleepers.swap(0, Ordering::SeqCst) != 0 {
+        seq.fetch_add(1, Ordering::SeqCst);
         shm::futex_wake_all(seq);
     }
 }

@@ -1,0 +1,1019 @@
+//! `Queue` next to a plain shared-memory ring (the floor) and next to CPython, in one run.
+//!
+//! Three implementations move the same items between processes, interleaved (floor, ours,
+//! python, repeat) so machine noise hits them alike; each figure is the median of the
+//! repetitions:
+//!
+//! - **floor**: a plain ring in shared memory (`bench_support::SharedRegion`) with **no crash
+//!   safety**: fixed-size slots, Lamport's single-producer single-consumer ring (head and tail
+//!   counters) for the 1 -> 1 cases, Vyukov's bounded multi-producer multi-consumer ring (a
+//!   sequence number per slot) for 4 -> 4. Both spin, then sleep on a futex word when empty
+//!   or full, as ours does. Items are raw records copied in and out of a slot.
+//! - **ours**: `multiproc::Queue<serde_bytes::ByteBuf>` (unbounded, as `Queue::new()`):
+//!   `put(&item)` and `get()`, so each item is CBOR-encoded and decoded.
+//! - **python**: CPython's `multiprocessing.Queue` (fork context) running
+//!   `benches/python/queue.py`, driven over its stdin so that its runs interleave with ours.
+//!   Without `python3` the python fields are `null` (a loud message says so;
+//!   `MULTIPROC_REQUIRE_PYTHON=1` makes it an error).
+//!
+//! | case | what | unit |
+//! |---|---|---|
+//! | `q_1x1_64` | 64-byte items, 1 producer process -> 1 consumer process | msg/s |
+//! | `q_4x4_64` | 64-byte items, 4 producer processes -> 4 consumer processes | msg/s |
+//! | `q_1x1_1m` | 1 MiB items, 1 -> 1 | MB/s (10^6 bytes of items per second) |
+//! | `qsize_100k` | `qsize()` with 100 000 items queued; the floor is the plain ring's size, `tail - head` | us per call |
+//!
+//! Every item carries its index in its first 8 bytes (little-endian); a producer's last item
+//! has index `u64::MAX`, and a consumer stops at the first such item it takes, so that each
+//! consumer takes exactly one (a producer's items stay in order in all three queues). Every
+//! consumer reports how many items it took and the sum of their indices, and the parent
+//! checks both against what was put: a queue that loses or repeats items fails the bench
+//! rather than look fast.
+//!
+//! All processes are forked per repetition (`Process::fork`; Python forks its own), run an
+//! untimed warm-up round (a tenth of the items), then the timed round. Each round starts at
+//! a barrier: every child says "ready" on its own control socket, then the parent starts the
+//! clock and says "go" to all; the clock stops when the parent holds every consumer's report.
+//!
+//! `ratio` is ours against the floor and `vs_python` ours against CPython, both oriented so
+//! that above 1 means ours is better.
+//!
+//! Run: `cargo bench --bench queue` (80-100 s here) or `BENCH_QUICK=1 cargo bench --bench
+//! queue` (about 10 s here). Extra arguments are case-name filters. `docs/benchmarks.md` has
+//! the details and a recorded run.
+
+use std::error::Error;
+use std::hint::black_box;
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{Ordering, fence};
+use std::time::{Duration, Instant};
+
+use multiproc::bench_support::SharedRegion;
+use multiproc::{Process, Queue};
+use rustix::net::sockopt::{Timeout, set_socket_timeout};
+use serde_bytes::ByteBuf;
+
+mod common;
+use common::{Row, Unit, cpu_model, kernel, median, read_exact, socketpair, spread, write_all};
+
+type Res<T> = Result<T, Box<dyn Error>>;
+
+const SMALL: usize = 64;
+const MIB: usize = 1 << 20;
+
+/// The index of a producer's last item of a round.
+const STOP: u64 = u64::MAX;
+
+/// How long the parent waits for a child's "ready" or report before calling the run hung
+/// (a lost item leaves a consumer waiting forever).
+const HANG: Duration = Duration::from_secs(120);
+
+/// Spins of a floor putter or getter before it sleeps: ours' figure (`src/queue/shared.rs`).
+const SPINS: u32 = 200;
+
+#[derive(Clone, Copy)]
+enum Kind {
+    /// `producers` processes put `item`-byte items, `consumers` processes take them.
+    Flow {
+        producers: usize,
+        consumers: usize,
+        item: usize,
+    },
+    /// `qsize()` with `items` 64-byte items queued.
+    Qsize { items: usize },
+}
+
+struct Case {
+    name: &'static str,
+    kind: Kind,
+    unit: Unit,
+    /// Untimed items (or calls) before the timed ones, for floor and ours.
+    warmup: usize,
+    n: usize,
+    /// The same for CPython, which is far slower per item.
+    py_warmup: usize,
+    py_n: usize,
+    /// Minimum `ratio` and `vs_python`, from the issue; `None`: no target.
+    target_ratio: Option<f64>,
+    target_vs_python: Option<f64>,
+}
+
+fn cases(quick: bool) -> Vec<Case> {
+    // Sized so that ours' and CPython's runs take ~0.5-2 s here (the floor's far less);
+    // quick mode runs a fifth of that, except for ours' and the floor's 64-byte items: half,
+    // since a fifth is a floor run of a few milliseconds.
+    let scale = |n: usize| if quick { n / 5 } else { n };
+    let flow = |name, producers, consumers, item, unit, n: usize, py_n: usize, vs_python| {
+        let n = match (quick, item) {
+            (true, SMALL) => n / 2,
+            _ => scale(n),
+        };
+        Case {
+            name,
+            kind: Kind::Flow {
+                producers,
+                consumers,
+                item,
+            },
+            unit,
+            warmup: n / 10,
+            n,
+            py_warmup: scale(py_n / 10),
+            py_n: scale(py_n),
+            target_ratio: Some(0.7),
+            target_vs_python: vs_python,
+        }
+    };
+    vec![
+        flow(
+            "q_1x1_64",
+            1,
+            1,
+            SMALL,
+            Unit::MsgPerSec,
+            2_000_000,
+            100_000,
+            Some(5.0),
+        ),
+        flow(
+            "q_4x4_64",
+            4,
+            4,
+            SMALL,
+            Unit::MsgPerSec,
+            2_000_000,
+            100_000,
+            Some(5.0),
+        ),
+        flow("q_1x1_1m", 1, 1, MIB, Unit::MBPerSec, 1_000, 500, None),
+        Case {
+            name: "qsize_100k",
+            kind: Kind::Qsize { items: 100_000 },
+            unit: Unit::Us,
+            // Calls of a few nanoseconds: the counts stay in quick mode.
+            warmup: 1_000_000,
+            n: 10_000_000,
+            py_warmup: scale(10_000),
+            py_n: scale(100_000),
+            target_ratio: None,
+            target_vs_python: None,
+        },
+    ]
+}
+
+// ---------------------------------------------------------------------------------------
+// Items: `len` bytes, the index in the first 8.
+
+fn item(len: usize) -> Vec<u8> {
+    vec![b'x'; len]
+}
+
+fn set_index(item: &mut [u8], index: u64) {
+    item[..8].copy_from_slice(&index.to_le_bytes());
+}
+
+fn index_of(item: &[u8]) -> u64 {
+    u64::from_le_bytes(item[..8].try_into().expect("items have 8 bytes and more"))
+}
+
+/// The producing end of an implementation, in one producer process. Errors panic: the child
+/// exits with 1 and the parent reports it.
+trait Put: Send + 'static {
+    fn put(&mut self, index: u64);
+}
+
+/// The consuming end: takes one item, returns its length and index.
+trait Get: Send + 'static {
+    fn get(&mut self) -> (usize, u64);
+}
+
+// ---------------------------------------------------------------------------------------
+// The floor: plain rings in shared memory, no crash safety. Layout of a ring's region:
+
+/// SPSC: the tail (items ever put); MPMC: the enqueue position.
+const R_PUT: usize = 0;
+/// SPSC: the head (items ever taken); MPMC: the dequeue position.
+const R_GET: usize = 64;
+/// Bumped to wake getters sleeping on an empty ring; the flag says someone sleeps.
+const R_ITEMS_SEQ: usize = 128;
+const R_GET_FLAG: usize = 132;
+/// Bumped to wake putters sleeping on a full ring.
+const R_SPACE_SEQ: usize = 192;
+const R_PUT_FLAG: usize = 196;
+/// The slots.
+const R_SLOTS: usize = 4096;
+
+/// Spins until `ready()`, then sleeps on the futex word at `seq` until woken and `ready()`.
+/// The sleeper raises the flag at `flag` before its last look; see [`wake`].
+fn wait_until(region: &SharedRegion, seq: usize, flag: usize, mut ready: impl FnMut() -> bool) {
+    let mut spins = 0;
+    loop {
+        if ready() {
+            return;
+        }
+        spins += 1;
+        if spins < SPINS {
+            std::hint::spin_loop();
+            continue;
+        }
+        let seen = region.u32_at(seq).load(Ordering::SeqCst);
+        region.u32_at(flag).store(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if ready() {
+            return;
+        }
+        SharedRegion::futex_wait(region.u32_at(seq), seen, None);
+    }
+}
+
+/// After a put (or get): wakes the getters (putters) if one said it sleeps. The fence
+/// orders the caller's publishing store before the flag's load, against the sleeper's flag
+/// store before its last look: one of the two sees the other.
+fn wake(region: &SharedRegion, seq: usize, flag: usize) {
+    fence(Ordering::SeqCst);
+    let raised = region.u32_at(flag);
+    if raised.load(Ordering::Relaxed) != 0 && raised.swap(0, Ordering::SeqCst) != 0 {
+        region.u32_at(seq).fetch_add(1, Ordering::SeqCst);
+        SharedRegion::futex_wake(region.u32_at(seq));
+    }
+}
+
+/// Lamport's single-producer single-consumer ring: `slots` slots of `slot` bytes; the
+/// producer owns the tail, the consumer the head, each caches the other's.
+#[derive(Clone)]
+struct Spsc {
+    region: Arc<SharedRegion>,
+    slots: u64,
+    slot: usize,
+}
+
+impl Spsc {
+    fn new(slots: u64, slot: usize) -> Res<Spsc> {
+        let region = SharedRegion::new(R_SLOTS + slots as usize * slot)?;
+        Ok(Spsc {
+            region: Arc::new(region),
+            slots,
+            slot,
+        })
+    }
+
+    fn offset(&self, pos: u64) -> usize {
+        R_SLOTS + (pos % self.slots) as usize * self.slot
+    }
+
+    fn len(&self) -> u64 {
+        let tail = self.region.u64_at(R_PUT).load(Ordering::Acquire);
+        let head = self.region.u64_at(R_GET).load(Ordering::Acquire);
+        tail.wrapping_sub(head)
+    }
+
+    fn putter(&self) -> SpscPut {
+        SpscPut {
+            ring: self.clone(),
+            tail: 0,
+            head: 0,
+            item: item(self.slot),
+        }
+    }
+
+    fn getter(&self) -> SpscGet {
+        SpscGet {
+            ring: self.clone(),
+            head: 0,
+            tail: 0,
+            buf: item(self.slot),
+        }
+    }
+}
+
+struct SpscPut {
+    ring: Spsc,
+    tail: u64,
+    /// The head as last read.
+    head: u64,
+    item: Vec<u8>,
+}
+
+impl Put for SpscPut {
+    fn put(&mut self, index: u64) {
+        set_index(&mut self.item, index);
+        let (ring, tail, head) = (&self.ring, self.tail, &mut self.head);
+        wait_until(&ring.region, R_SPACE_SEQ, R_PUT_FLAG, || {
+            if tail - *head < ring.slots {
+                return true;
+            }
+            *head = ring.region.u64_at(R_GET).load(Ordering::Acquire);
+            tail - *head < ring.slots
+        });
+        ring.region.write(ring.offset(tail), &self.item);
+        ring.region.u64_at(R_PUT).store(tail + 1, Ordering::Release);
+        self.tail = tail + 1;
+        wake(&ring.region, R_ITEMS_SEQ, R_GET_FLAG);
+    }
+}
+
+struct SpscGet {
+    ring: Spsc,
+    head: u64,
+    /// The tail as last read.
+    tail: u64,
+    buf: Vec<u8>,
+}
+
+impl Get for SpscGet {
+    fn get(&mut self) -> (usize, u64) {
+        let (ring, head, tail) = (&self.ring, self.head, &mut self.tail);
+        wait_until(&ring.region, R_ITEMS_SEQ, R_GET_FLAG, || {
+            if *tail > head {
+                return true;
+            }
+            *tail = ring.region.u64_at(R_PUT).load(Ordering::Acquire);
+            *tail > head
+        });
+        ring.region.read(ring.offset(head), &mut self.buf);
+        ring.region.u64_at(R_GET).store(head + 1, Ordering::Release);
+        self.head = head + 1;
+        wake(&ring.region, R_SPACE_SEQ, R_PUT_FLAG);
+        (self.buf.len(), index_of(&self.buf))
+    }
+}
+
+/// Vyukov's bounded multi-producer multi-consumer ring: each cell holds a sequence number
+/// (8 bytes) and then the item; cells are `stride` bytes, whole cache lines.
+/// [1024cores.net: "Bounded MPMC queue"]
+#[derive(Clone)]
+struct Mpmc {
+    region: Arc<SharedRegion>,
+    cells: u64,
+    stride: usize,
+    item: usize,
+}
+
+impl Mpmc {
+    fn new(cells: u64, item: usize) -> Res<Mpmc> {
+        let stride = (8 + item).next_multiple_of(64);
+        let region = SharedRegion::new(R_SLOTS + cells as usize * stride)?;
+        let ring = Mpmc {
+            region: Arc::new(region),
+            cells,
+            stride,
+            item,
+        };
+        for pos in 0..cells {
+            ring.seq(pos).store(pos, Ordering::Relaxed);
+        }
+        Ok(ring)
+    }
+
+    fn cell(&self, pos: u64) -> usize {
+        R_SLOTS + (pos % self.cells) as usize * self.stride
+    }
+
+    fn seq(&self, pos: u64) -> &std::sync::atomic::AtomicU64 {
+        self.region.u64_at(self.cell(pos))
+    }
+
+    /// Claims the cell at the enqueue position and fills it; false if the ring is full.
+    fn try_put(&self, item: &[u8]) -> bool {
+        let at = self.region.u64_at(R_PUT);
+        let mut pos = at.load(Ordering::Relaxed);
+        loop {
+            let seq = self.seq(pos).load(Ordering::Acquire);
+            match (seq.wrapping_sub(pos) as i64).signum() {
+                0 => match at.compare_exchange_weak(
+                    pos,
+                    pos + 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => break,
+                    Err(now) => pos = now,
+                },
+                -1 => return false,
+                _ => pos = at.load(Ordering::Relaxed),
+            }
+        }
+        self.region.write(self.cell(pos) + 8, item);
+        self.seq(pos).store(pos + 1, Ordering::Release);
+        true
+    }
+
+    /// Claims the cell at the dequeue position and empties it; false if the ring is empty.
+    fn try_get(&self, buf: &mut [u8]) -> bool {
+        let at = self.region.u64_at(R_GET);
+        let mut pos = at.load(Ordering::Relaxed);
+        loop {
+            let seq = self.seq(pos).load(Ordering::Acquire);
+            match (seq.wrapping_sub(pos + 1) as i64).signum() {
+                0 => match at.compare_exchange_weak(
+                    pos,
+                    pos + 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => break,
+                    Err(now) => pos = now,
+                },
+                -1 => return false,
+                _ => pos = at.load(Ordering::Relaxed),
+            }
+        }
+        self.region.read(self.cell(pos) + 8, buf);
+        self.seq(pos).store(pos + self.cells, Ordering::Release);
+        true
+    }
+}
+
+struct MpmcPut {
+    ring: Mpmc,
+    item: Vec<u8>,
+}
+
+impl Put for MpmcPut {
+    fn put(&mut self, index: u64) {
+        set_index(&mut self.item, index);
+        let (ring, item) = (&self.ring, &self.item);
+        wait_until(&ring.region, R_SPACE_SEQ, R_PUT_FLAG, || ring.try_put(item));
+        wake(&ring.region, R_ITEMS_SEQ, R_GET_FLAG);
+    }
+}
+
+struct MpmcGet {
+    ring: Mpmc,
+    buf: Vec<u8>,
+}
+
+impl Get for MpmcGet {
+    fn get(&mut self) -> (usize, u64) {
+        let (ring, buf) = (&self.ring, &mut self.buf);
+        wait_until(&ring.region, R_ITEMS_SEQ, R_GET_FLAG, || ring.try_get(buf));
+        wake(&ring.region, R_SPACE_SEQ, R_PUT_FLAG);
+        (buf.len(), index_of(buf))
+    }
+}
+
+/// The ends of one implementation: one per producer process, one per consumer process.
+type Ends<P, G> = (Vec<P>, Vec<G>);
+
+/// The floor's ends for `producers` x `consumers` of `item`-byte items.
+fn floor_ends(
+    producers: usize,
+    consumers: usize,
+    item: usize,
+) -> Res<Ends<Box<dyn Put>, Box<dyn Get>>> {
+    if producers == 1 && consumers == 1 {
+        // 8192 slots of 64 bytes (512 KiB), or 8 of 1 MiB.
+        let slots = if item >= MIB { 8 } else { 8192 };
+        let ring = Spsc::new(slots, item)?;
+        return Ok((vec![Box::new(ring.putter())], vec![Box::new(ring.getter())]));
+    }
+    let ring = Mpmc::new(8192, item)?;
+    let puts = (0..producers)
+        .map(|_| {
+            Box::new(MpmcPut {
+                ring: ring.clone(),
+                item: crate::item(ring.item),
+            }) as Box<dyn Put>
+        })
+        .collect();
+    let gets = (0..consumers)
+        .map(|_| {
+            Box::new(MpmcGet {
+                ring: ring.clone(),
+                buf: crate::item(ring.item),
+            }) as Box<dyn Get>
+        })
+        .collect();
+    Ok((puts, gets))
+}
+
+impl Put for Box<dyn Put> {
+    fn put(&mut self, index: u64) {
+        (**self).put(index);
+    }
+}
+
+impl Get for Box<dyn Get> {
+    fn get(&mut self) -> (usize, u64) {
+        (**self).get()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Ours: `Queue<ByteBuf>`, as a user would write it.
+
+struct OursPut {
+    queue: Queue<ByteBuf>,
+    item: ByteBuf,
+}
+
+impl Put for OursPut {
+    fn put(&mut self, index: u64) {
+        set_index(&mut self.item, index);
+        self.queue.put(&self.item).expect("Queue::put");
+    }
+}
+
+struct OursGet {
+    queue: Queue<ByteBuf>,
+}
+
+impl Get for OursGet {
+    fn get(&mut self) -> (usize, u64) {
+        let got = self.queue.get().expect("Queue::get");
+        (got.len(), index_of(&got))
+    }
+}
+
+fn ours_ends(producers: usize, consumers: usize, item: usize) -> Res<Ends<OursPut, OursGet>> {
+    let queue: Queue<ByteBuf> = Queue::new()?;
+    let puts = (0..producers)
+        .map(|_| OursPut {
+            queue: queue.clone(),
+            item: ByteBuf::from(crate::item(item)),
+        })
+        .collect();
+    let gets = (0..consumers)
+        .map(|_| OursGet {
+            queue: queue.clone(),
+        })
+        .collect();
+    Ok((puts, gets))
+}
+
+// ---------------------------------------------------------------------------------------
+// Process plumbing shared by floor and ours.
+
+/// A child's side of a round's barrier: "ready", then wait for "go".
+fn ready_then_go(ctl: BorrowedFd<'_>) {
+    write_all(ctl, b"r").expect("ready");
+    let mut go = [0u8];
+    read_exact(ctl, &mut go).expect("go");
+}
+
+/// Reads exactly `buf.len()` bytes from a child, naming the child and a hang in errors.
+fn from_child(ctl: BorrowedFd<'_>, buf: &mut [u8], what: &str) -> Res<()> {
+    read_exact(ctl, buf).map_err(|e| match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+            format!("{what}: nothing for {HANG:?}, hung (an item lost?)").into()
+        }
+        io::ErrorKind::UnexpectedEof => format!("{what}: child died (see its stderr)").into(),
+        _ => Box::<dyn Error>::from(format!("{what}: {e}")),
+    })
+}
+
+fn fork_child(body: impl FnOnce() + Send + 'static) -> Res<Process> {
+    let mut child = Process::fork(body);
+    // Killed with the bench (PR_SET_PDEATHSIG), so that an error in the parent leaves no
+    // child waiting on the queue forever.
+    child.set_daemon(true)?;
+    child.start()?;
+    Ok(child)
+}
+
+/// Runs `puts.len()` producer and `gets.len()` consumer processes for two rounds of
+/// `per_producer[r]` items per producer; returns the seconds of the second round.
+fn flow<P: Put, G: Get>(
+    puts: Vec<P>,
+    gets: Vec<G>,
+    item: usize,
+    per_producer: [usize; 2],
+) -> Res<f64> {
+    let producers = puts.len();
+    let (mut put_ctls, mut get_ctls, mut children) = (Vec::new(), Vec::new(), Vec::new());
+    // Consumers first: they are waiting by the time producers start.
+    for mut get in gets {
+        let (ctl, ctl_child) = socketpair()?;
+        set_socket_timeout(&ctl, Timeout::Recv, Some(HANG))?;
+        children.push(fork_child(move || {
+            for _ in per_producer {
+                ready_then_go(ctl_child.as_fd());
+                let (mut count, mut sum) = (0u64, 0u64);
+                loop {
+                    let (len, index) = get.get();
+                    assert_eq!(len, item, "item length");
+                    if index == STOP {
+                        break;
+                    }
+                    count += 1;
+                    sum = sum.wrapping_add(index);
+                }
+                let mut report = [0u8; 16];
+                report[..8].copy_from_slice(&count.to_le_bytes());
+                report[8..].copy_from_slice(&sum.to_le_bytes());
+                write_all(ctl_child.as_fd(), &report).expect("report");
+            }
+        })?);
+        get_ctls.push(ctl);
+    }
+    for (p, mut put) in puts.into_iter().enumerate() {
+        let (ctl, ctl_child) = socketpair()?;
+        set_socket_timeout(&ctl, Timeout::Recv, Some(HANG))?;
+        children.push(fork_child(move || {
+            for per in per_producer {
+                ready_then_go(ctl_child.as_fd());
+                let base = (p * per) as u64;
+                for i in 0..per as u64 {
+                    put.put(base + i);
+                }
+                put.put(STOP);
+            }
+        })?);
+        put_ctls.push(ctl);
+    }
+    let mut secs = 0.0;
+    for per in per_producer {
+        for ctl in get_ctls.iter().chain(&put_ctls) {
+            let mut ready = [0u8];
+            from_child(ctl.as_fd(), &mut ready, "ready")?;
+        }
+        let start = Instant::now();
+        for ctl in get_ctls.iter().chain(&put_ctls) {
+            write_all(ctl.as_fd(), b"g")?;
+        }
+        let (mut count, mut sum) = (0u64, 0u64);
+        for ctl in &get_ctls {
+            let mut report = [0u8; 16];
+            from_child(ctl.as_fd(), &mut report, "consumer report")?;
+            count += index_of(&report);
+            sum = sum.wrapping_add(index_of(&report[8..]));
+        }
+        secs = start.elapsed().as_secs_f64();
+        let total = (producers * per) as u64;
+        let want = (0..total).fold(0u64, |s, i| s.wrapping_add(i));
+        if count != total || sum != want {
+            return Err(format!(
+                "consumers took {count} items (index sum {sum}), {total} were put (sum {want})"
+            )
+            .into());
+        }
+    }
+    for mut child in children {
+        match child.join()? {
+            0 => {}
+            code => return Err(format!("queue bench child exited with {code}").into()),
+        }
+    }
+    Ok(secs)
+}
+
+fn flow_floor(producers: usize, consumers: usize, item: usize, per: [usize; 2]) -> Res<f64> {
+    let (puts, gets) = floor_ends(producers, consumers, item)?;
+    flow(puts, gets, item, per)
+}
+
+fn flow_ours(producers: usize, consumers: usize, item: usize, per: [usize; 2]) -> Res<f64> {
+    let (puts, gets) = ours_ends(producers, consumers, item)?;
+    flow(puts, gets, item, per)
+}
+
+// ---------------------------------------------------------------------------------------
+// qsize
+
+/// Microseconds per `size()` call: `warmup` untimed calls, then `n` timed ones; each must
+/// say `items`.
+fn per_call(items: usize, warmup: usize, n: usize, size: impl Fn() -> usize) -> Res<f64> {
+    for _ in 0..warmup {
+        black_box(size());
+    }
+    let start = Instant::now();
+    for _ in 0..n {
+        black_box(size());
+    }
+    let secs = start.elapsed().as_secs_f64();
+    match size() {
+        got if got == items => Ok(secs / n as f64 * 1e6),
+        got => Err(format!("size {got}, {items} were queued").into()),
+    }
+}
+
+/// Items queued for the qsize cases, held for all repetitions: the floor's ring and ours.
+struct Filled {
+    floor: Spsc,
+    ours: Queue<ByteBuf>,
+}
+
+impl Filled {
+    fn new(items: usize) -> Res<Filled> {
+        let floor = Spsc::new((items as u64).next_power_of_two(), SMALL)?;
+        let mut put = floor.putter();
+        let ours: Queue<ByteBuf> = Queue::new()?;
+        let mut buf = ByteBuf::from(item(SMALL));
+        for i in 0..items as u64 {
+            put.put(i);
+            set_index(&mut buf, i);
+            ours.put(&buf)?;
+        }
+        Ok(Filled { floor, ours })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// CPython, kept running between requests so that its runs interleave with ours.
+
+struct Python {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    version: String,
+}
+
+impl Python {
+    /// Starts the driver script; `Ok(None)` when there is no `python3`.
+    fn start() -> Res<Option<Python>> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python/queue.py");
+        let spawned = Command::new("python3")
+            .arg("-u")
+            .arg(&script)
+            .arg("--serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let stdin = child.stdin.take().expect("piped");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let version = line
+            .strip_prefix("ready ")
+            .ok_or_else(|| format!("python driver did not start: {line:?}"))?
+            .trim()
+            .to_string();
+        Ok(Some(Python {
+            child,
+            stdin,
+            stdout,
+            version,
+        }))
+    }
+
+    fn run(&mut self, case: &str, warmup: usize, n: usize) -> Res<f64> {
+        writeln!(self.stdin, "{case} {warmup} {n}")?;
+        self.stdin.flush()?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        line.trim()
+            .parse()
+            .map_err(|_| format!("python {case}: {:?}", line.trim()).into())
+    }
+
+    fn finish(mut self) -> Res<()> {
+        writeln!(self.stdin, "quit")?;
+        drop(self.stdin);
+        let status = self.child.wait()?;
+        if !status.success() {
+            return Err(format!("python driver exited with {status}").into());
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Running, summarising, printing.
+
+/// A flow's figure in the case's unit from the seconds of its timed round.
+fn flow_rate(unit: Unit, items: usize, item: usize, secs: f64) -> f64 {
+    match unit {
+        Unit::MBPerSec => (items * item) as f64 / secs / 1e6,
+        _ => items as f64 / secs,
+    }
+}
+
+fn run_case(case: &Case, reps: usize, mut py: Option<&mut Python>) -> Res<Row> {
+    let mut row = Row {
+        bench: "queue",
+        case: case.name.to_string(),
+        unit: case.unit,
+        floor: Vec::new(),
+        ours: Vec::new(),
+        python: py.as_ref().map(|_| Vec::new()),
+        target_ratio: case.target_ratio,
+        target_vs_python: case.target_vs_python,
+    };
+    let filled = match case.kind {
+        Kind::Qsize { items } => Some(Filled::new(items)?),
+        Kind::Flow { .. } => None,
+    };
+    for _ in 0..reps {
+        match (case.kind, &filled) {
+            (
+                Kind::Flow {
+                    producers,
+                    consumers,
+                    item,
+                },
+                _,
+            ) => {
+                let per = [case.warmup / producers, case.n / producers];
+                let items = per[1] * producers;
+                let floor = flow_floor(producers, consumers, item, per)?;
+                row.floor.push(flow_rate(case.unit, items, item, floor));
+                let ours = flow_ours(producers, consumers, item, per)?;
+                row.ours.push(flow_rate(case.unit, items, item, ours));
+            }
+            (Kind::Qsize { items }, Some(filled)) => {
+                row.floor.push(per_call(items, case.warmup, case.n, || {
+                    filled.floor.len() as usize
+                })?);
+                row.ours.push(per_call(items, case.warmup, case.n, || {
+                    filled.ours.qsize()
+                })?);
+            }
+            (Kind::Qsize { .. }, None) => unreachable!("qsize cases fill their queues"),
+        }
+        if let (Some(py), Some(results)) = (py.as_deref_mut(), row.python.as_mut()) {
+            results.push(py.run(case.name, case.py_warmup, case.py_n)?);
+        }
+    }
+    Ok(row)
+}
+
+/// Ours' `qsize()` at 1 000 items queued, against the case's 100 000: the cost must not
+/// grow with the items. `(us at 1k, us at 100k)`, medians of `reps`.
+fn qsize_scaling(reps: usize) -> Res<(f64, f64)> {
+    let (small, large) = (Filled::new(1_000)?, Filled::new(100_000)?);
+    let (mut at_small, mut at_large) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        at_small.push(per_call(1_000, 1_000_000, 10_000_000, || {
+            small.ours.qsize()
+        })?);
+        at_large.push(per_call(100_000, 1_000_000, 10_000_000, || {
+            large.ours.qsize()
+        })?);
+    }
+    Ok((median(&at_small), median(&at_large)))
+}
+
+/// The pids of this process's children that still exist, zombies included (Linux
+/// `/proc/<pid>/task/<tid>/children`; this bench has one thread). `None` where the kernel
+/// does not provide the file.
+fn children_left() -> Option<Vec<u32>> {
+    let pid = std::process::id();
+    let list = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    Some(
+        list.split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect(),
+    )
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+fn print_rows(rows: &[Row]) -> (usize, usize, usize) {
+    println!(
+        "{:<11} {:>6} {:>10} {:>10} {:>10} {:>7} {:>9}  {:<17} targets",
+        "case", "unit", "floor", "ours", "python", "ratio", "vs_python", "spread f/o/p %"
+    );
+    let (mut met, mut missed, mut unchecked) = (0, 0, 0);
+    for row in rows {
+        let py = row
+            .python
+            .as_ref()
+            .map_or("-".to_string(), |p| row.fmt_value(median(p)));
+        let vs_py = row
+            .vs_python()
+            .map_or("-".to_string(), |v| format!("{v:.2}"));
+        let spreads = format!(
+            "{:.0}/{:.0}/{}",
+            spread(&row.floor),
+            spread(&row.ours),
+            row.python
+                .as_ref()
+                .map_or("-".to_string(), |p| format!("{:.0}", spread(p)))
+        );
+        let targets: Vec<String> = row
+            .targets()
+            .into_iter()
+            .map(|(what, ok)| match ok {
+                Some(true) => {
+                    met += 1;
+                    format!("{what} met")
+                }
+                Some(false) => {
+                    missed += 1;
+                    format!("{what} MISSED")
+                }
+                None => {
+                    unchecked += 1;
+                    format!("{what} not checked (no python)")
+                }
+            })
+            .collect();
+        println!(
+            "{:<11} {:>6} {:>10} {:>10} {:>10} {:>7.2} {:>9}  {:<17} {}",
+            row.case,
+            row.unit.as_str(),
+            row.fmt_value(median(&row.floor)),
+            row.fmt_value(median(&row.ours)),
+            py,
+            row.ratio(),
+            vs_py,
+            spreads,
+            if targets.is_empty() {
+                "-".to_string()
+            } else {
+                targets.join(", ")
+            },
+        );
+    }
+    (met, missed, unchecked)
+}
+
+fn main() -> Res<()> {
+    multiproc::init();
+
+    let quick = std::env::var_os("BENCH_QUICK").is_some_and(|v| v != "0" && !v.is_empty());
+    // cargo passes `--bench`; anything not starting with `-` filters cases by name.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let selected = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f));
+    let reps = if quick { 3 } else { 7 };
+    let all = cases(quick);
+
+    // Start Python before any fork: it is a plain subprocess, and no thread is involved.
+    let mut python = Python::start()?;
+    if python.is_none() {
+        if std::env::var_os("MULTIPROC_REQUIRE_PYTHON").is_some_and(|v| v == "1") {
+            return Err("python3 not found and MULTIPROC_REQUIRE_PYTHON=1".into());
+        }
+        eprintln!(
+            "\n*** python3 NOT FOUND: the PYTHON column is skipped and its JSON fields are null \
+             ***\n"
+        );
+    }
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "queue bench: {} mode, {reps} repetitions per implementation, interleaved",
+        if quick { "quick" } else { "full" }
+    );
+    println!(
+        "machine: {nproc} CPUs, {}, kernel {}; python {}; load average {} at start",
+        cpu_model(),
+        kernel(),
+        python.as_ref().map_or("absent", |p| p.version.as_str()),
+        load(),
+    );
+    println!(
+        "items: ours Queue<ByteBuf> (unbounded), floor raw records in a plain shared ring \
+         (8192 slots; 8 for 1 MiB), python multiprocessing.Queue of bytes; MB = 10^6 bytes"
+    );
+
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    for case in all.iter().filter(|c| selected(c.name)) {
+        rows.push(run_case(case, reps, python.as_mut())?);
+        eprintln!(
+            "  {:<11} done after {:.1}s",
+            case.name,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let scaling = if selected("qsize_100k") {
+        Some(qsize_scaling(reps)?)
+    } else {
+        None
+    };
+    if let Some(py) = python.take() {
+        py.finish()?;
+    }
+    match children_left() {
+        Some(left) if !left.is_empty() => {
+            return Err(format!("children left behind (zombies or running): {left:?}").into());
+        }
+        Some(_) => println!("children left: none"),
+        None => println!("children left: not checked (no /proc/<pid>/task/<tid>/children)"),
+    }
+
+    println!();
+    let (met, missed, unchecked) = print_rows(&rows);
+    if let Some((small, large)) = scaling {
+        println!(
+            "qsize scaling (ours): {small:.4} us at 1 000 items, {large:.4} us at 100 000: x{:.2}",
+            large / small
+        );
+    }
+    println!(
+        "\nratio: ours vs floor, vs_python: ours vs CPython (above 1: ours better); medians of \
+         {reps}; spread: (max-min)/median"
+    );
+    println!("targets: {met} met, {missed} missed, {unchecked} not checked");
+    println!("total time {:.1}s\n", started.elapsed().as_secs_f64());
+    for row in &rows {
+        println!("{}", row.json());
+    }
+    Ok(())
+}
