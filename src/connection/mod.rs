@@ -104,6 +104,12 @@ impl Connection {
         }
     }
 
+    /// Adopts a connected stream socket that the caller just made (`accept`, `connect`):
+    /// what `From<OwnedFd>` finds out with `fstat` and `fcntl` is known here.
+    pub(crate) fn from_socket(fd: OwnedFd) -> Connection {
+        Connection::with_fd(fd, FdKind::Socket, true, true)
+    }
+
     fn fd(&self) -> Result<BorrowedFd<'_>> {
         self.fd
             .as_ref()

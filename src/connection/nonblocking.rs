@@ -175,6 +175,25 @@ impl Connection {
         Ok(self.frame_to_vec(frame))
     }
 
+    /// Receives one byte message that answers something this side just sent, waiting until
+    /// `deadline` at most: a buffered frame comes back at once; otherwise it waits for the fd
+    /// before reading, since a reply cannot be there yet (`recv_bytes_deadline` tries a
+    /// read first, which here only ever says `EAGAIN`).
+    pub(crate) fn recv_reply_deadline(&mut self, deadline: Instant) -> Result<Vec<u8>> {
+        let limit = self.max_message_len;
+        loop {
+            if let Some(frame) = self.decoder.decode(limit)? {
+                return Ok(self.frame_to_vec(frame));
+            }
+            if !sys::fd::wait_readable(self.fd()?, Some(deadline))? {
+                return Err(Error::new(ErrorKind::Timeout));
+            }
+            if let Some(frame) = self.try_next_frame(limit)? {
+                return Ok(self.frame_to_vec(frame));
+            }
+        }
+    }
+
     /// Decodes a frame from what is here now, reading without blocking.
     fn try_next_frame(&mut self, limit: u64) -> Result<Option<Frame>> {
         self.check_readable()?;

@@ -200,7 +200,7 @@ pub(crate) fn parse_challenge(frame: &[u8]) -> Result<&[u8]> {
 }
 
 fn recv(conn: &mut Connection, deadline: Instant) -> Result<Vec<u8>> {
-    conn.recv_bytes_deadline(deadline).map_err(|e| {
+    conn.recv_reply_deadline(deadline).map_err(|e| {
         if e.is_timeout() {
             auth_error("handshake timed out")
         } else {
@@ -210,7 +210,11 @@ fn recv(conn: &mut Connection, deadline: Instant) -> Result<Vec<u8>> {
 }
 
 /// The client's side, blocking until `deadline`: answer the server's challenge, then
-/// challenge it. Python: `answer_challenge` then `deliver_challenge`.
+/// challenge it. Python: `answer_challenge` then `deliver_challenge`, except that our
+/// challenge leaves with our answer, in one write, rather than after the server's
+/// `#WELCOME#`: one message fewer to wait for. A server reads it once it has sent its
+/// verdict, as CPython's does (it reads exactly one frame at a time); after a `#FAILURE#`
+/// it is never read, and the client reports the failure as before.
 pub(crate) fn client_handshake(
     conn: &mut Connection,
     key: &[u8],
@@ -221,12 +225,13 @@ pub(crate) fn client_handshake(
     conn.set_max_message_len(MAX_FRAME);
     let frame = recv(conn, deadline)?;
     let reply = answer(key, parse_challenge(&frame)?)?;
-    conn.send_bytes(&reply)?;
+    let message = new_challenge(digest)?;
+    conn.queue_frame(&reply)?;
+    conn.queue_frame(&[CHALLENGE, &message].concat())?;
+    conn.flush_blocking()?;
     if recv(conn, deadline)? != WELCOME {
         return Err(auth_error("digest sent was rejected"));
     }
-    let message = new_challenge(digest)?;
-    conn.send_bytes(&[CHALLENGE, &message].concat())?;
     let reply = recv(conn, deadline)?;
     if let Err(e) = verify(key, &message, &reply) {
         let _ = conn.send_bytes(FAILURE);
@@ -281,10 +286,18 @@ impl ServerHandshake {
     }
 
     /// Takes what has arrived; `Done` once the client is authenticated (the connection's
-    /// message limit is lifted again).
+    /// message limit is lifted again). What it sends in reply leaves in one write.
     pub(crate) fn advance(&mut self, conn: &mut Connection, key: &[u8]) -> Result<Progress> {
+        let progress = self.take_frames(conn, key);
+        // A FAILURE goes out too, as far as the socket takes it; the error is the news.
+        let flushed = conn.flush();
+        let progress = progress?;
+        flushed?;
+        Ok(progress)
+    }
+
+    fn take_frames(&mut self, conn: &mut Connection, key: &[u8]) -> Result<Progress> {
         loop {
-            conn.flush()?;
             let frame = match conn.try_recv_bytes() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return Ok(Progress::Waiting),
@@ -293,26 +306,30 @@ impl ServerHandshake {
             match &self.stage {
                 Stage::Answer { message } => {
                     if let Err(e) = verify(key, message, &frame) {
-                        let _ = conn.try_send_bytes(FAILURE);
-                        let _ = conn.flush();
+                        let _ = conn.queue_frame(FAILURE);
                         return Err(e);
                     }
-                    conn.try_send_bytes(WELCOME)?;
+                    conn.queue_frame(WELCOME)?;
                     self.stage = Stage::Challenge;
                 }
                 Stage::Challenge => {
                     let reply = answer(key, parse_challenge(&frame)?)?;
-                    conn.try_send_bytes(&reply)?;
+                    conn.queue_frame(&reply)?;
                     self.stage = Stage::Verdict;
                 }
                 Stage::Verdict => {
                     if frame != WELCOME {
                         return Err(auth_error("digest sent was rejected"));
                     }
-                    conn.flush()?;
                     conn.set_max_message_len(u64::MAX);
                     return Ok(Progress::Done);
                 }
+            }
+            // The client answers what we are about to send, so nothing more can be due
+            // unless it came already (our client sends its challenge with its answer). The
+            // socket stays registered (level-triggered): whatever comes later is reported.
+            if conn.buffered_len() == 0 {
+                return Ok(Progress::Waiting);
             }
         }
     }

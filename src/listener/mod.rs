@@ -21,6 +21,7 @@ mod address;
 mod auth;
 
 use std::collections::VecDeque;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::fs::MetadataExt;
@@ -44,6 +45,8 @@ const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pending connections the kernel queues for `accept`.
 const BACKLOG: i32 = 1024;
+/// Events taken per `epoll_wait`; more stay for the next turn (level-triggered).
+const EVENTS: usize = 256;
 /// The epoll data of the listening socket; handshakes use their slab index + 1.
 const LISTENING: u64 = 0;
 
@@ -76,7 +79,6 @@ pub struct Listener {
     /// Level-triggered epoll over the listening socket and every pending handshake: its fd
     /// is what waiters wait on.
     epoll: OwnedFd,
-    events: Vec<epoll::Event>,
     pending: Slab<Pending>,
     ready: VecDeque<Result<Connection>>,
     /// The socket file we created, removed on drop if it is still ours.
@@ -138,7 +140,6 @@ impl Listener {
             digest: Digest::default(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             epoll,
-            events: Vec::with_capacity(256),
             pending: Slab::new(),
             ready: VecDeque::new(),
             owned_file,
@@ -266,16 +267,14 @@ impl Listener {
             tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
             tv_nsec: i64::from(t.subsec_nanos()),
         });
-        self.events.clear();
-        match epoll::wait(
-            &self.epoll,
-            rustix::buffer::spare_capacity(&mut self.events),
-            timeout.as_ref(),
-        ) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+        // On the stack, not in `self`: rustix's `epoll::Event` holds a raw pointer (its data
+        // is a union with one), which would make `Listener` neither `Send` nor `Sync`.
+        let mut events = [const { MaybeUninit::<epoll::Event>::uninit() }; EVENTS];
+        let tokens: Vec<u64> = match epoll::wait(&self.epoll, &mut events, timeout.as_ref()) {
+            Ok((ready, _)) => ready.iter().map(|e| e.data.u64()).collect(),
+            Err(rustix::io::Errno::INTR) => Vec::new(),
             Err(e) => return Err(e.into()),
-        }
-        let tokens: Vec<u64> = self.events.iter().map(|e| e.data.u64()).collect();
+        };
         for token in tokens {
             if token == LISTENING {
                 self.accept_new()?;
@@ -313,7 +312,7 @@ impl Listener {
             if matches!(self.address, Address::Tcp(_)) {
                 let _ = rustix::net::sockopt::set_tcp_nodelay(&fd, true);
             }
-            let mut conn = Connection::from(fd);
+            let mut conn = Connection::from_socket(fd);
             if self.authkey.is_none() {
                 self.ready.push_back(Ok(conn));
                 continue;
@@ -335,9 +334,8 @@ impl Listener {
                 epoll::EventData::new_u64(index as u64 + 1),
                 epoll::EventFlags::IN,
             )?;
+            // No read yet: the answer to a challenge sent this instant cannot be there.
             entry.insert(Pending { conn, handshake });
-            // The answer may be there already.
-            self.advance(index);
         }
     }
 
@@ -668,10 +666,20 @@ impl Client {
             #[cfg(not(any(target_os = "linux", target_os = "android")))]
             Address::Abstract(_) => return Err(abstract_unsupported()),
         };
-        let mut conn = Connection::from(fd);
+        let mut conn = Connection::from_socket(fd);
         if let Some(key) = &self.authkey {
             auth::client_handshake(&mut conn, key, self.digest, deadline)?;
         }
         Ok(conn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn listener_and_client_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<super::Listener>();
+        check::<super::Client>();
     }
 }
