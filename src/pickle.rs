@@ -5,6 +5,10 @@
 //! [`loads`] and [`dumps`] on the raw message bytes with serde-pickle's [`Value`], which
 //! keeps tuples, sets, frozensets and big ints as Python had them.
 //!
+//! Known limit (serde-pickle 1.2): a container that Python's pickle writes once and refers
+//! to twice (`[S, S]` for a list `S` holding strings) is refused as "recursive structure
+//! found" (`Decode`); a shared string or number is fine.
+//!
 //! # Examples
 //! ```
 //! # fn main() -> multiproc::Result<()> {

@@ -405,3 +405,587 @@ fn work_queue_processes_every_job_exactly_once() -> Result<(), Box<dyn std::erro
     assert_eq!(rows.iter().sum::<u32>(), 1000);
     Ok(())
 }
+
+/// `echo_server`: many clients at once, slow and broken clients beside good ones, signals.
+/// TCP on 127.0.0.1 and ::1 only; every wait is bounded by `HANG`, which only a hang reaches.
+mod echo_server {
+    use std::io::{self, BufRead, BufReader, Read, Write};
+    use std::net::TcpStream;
+    use std::os::fd::OwnedFd;
+    use std::process::{Child, Command, ExitStatus, Stdio};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex, mpsc};
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    use multiproc::{Client, Connection, Encoding, ErrorKind};
+    use rustix::process::Signal;
+
+    use super::{built, example};
+
+    type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+    const HANG: Duration = Duration::from_secs(30);
+    const KEY: &str = "echo server test key";
+    /// `pickle.dumps(C(), protocol=4)` for a class `C` in `__main__`: a class instance.
+    const INSTANCE_PICKLE: &[u8] = b"\x80\x04\x95\x15\x00\x00\x00\x00\x00\x00\x00\x8c\x08__main__\x94\x8c\x01C\x94\x93\x94)\x81\x94.";
+
+    /// A line on stderr that libtest does not capture (it captures `eprintln!` of passing
+    /// tests), so a skipped case is seen in a plain `cargo test` run.
+    fn loud(line: &str) {
+        let _ = writeln!(io::stderr(), "\n{line}\n");
+    }
+
+    fn unique(tag: &str) -> String {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        format!(
+            "multiproc-echo-{}-{}-{tag}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// A running echo_server; killed and reaped on drop.
+    struct Server {
+        child: Child,
+        address: String,
+        stderr: Arc<Mutex<Vec<String>>>,
+        /// Set once the server's stderr reached end of file.
+        stderr_done: Arc<AtomicBool>,
+    }
+
+    impl Server {
+        /// Starts it and waits for its `listening on ADDR` line.
+        fn start(address: &str, key: Option<&str>, codec: &str) -> Res<Server> {
+            let mut command = Command::new(built(&example("echo_server"))?);
+            command
+                .args(["--address", address, "--codec", codec])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            if let Some(key) = key {
+                command
+                    .args(["--authkey-env", "MULTIPROC_ECHO_TEST_KEY"])
+                    .env("MULTIPROC_ECHO_TEST_KEY", key);
+            }
+            let mut child = command.spawn()?;
+            let stdout = child.stdout.take().ok_or("no stdout")?;
+            let stderr = child.stderr.take().ok_or("no stderr")?;
+            let lines = Arc::new(Mutex::new(Vec::new()));
+            let stderr_done = Arc::new(AtomicBool::new(false));
+            let (sink, done) = (lines.clone(), stderr_done.clone());
+            thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    sink.lock().expect("lock").push(line);
+                }
+                done.store(true, Ordering::SeqCst);
+            });
+            let (tx, rx) = mpsc::channel();
+            thread::spawn(move || {
+                let mut lines = BufReader::new(stdout).lines();
+                let _ = tx.send(lines.next());
+                for _ in lines {}
+            });
+            let mut server = Server {
+                child,
+                address: String::new(),
+                stderr: lines,
+                stderr_done,
+            };
+            let first = rx.recv_timeout(HANG).map_err(|_| {
+                format!(
+                    "no `listening on` line; stderr: {:?}",
+                    server.stderr_lines()
+                )
+            })?;
+            let first = first.ok_or("stdout closed")??;
+            server.address = first
+                .strip_prefix("listening on ")
+                .ok_or_else(|| format!("first line {first:?}"))?
+                .to_owned();
+            Ok(server)
+        }
+
+        fn stderr_lines(&self) -> Vec<String> {
+            self.stderr.lock().expect("lock").clone()
+        }
+
+        /// Waits until stderr has `n` lines; returns them.
+        fn wait_for_stderr(&self, n: usize) -> Res<Vec<String>> {
+            let deadline = Instant::now() + HANG;
+            loop {
+                let lines = self.stderr_lines();
+                if lines.len() >= n {
+                    return Ok(lines);
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("expected {n} stderr lines, have {lines:?}").into());
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+
+        fn signal(&self, signal: Signal) -> Res<()> {
+            rustix::process::kill_process(rustix::process::Pid::from_child(&self.child), signal)?;
+            Ok(())
+        }
+
+        fn wait_exit(&mut self) -> Res<ExitStatus> {
+            let deadline = Instant::now() + HANG;
+            loop {
+                if let Some(status) = self.child.try_wait()? {
+                    return Ok(status);
+                }
+                if Instant::now() > deadline {
+                    return Err("echo_server still runs".into());
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+
+        /// SIGTERM, then: exit code 0, and stderr is exactly `lines` long.
+        fn stop_cleanly(mut self, lines: usize) -> Res<Vec<String>> {
+            self.signal(Signal::TERM)?;
+            let status = self.wait_exit()?;
+            assert_eq!(status.code(), Some(0), "{status:?}");
+            // All of stderr: its reader sees end of file once the server is gone.
+            let deadline = Instant::now() + HANG;
+            while !self.stderr_done.load(Ordering::SeqCst) {
+                if Instant::now() > deadline {
+                    return Err("stderr still open after the server exited".into());
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            let all = self.stderr_lines();
+            assert_eq!(all.len(), lines, "{all:?}");
+            Ok(all)
+        }
+
+        fn client(&self, key: Option<&str>) -> multiproc::Result<Connection> {
+            let mut client = Client::new(self.address.as_str()).timeout(HANG);
+            if let Some(key) = key {
+                client = client.authkey(key.as_bytes());
+            }
+            client.open()
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn echo(conn: &mut Connection, message: &[u8]) -> Res<()> {
+        conn.send_bytes(message)?;
+        let got = conn.recv_bytes_timeout(HANG)?;
+        if got != message {
+            return Err(format!(
+                "echo of {} bytes came back as {} bytes",
+                message.len(),
+                got.len()
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    fn read_frame(stream: &mut impl Read) -> io::Result<Vec<u8>> {
+        let mut header = [0u8; 4];
+        stream.read_exact(&mut header)?;
+        let mut payload = vec![0u8; u32::from_be_bytes(header) as usize];
+        stream.read_exact(&mut payload)?;
+        Ok(payload)
+    }
+
+    /// A raw TCP connection holding the server's challenge: the server has accepted it and
+    /// its handshake is under way.
+    fn challenged(address: &str) -> Res<TcpStream> {
+        let mut stream = TcpStream::connect(address)?;
+        stream.set_read_timeout(Some(HANG))?;
+        let frame = read_frame(&mut stream)?;
+        if !frame.starts_with(b"#CHALLENGE#") {
+            return Err(format!("first frame {frame:?}").into());
+        }
+        Ok(stream)
+    }
+
+    /// Whether the server closed `stream` within `HANG` (whatever it sent first is skipped).
+    fn closed_by_server(stream: &mut TcpStream) -> Res<bool> {
+        stream.set_read_timeout(Some(HANG))?;
+        let mut buf = [0u8; 256];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => return Ok(true),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(true),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(false);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Open, with nothing to read (checked without waiting).
+    fn open_and_quiet(stream: &mut TcpStream) -> Res<bool> {
+        stream.set_nonblocking(true)?;
+        let mut buf = [0u8; 1];
+        let quiet =
+            matches!(stream.read(&mut buf), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        stream.set_nonblocking(false)?;
+        Ok(quiet)
+    }
+
+    /// Raises the soft open-files limit to at least `want`; false if the hard limit is lower.
+    /// (The server inherits it.)
+    fn raise_nofile(want: u64) -> bool {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let limit = getrlimit(Resource::Nofile);
+        if limit.current.is_none_or(|c| c >= want) {
+            return true;
+        }
+        if limit.maximum.is_some_and(|max| max < want) {
+            return false;
+        }
+        let raised = Rlimit {
+            current: Some(want),
+            maximum: limit.maximum,
+        };
+        setrlimit(Resource::Nofile, raised).is_ok()
+    }
+
+    #[test]
+    fn echo_server_serves_500_concurrent_clients() -> Res<()> {
+        const THREADS: usize = 10;
+        const PER_THREAD: usize = 50;
+        if !raise_nofile(2048) {
+            loud("*** SKIPPED: RLIMIT_NOFILE cannot reach 2048 for 500 clients ***");
+            return Ok(());
+        }
+        let server = Server::start("127.0.0.1:0", Some(KEY), "bytes")?;
+        // Phase 1: ten threads authenticate fifty clients each; all 500 stay open.
+        let openers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let address = server.address.clone();
+                thread::spawn(move || -> multiproc::Result<Vec<Connection>> {
+                    (0..PER_THREAD)
+                        .map(|_| {
+                            Client::new(address.as_str())
+                                .authkey(KEY.as_bytes())
+                                .timeout(HANG)
+                                .open()
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        let mut groups = Vec::new();
+        for opener in openers {
+            groups.push(opener.join().map_err(|_| "opener panicked")??);
+        }
+        assert_eq!(
+            groups.iter().map(Vec::len).sum::<usize>(),
+            THREADS * PER_THREAD
+        );
+        // Phase 2: every client sends three messages (one of them larger than a socket
+        // read), then reads its echoes; all 500 are in flight at once.
+        let message = |t: usize, i: usize, round: usize| -> Vec<u8> {
+            let mut m = format!("{t}/{i}/{round}/").into_bytes();
+            if round == 1 {
+                m.resize(70_000, b'0' + (i % 10) as u8);
+            }
+            m
+        };
+        let workers: Vec<_> = groups
+            .into_iter()
+            .enumerate()
+            .map(|(t, mut conns)| {
+                thread::spawn(move || -> Result<usize, String> {
+                    for round in 0..3 {
+                        for (i, conn) in conns.iter_mut().enumerate() {
+                            conn.send_bytes(&message(t, i, round))
+                                .map_err(|e| format!("send {t}/{i}: {e}"))?;
+                        }
+                    }
+                    let mut echoed = 0;
+                    for round in 0..3 {
+                        for (i, conn) in conns.iter_mut().enumerate() {
+                            let got = conn
+                                .recv_bytes_timeout(HANG)
+                                .map_err(|e| format!("recv {t}/{i}: {e}"))?;
+                            if got != message(t, i, round) {
+                                return Err(format!("client {t}/{i} round {round}: wrong echo"));
+                            }
+                            echoed += 1;
+                        }
+                    }
+                    Ok(echoed)
+                })
+            })
+            .collect();
+        let mut echoed = 0;
+        for worker in workers {
+            echoed += worker.join().map_err(|_| "worker panicked")??;
+        }
+        assert_eq!(echoed, 3 * THREADS * PER_THREAD);
+        // Nobody failed, so nothing on stderr.
+        server.stop_cleanly(0)?;
+        Ok(())
+    }
+
+    #[test]
+    fn echo_server_silent_and_dribbling_clients_do_not_delay_others() -> Res<()> {
+        for key in [Some(KEY), None] {
+            let server = Server::start("127.0.0.1:0", key, "bytes")?;
+            let opened = Instant::now();
+            // 50 clients that connect and say nothing. With a key, each holds the server's
+            // challenge: the server took it and its handshake (10 s deadline) is pending.
+            let mut silent = Vec::new();
+            for _ in 0..50 {
+                silent.push(match key {
+                    Some(_) => challenged(&server.address)?,
+                    None => TcpStream::connect(server.address.as_str())?,
+                });
+            }
+            // 10 that send a frame's header and its first bytes, then one byte a second: an
+            // answer to the challenge, or (without a key) a message; either announces 48
+            // bytes, more than arrive while the test runs.
+            let mut stops = Vec::new();
+            let mut dribblers = Vec::new();
+            let (started, starts) = mpsc::channel::<()>();
+            for _ in 0..10 {
+                let mut stream = match key {
+                    Some(_) => challenged(&server.address)?,
+                    None => TcpStream::connect(server.address.as_str())?,
+                };
+                let (stop, stopped) = mpsc::channel::<()>();
+                stops.push(stop);
+                let started = started.clone();
+                dribblers.push(thread::spawn(move || -> io::Result<TcpStream> {
+                    let frame = [&48u32.to_be_bytes()[..], &[b'{'; 48]].concat();
+                    stream.write_all(&frame[..6])?;
+                    let _ = started.send(());
+                    for byte in &frame[6..] {
+                        // Pacing, not synchronisation: this client is slow on purpose.
+                        let pause = stopped.recv_timeout(Duration::from_secs(1));
+                        if !matches!(pause, Err(mpsc::RecvTimeoutError::Timeout)) {
+                            break;
+                        }
+                        stream.write_all(&[*byte])?;
+                    }
+                    Ok(stream)
+                }));
+            }
+            for _ in 0..10 {
+                starts
+                    .recv_timeout(HANG)
+                    .map_err(|_| "a dribbler did not start")?;
+            }
+            // A normal client, three times over: a server that served clients one at a time
+            // would hold each of these behind a stalled handshake (10 s) or a stalled frame
+            // (for ever).
+            for round in 0..3 {
+                let start = Instant::now();
+                let mut conn = server.client(key)?;
+                echo(&mut conn, format!("round {round}").as_bytes())?;
+                let took = start.elapsed();
+                assert!(
+                    took < Duration::from_secs(5),
+                    "key {key:?} round {round}: {took:?} beside 60 stalled clients"
+                );
+            }
+            drop(stops);
+            for dribbler in dribblers {
+                silent.push(dribbler.join().map_err(|_| "dribbler panicked")??);
+            }
+            // The stalled ones are still being held, unless this machine was so slow that
+            // the server's 10 s handshake deadline passed (then they were rightly dropped).
+            if key.is_none() || opened.elapsed() < Duration::from_secs(8) {
+                for stream in &mut silent {
+                    assert!(
+                        open_and_quiet(stream)?,
+                        "key {key:?}: a stalled client was dropped"
+                    );
+                }
+                // Stopped while they are all still connected: no client failed.
+                server.stop_cleanly(0)?;
+            } else {
+                loud("*** NOTE: too slow to check that stalled clients are held (> 8 s) ***");
+            }
+            drop(silent);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn echo_server_disconnects_bad_clients_with_one_line_each() -> Res<()> {
+        for (codec, undecodable) in [("cbor", &b"\xff\xff\xff"[..]), ("pickle", INSTANCE_PICKLE)] {
+            let server = Server::start("127.0.0.1:0", Some(KEY), codec)?;
+            // A good client, connected before the bad ones and used after them.
+            let mut steady = server.client(Some(KEY))?;
+            if codec == "pickle" {
+                steady.set_encoding(Encoding::Pickle);
+            }
+            let value = (String::from("steady"), vec![1u32, 2, 3]);
+            steady.send(&value)?;
+            assert_eq!(steady.recv_timeout::<(String, Vec<u32>)>(HANG)?, value);
+
+            // 1. A wrong key.
+            let err = Client::new(server.address.as_str())
+                .authkey(b"wrong key")
+                .timeout(HANG)
+                .open()
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Authentication, "{err:?}");
+            server.wait_for_stderr(1)?;
+
+            // 2. During the handshake, an answer whose header announces 1 GiB: refused from
+            // the header (the line says so), not after waiting for the payload.
+            let mut liar = challenged(&server.address)?;
+            liar.write_all(&(1u32 << 30).to_be_bytes())?;
+            assert!(
+                closed_by_server(&mut liar)?,
+                "{codec}: 1 GiB header not refused"
+            );
+            let lines = server.wait_for_stderr(2)?;
+            assert!(lines[1].contains("bad message length"), "{lines:?}");
+
+            // 3. An authenticated client whose message does not decode.
+            let mut garbled = server.client(Some(KEY))?;
+            garbled.send_bytes(undecodable)?;
+            let err = garbled.recv_bytes_timeout(HANG).unwrap_err();
+            assert!(
+                err.is_eof() || err.kind() == ErrorKind::BrokenPipe,
+                "{err:?}"
+            );
+            server.wait_for_stderr(3)?;
+
+            // 4. An authenticated client that sends a bad frame (a negative length).
+            let broken = server.client(Some(KEY))?;
+            let mut raw = TcpStream::from(OwnedFd::from(broken));
+            raw.write_all(&(-2i32).to_be_bytes())?;
+            assert!(
+                closed_by_server(&mut raw)?,
+                "{codec}: negative length not refused"
+            );
+            server.wait_for_stderr(4)?;
+
+            // Everyone else carried on: the steady client, and a new one.
+            steady.send(&value)?;
+            assert_eq!(steady.recv_timeout::<(String, Vec<u32>)>(HANG)?, value);
+            let mut late = server.client(Some(KEY))?;
+            echo_value(&mut late, codec)?;
+            drop(steady);
+            drop(late);
+            // Exactly one line per bad client, and none for the good ones.
+            let lines = server.stop_cleanly(4)?;
+            assert!(
+                lines.iter().all(|l| l.starts_with("echo_server: ")),
+                "{codec}: {lines:?}"
+            );
+            assert!(lines[0].contains("digest received was wrong"), "{lines:?}");
+        }
+        Ok(())
+    }
+
+    fn echo_value(conn: &mut Connection, codec: &str) -> Res<()> {
+        if codec == "pickle" {
+            conn.set_encoding(Encoding::Pickle);
+        }
+        conn.send(&vec![Some(1.5f64), None])?;
+        assert_eq!(
+            conn.recv_timeout::<Vec<Option<f64>>>(HANG)?,
+            [Some(1.5), None]
+        );
+        Ok(())
+    }
+
+    /// Starts echo_server at `address` with a client connected, sends `signal`, and checks
+    /// the exit code (0), the client's end of file, and (for a path) the socket file's
+    /// removal.
+    fn exits_zero_on(signal: Signal, address: &str) -> Res<()> {
+        let mut server = Server::start(address, Some(KEY), "bytes")?;
+        let mut conn = server.client(Some(KEY))?;
+        echo(&mut conn, b"before the signal")?;
+        server.signal(signal)?;
+        let status = server.wait_exit()?;
+        assert_eq!(status.code(), Some(0), "{address}: {status:?}");
+        let err = conn.recv_bytes_timeout(HANG).unwrap_err();
+        assert!(
+            err.is_eof() || err.kind() == ErrorKind::BrokenPipe,
+            "{err:?}"
+        );
+        if address.starts_with('/') {
+            assert!(
+                !std::path::Path::new(address).exists(),
+                "{address} left behind"
+            );
+        }
+        assert!(
+            server.stderr_lines().is_empty(),
+            "{:?}",
+            server.stderr_lines()
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn echo_server_exits_0_on_sigterm() -> Res<()> {
+        if std::net::TcpListener::bind("[::1]:0").is_ok() {
+            exits_zero_on(Signal::TERM, "[::1]:0")?;
+        } else {
+            loud("*** SKIPPED: no IPv6 on loopback here: [::1] case left out ***");
+        }
+        exits_zero_on(Signal::TERM, &format!("@{}", unique("term")))
+    }
+
+    #[test]
+    fn echo_server_exits_0_on_sigint() -> Res<()> {
+        exits_zero_on(Signal::INT, "127.0.0.1:0")?;
+        let path = std::env::temp_dir().join(format!("{}.sock", unique("int")));
+        let result = exits_zero_on(Signal::INT, &path.display().to_string());
+        let _ = std::fs::remove_file(&path);
+        result
+    }
+
+    #[test]
+    fn echo_server_survives_a_deeply_nested_pickle() -> Res<()> {
+        let mut server = Server::start("127.0.0.1:0", None, "pickle")?;
+        let mut steady = server.client(None)?;
+        echo_value(&mut steady, "pickle")?;
+        // [[[...]]] 10,000 deep: 20 KB.
+        let depth = 10_000;
+        let mut deep = b"\x80\x03".to_vec();
+        deep.extend(std::iter::repeat_n(b']', depth));
+        deep.extend(std::iter::repeat_n(b'a', depth - 1));
+        deep.push(b'.');
+        let mut attacker = server.client(None)?;
+        attacker.send_bytes(&deep)?;
+        let err = attacker.recv_bytes_timeout(HANG).unwrap_err();
+        assert!(
+            err.is_eof() || err.kind() == ErrorKind::BrokenPipe,
+            "{err:?}"
+        );
+        // Refused as any undecodable message: one line, and the others carry on.
+        server.wait_for_stderr(1)?;
+        if let Err(e) = echo_value(&mut steady, "pickle") {
+            let status = server.wait_exit();
+            return Err(format!(
+                "the steady client lost its server ({e}); echo_server: {status:?}, stderr: {:?}",
+                server.stderr_lines()
+            )
+            .into());
+        }
+        drop(steady);
+        server.stop_cleanly(1)?;
+        Ok(())
+    }
+}

@@ -51,9 +51,11 @@ pub enum Encoding {
     Cbor,
     /// Python's pickle (protocol 3 written; protocols 0 to 5 read), so a Python peer's
     /// plain `conn.send(obj)`/`conn.recv()` interoperate. Only plain data is accepted: None,
-    /// bool, int (big ones too), float, str, bytes, list, tuple, dict, set. A pickle that
-    /// builds class instances or names other globals is a `Decode` error and is never
-    /// executed; the connection stays usable.
+    /// bool, int, float, str, bytes, list, tuple, dict, set. A pickle that builds class
+    /// instances, names other globals or nests deeper than 100 levels is a `Decode` error
+    /// and is never executed; the connection stays usable. Typed values carry ints within
+    /// `i64`; for bigger ones (and to keep tuples and sets as such) use the dynamic values
+    /// of [`multiproc::pickle`](crate::pickle).
     #[cfg(feature = "pickle")]
     Pickle,
 }

@@ -7,19 +7,32 @@
 //! beyond the few builtins plain data needs (sets, frozensets, bytearrays and bytes in old
 //! protocols), or uses extension or persistent references. What passes is plain data:
 //! None, bools, ints, floats, strings, bytes, lists, tuples, dicts, sets.
+//!
+//! The walk also follows the pickle machine's stack and memo far enough to know how deeply
+//! the result nests (memo references included), and refuses anything deeper than
+//! [`MAX_DEPTH`]: serde-pickle builds, converts and drops values recursively, so a few
+//! kilobytes of `]]]]...` would otherwise overflow the stack and abort the process.
+
+use std::collections::HashMap;
+
+/// The deepest nesting accepted. Well inside a 2 MiB thread stack in debug builds, where
+/// serde-pickle needs up to ~10 KiB per level.
+pub(crate) const MAX_DEPTH: usize = 100;
 
 /// Why a pickle was refused.
 pub(crate) fn check(pickle: &[u8]) -> Result<(), String> {
+    let mut shape = Shape::default();
     let mut at = 0;
     while at < pickle.len() {
         let op = pickle[at];
         at += 1;
+        let start = at;
         let arg = match op {
             // No argument.
             b'(' | b'0' | b'1' | b'2' | b'N' | b'R' | b'a' | b'd' | b'}' | b'e' | b'l' | b']'
             | b's' | b't' | b')' | b'u' | 0x85 | 0x86 | 0x87 | 0x88 | 0x89 | 0x8f | 0x90 | 0x91
             | 0x93 | 0x94 | 0x97 | 0x98 => Arg::None,
-            b'.' => return Ok(()),
+            b'.' => return shape.finish(),
             // Text up to a newline.
             b'F' | b'I' | b'L' | b'S' | b'V' | b'g' | b'p' => Arg::Line,
             b'c' => Arg::Global,
@@ -66,8 +79,204 @@ pub(crate) fn check(pickle: &[u8]) -> Result<(), String> {
         if at > pickle.len() {
             return Err("truncated pickle".into());
         }
+        shape.apply(op, &pickle[start..at])?;
     }
     Err("pickle without STOP".into())
+}
+
+/// A value on the pickle machine's stack: plain, or a container (an index into `children`).
+#[derive(Debug, Clone, Copy)]
+enum Item {
+    Scalar,
+    Node(usize),
+}
+
+/// Just enough of the pickle machine to know the nesting of what it builds.
+#[derive(Debug, Default)]
+struct Shape {
+    stack: Vec<Item>,
+    marks: Vec<usize>,
+    memo: HashMap<u64, Item>,
+    /// The containers inside each container.
+    children: Vec<Vec<usize>>,
+}
+
+const MALFORMED: &str = "malformed pickle";
+
+impl Shape {
+    fn node(&mut self, items: &[Item]) -> Item {
+        self.children.push(
+            items
+                .iter()
+                .filter_map(|i| match i {
+                    Item::Node(n) => Some(*n),
+                    Item::Scalar => None,
+                })
+                .collect(),
+        );
+        Item::Node(self.children.len() - 1)
+    }
+
+    fn pop(&mut self) -> Result<Item, String> {
+        self.stack.pop().ok_or_else(|| MALFORMED.to_owned())
+    }
+
+    fn pop_mark(&mut self) -> Result<Vec<Item>, String> {
+        let mark = self.marks.pop().ok_or(MALFORMED)?;
+        if mark > self.stack.len() {
+            return Err(MALFORMED.into());
+        }
+        Ok(self.stack.split_off(mark))
+    }
+
+    fn top(&self) -> Result<Item, String> {
+        self.stack
+            .last()
+            .copied()
+            .ok_or_else(|| MALFORMED.to_owned())
+    }
+
+    /// Puts `items` into the container on top of the stack.
+    fn add(&mut self, items: &[Item]) -> Result<(), String> {
+        if let Item::Node(n) = self.top()? {
+            for item in items {
+                if let Item::Node(c) = item {
+                    self.children[n].push(*c);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, op: u8, arg: &[u8]) -> Result<(), String> {
+        match op {
+            b'(' => self.marks.push(self.stack.len()),
+            b'0' => drop(self.pop()?),
+            b'1' => drop(self.pop_mark()?),
+            b'2' => self.stack.push(self.top()?),
+            b'}' | b']' | b')' | 0x8f => {
+                let empty = self.node(&[]);
+                self.stack.push(empty);
+            }
+            b'd' | b'l' | b't' | 0x91 => {
+                let items = self.pop_mark()?;
+                let node = self.node(&items);
+                self.stack.push(node);
+            }
+            0x85..=0x87 => {
+                let n = usize::from(op - 0x84);
+                let from = self.stack.len().checked_sub(n).ok_or(MALFORMED)?;
+                let items = self.stack.split_off(from);
+                let node = self.node(&items);
+                self.stack.push(node);
+            }
+            b'a' => {
+                let value = self.pop()?;
+                self.add(&[value])?;
+            }
+            b's' => {
+                let value = self.pop()?;
+                let key = self.pop()?;
+                self.add(&[key, value])?;
+            }
+            b'e' | b'u' | 0x90 => {
+                let items = self.pop_mark()?;
+                self.add(&items)?;
+            }
+            // set(list), frozenset(list), ...: as deep as its argument tuple.
+            b'R' => {
+                let args = self.pop()?;
+                self.pop()?;
+                let node = match args {
+                    Item::Node(n) => {
+                        let inner: Vec<Item> = self.children[n]
+                            .clone()
+                            .into_iter()
+                            .map(Item::Node)
+                            .collect();
+                        self.node(&inner)
+                    }
+                    Item::Scalar => Item::Scalar,
+                };
+                self.stack.push(node);
+            }
+            0x93 => {
+                self.pop()?;
+                self.pop()?;
+                self.stack.push(Item::Scalar);
+            }
+            b'p' | b'q' | b'r' => {
+                let top = self.top()?;
+                self.memo.insert(memo_id(op, arg)?, top);
+            }
+            0x94 => {
+                let top = self.top()?;
+                self.memo.insert(self.memo.len() as u64, top);
+            }
+            b'g' | b'h' | b'j' => {
+                let item = *self.memo.get(&memo_id(op, arg)?).ok_or(MALFORMED)?;
+                self.stack.push(item);
+            }
+            0x80 | 0x95 | 0x98 => {}
+            // Everything else pushes one plain value.
+            _ => self.stack.push(Item::Scalar),
+        }
+        Ok(())
+    }
+
+    /// How deep the result nests, following each container's containers (shared ones once
+    /// per path, as serde-pickle expands them). A cycle is left to serde-pickle, which
+    /// refuses recursive structures.
+    fn finish(&self) -> Result<(), String> {
+        let Item::Node(root) = self.top()? else {
+            return Ok(());
+        };
+        // Iterative depth-first search: the height of each container, computed once.
+        let mut height: Vec<Option<usize>> = vec![None; self.children.len()];
+        let mut on_path = vec![false; self.children.len()];
+        let mut path: Vec<(usize, usize)> = vec![(root, 0)];
+        on_path[root] = true;
+        while let Some(&mut (node, ref mut next)) = path.last_mut() {
+            if let Some(&child) = self.children[node].get(*next) {
+                *next += 1;
+                if height[child].is_none() && !on_path[child] {
+                    on_path[child] = true;
+                    path.push((child, 0));
+                    if path.len() > MAX_DEPTH {
+                        return Err(format!("the pickle nests deeper than {MAX_DEPTH} levels"));
+                    }
+                }
+                continue;
+            }
+            let below = self.children[node]
+                .iter()
+                .filter_map(|&c| height[c])
+                .max()
+                .unwrap_or(0);
+            height[node] = Some(below + 1);
+            on_path[node] = false;
+            path.pop();
+        }
+        match height[root] {
+            Some(h) if h > MAX_DEPTH => {
+                Err(format!("the pickle nests deeper than {MAX_DEPTH} levels"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn memo_id(op: u8, arg: &[u8]) -> Result<u64, String> {
+    match op {
+        b'p' | b'g' => std::str::from_utf8(arg)
+            .ok()
+            .and_then(|text| text.trim_end_matches('\n').trim().parse().ok())
+            .ok_or_else(|| MALFORMED.to_owned()),
+        b'q' | b'h' => Ok(u64::from(arg[0])),
+        _ => Ok(u64::from(u32::from_le_bytes(
+            arg.try_into().map_err(|_| MALFORMED)?,
+        ))),
+    }
 }
 
 enum Arg {
@@ -120,7 +329,71 @@ mod tests {
                 .unwrap_err()
                 .contains("posix.system")
         );
-        assert!(check(b"c__builtin__\nset\n(lp0\nI1\natp1\nRp2\n.").is_ok());
+        // pickle.dumps({1}, protocol=0)
+        assert!(check(b"c__builtin__\nset\np0\n((lp1\nI1\natp2\nRp3\n.").is_ok());
+    }
+
+    /// `depth` nested lists, written as CPython's protocol 3 does (`]` then `a`).
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut p = b"\x80\x03".to_vec();
+        p.extend(std::iter::repeat_n(b']', depth));
+        p.extend(std::iter::repeat_n(b'a', depth - 1));
+        p.push(b'.');
+        p
+    }
+
+    /// A chain of `depth` lists, each holding the previous one by memo reference.
+    fn memo_chain(depth: usize) -> Vec<u8> {
+        let mut p = b"\x80\x03]r\0\0\0\0".to_vec();
+        for i in 1..depth as u32 {
+            p.extend_from_slice(b"]r");
+            p.extend_from_slice(&i.to_le_bytes());
+            p.push(b'j');
+            p.extend_from_slice(&(i - 1).to_le_bytes());
+            p.extend_from_slice(b"a0");
+        }
+        p.push(b'j');
+        p.extend_from_slice(&(depth as u32 - 1).to_le_bytes());
+        p.push(b'.');
+        p
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        assert_eq!(check(&nested(super::MAX_DEPTH)), Ok(()));
+        assert!(
+            check(&nested(super::MAX_DEPTH + 1))
+                .unwrap_err()
+                .contains("deeper")
+        );
+        assert!(check(&nested(1_000_000)).unwrap_err().contains("deeper"));
+        assert_eq!(check(&memo_chain(super::MAX_DEPTH)), Ok(()));
+        assert!(
+            check(&memo_chain(super::MAX_DEPTH + 1))
+                .unwrap_err()
+                .contains("deeper")
+        );
+        // Wide is fine: a list of 100,000 empty lists.
+        let mut wide = b"\x80\x03](".to_vec();
+        wide.extend(std::iter::repeat_n(b']', 100_000));
+        wide.extend_from_slice(b"e.");
+        assert_eq!(check(&wide), Ok(()));
+    }
+
+    #[test]
+    fn the_deepest_accepted_pickle_decodes_on_a_small_stack() {
+        // What libtest and std::thread give a thread by default.
+        let decoded = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(|| {
+                let a = crate::pickle::loads(&nested(super::MAX_DEPTH)).is_ok();
+                let b = crate::pickle::loads(&memo_chain(super::MAX_DEPTH)).is_ok();
+                a && b
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(decoded);
     }
 
     #[test]

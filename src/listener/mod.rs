@@ -656,13 +656,14 @@ impl Client {
                 stream.set_nodelay(true)?;
                 stream.into()
             }
-            Address::Unix(path) => std::os::unix::net::UnixStream::connect(path)?.into(),
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            Address::Abstract(name) => {
-                use std::os::linux::net::SocketAddrExt;
-                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-                std::os::unix::net::UnixStream::connect_addr(&addr)?.into()
+            Address::Unix(path) => {
+                connect_unix(&rustix::net::SocketAddrUnix::new(path.as_path())?, deadline)?
             }
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Address::Abstract(name) => connect_unix(
+                &rustix::net::SocketAddrUnix::new_abstract_name(name)?,
+                deadline,
+            )?,
             #[cfg(not(any(target_os = "linux", target_os = "android")))]
             Address::Abstract(_) => return Err(abstract_unsupported()),
         };
@@ -672,6 +673,39 @@ impl Client {
         }
         Ok(conn)
     }
+}
+
+/// `connect(2)` on a Unix socket, waiting at most until `deadline`. A listener whose accept
+/// queue is full makes a blocking connect wait for room for ever; Linux bounds that wait by
+/// the socket's send timeout (`SO_SNDTIMEO`; `unix_stream_connect` fails with EAGAIN when it
+/// runs out), so set one for the connect and clear it afterwards.
+fn connect_unix(address: &rustix::net::SocketAddrUnix, deadline: Instant) -> Result<OwnedFd> {
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    // Zero would mean "no timeout".
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Send, Some(left))?;
+    loop {
+        match rustix::net::connect(&fd, address) {
+            Ok(()) => break,
+            Err(rustix::io::Errno::INTR) if Instant::now() < deadline => continue,
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {
+                return Err(Error::with_message(
+                    ErrorKind::Timeout,
+                    "timed out connecting: the listener's accept queue stayed full",
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Send, None)?;
+    Ok(fd)
 }
 
 #[cfg(test)]

@@ -1,0 +1,959 @@
+//! `Listener` and `Client` between Rust peers, and against hand-driven sockets where a test
+//! needs a peer that misbehaves (stays silent, dribbles, lies about a frame's length, or
+//! pretends to be a server). Python peers are in `tests/listener_python.rs`.
+//!
+//! Real sockets throughout: TCP on 127.0.0.1 and ::1 only, Unix paths in the temp dir, Linux
+//! abstract names, each unique to this process. Waits are bounded by `HANG`, which only a
+//! hang reaches; the only timing asserted is either a lower bound a deadline guarantees or a
+//! generous upper bound that tells "concurrent" from "waited for another client's deadline".
+
+use std::error::Error as StdError;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use multiproc::{
+    Address, Client, Connection, Digest, ErrorKind, Listener, ToAddress, WaitSet, Waitable, wait,
+};
+
+type TestResult = Result<(), Box<dyn StdError>>;
+
+/// Only a hang reaches it.
+const HANG: Duration = Duration::from_secs(20);
+const KEY: &[u8] = b"listener test key";
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// A name no other test (or concurrent run) uses.
+fn unique(tag: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "multiproc-{}-{}-{tag}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn socket_path(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("{}.sock", unique(tag)))
+}
+
+/// Removes a path on drop, so a failed test leaves no socket file behind.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A line on stderr that libtest does not capture (it captures `eprintln!` of passing
+/// tests), so a skipped case is seen in a plain `cargo test` run.
+fn loud(line: &str) {
+    let _ = writeln!(io::stderr(), "\n{line}\n");
+}
+
+/// Whether this machine has IPv6 on loopback; says so loudly when not (some containers
+/// run without it).
+fn ipv6() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        let has = TcpListener::bind("[::1]:0").is_ok();
+        if !has {
+            loud("*** SKIPPED: no IPv6 on loopback here: [::1] cases are left out ***");
+        }
+        has
+    })
+}
+
+/// The four kinds of address, each unused ([::1] only where IPv6 works).
+fn every_address() -> Vec<String> {
+    let mut all = vec![
+        socket_path("every").display().to_string(),
+        format!("@{}", unique("every")),
+        "127.0.0.1:0".to_owned(),
+    ];
+    if ipv6() {
+        all.push("[::1]:0".to_owned());
+    }
+    all
+}
+
+fn tcp_addr(listener: &Listener) -> Result<SocketAddr, Box<dyn StdError>> {
+    match listener.local_addr() {
+        Address::Tcp(addr) => Ok(*addr),
+        other => Err(format!("not a TCP address: {other}").into()),
+    }
+}
+
+/// The server half of the exchange every test client does: "ping" in, "pong" out.
+fn serve_ping(conn: &mut Connection) -> TestResult {
+    let got = conn.recv_bytes_timeout(HANG)?;
+    if got != b"ping" {
+        return Err(format!("server got {got:?}, not ping").into());
+    }
+    conn.send_bytes(b"pong")?;
+    Ok(())
+}
+
+/// Connects with `client` on a thread and does the client half of the exchange.
+fn ping_client(client: Client) -> JoinHandle<multiproc::Result<()>> {
+    thread::spawn(move || {
+        let mut conn = client.open()?;
+        conn.send_bytes(b"ping")?;
+        let got = conn.recv_bytes_timeout(HANG)?;
+        assert_eq!(got, b"pong");
+        Ok(())
+    })
+}
+
+fn join<T>(handle: JoinHandle<T>) -> Result<T, Box<dyn StdError>> {
+    handle.join().map_err(|_| "client thread panicked".into())
+}
+
+/// Accepts one client and does the server half of the exchange.
+fn accept_ping(listener: &mut Listener) -> TestResult {
+    let mut conn = listener.accept_timeout(HANG)?;
+    serve_ping(&mut conn)
+}
+
+/// One whole frame from a raw socket: a 4-byte big-endian length, then the payload.
+fn read_frame(stream: &mut impl Read) -> io::Result<Vec<u8>> {
+    let mut header = [0u8; 4];
+    stream.read_exact(&mut header)?;
+    let len = u32::from_be_bytes(header) as usize;
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload)?;
+    Ok(payload)
+}
+
+fn write_frame(stream: &mut impl Write, payload: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(payload.len()).expect("small frame");
+    stream.write_all(&len.to_be_bytes())?;
+    stream.write_all(payload)
+}
+
+/// Whether the peer closed `stream` within `within` (anything it sends first is skipped).
+fn closed_by_peer(stream: &mut TcpStream, within: Duration) -> io::Result<bool> {
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 512];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok(true),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether `stream` is still open with nothing to read (checked without waiting).
+fn open_and_quiet(stream: &mut TcpStream) -> io::Result<bool> {
+    stream.set_nonblocking(true)?;
+    let mut buf = [0u8; 1];
+    let quiet = matches!(stream.read(&mut buf), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+    stream.set_nonblocking(false)?;
+    Ok(quiet)
+}
+
+/// A raw TCP connection that the listener has accepted: it holds the server's challenge.
+fn raw_client_with_challenge(
+    listener: &mut Listener,
+    addr: SocketAddr,
+) -> Result<TcpStream, Box<dyn StdError>> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(HANG))?;
+    // The listener accepts (and sends its challenge) only while it is being driven.
+    let reader = thread::spawn(move || -> io::Result<(TcpStream, Vec<u8>)> {
+        let frame = read_frame(&mut stream)?;
+        Ok((stream, frame))
+    });
+    let deadline = Instant::now() + HANG;
+    while !reader.is_finished() {
+        if Instant::now() > deadline {
+            return Err("no challenge from the listener".into());
+        }
+        if let Ok(conn) = listener.accept_timeout(Duration::from_millis(20)) {
+            return Err(format!("unexpected connection {conn:?}").into());
+        }
+    }
+    let (stream, frame) = join(reader)??;
+    if !frame.starts_with(b"#CHALLENGE#") {
+        return Err(format!("first frame is not a challenge: {frame:?}").into());
+    }
+    Ok(stream)
+}
+
+/// Raises the soft open-files limit to `want` (or the hard limit); false if it stays lower.
+fn raise_nofile(want: u64) -> bool {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current.is_none_or(|c| c >= want) {
+        return true;
+    }
+    let target = limit.maximum.map_or(want, |max| max.min(want));
+    let _ = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(target),
+            maximum: limit.maximum,
+        },
+    );
+    getrlimit(Resource::Nofile)
+        .current
+        .is_none_or(|c| c >= want)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Binding and addresses
+
+#[test]
+fn bind_port_zero_gives_the_real_port() -> TestResult {
+    for (text, v4) in [("127.0.0.1:0", true), ("[::1]:0", false)] {
+        if !v4 && !ipv6() {
+            continue;
+        }
+        let mut listener = Listener::bind(text, None)?;
+        let addr = tcp_addr(&listener)?;
+        assert_ne!(addr.port(), 0, "{text}");
+        assert_eq!(addr.is_ipv4(), v4, "{text}");
+        assert!(addr.ip().is_loopback(), "{text}");
+        // The reported address is one a client can use, in either spelling.
+        let client = ping_client(Client::new(listener.local_addr().to_string()));
+        accept_ping(&mut listener)?;
+        join(client)??;
+        let client = ping_client(Client::new(addr));
+        accept_ping(&mut listener)?;
+        join(client)??;
+    }
+    Ok(())
+}
+
+#[test]
+fn every_address_kind_binds_connects_and_authenticates() -> TestResult {
+    for text in every_address() {
+        for key in [None, Some(KEY)] {
+            let mut listener = Listener::bind(text.as_str(), key)?;
+            let _cleanup = match listener.local_addr() {
+                Address::Unix(path) => Some(RemoveOnDrop(path.clone())),
+                _ => None,
+            };
+            let mut client = Client::new(listener.local_addr());
+            if let Some(key) = key {
+                client = client.authkey(key);
+            }
+            let client = ping_client(client);
+            accept_ping(&mut listener).map_err(|e| format!("{text} key {key:?}: {e}"))?;
+            join(client)?.map_err(|e| format!("{text} key {key:?}: {e}"))?;
+            // The same address string, parsed, is the listener's (the port aside).
+            if !text.ends_with(":0") {
+                assert_eq!(listener.local_addr(), &text.to_address()?);
+                assert_eq!(listener.local_addr().to_string(), text);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn address_forms_parse_and_display() -> TestResult {
+    let name = unique("forms");
+    let at: Address = format!("@{name}").parse()?;
+    let nul: Address = format!("\0{name}").parse()?;
+    assert_eq!(at, nul);
+    assert_eq!(at, Address::Abstract(name.clone().into_bytes()));
+    assert_eq!(at.to_string(), format!("@{name}"));
+    assert_eq!(
+        "/tmp/x.sock".parse::<Address>()?,
+        Address::Unix("/tmp/x.sock".into())
+    );
+    assert_eq!(
+        "[::1]:7".parse::<Address>()?,
+        Address::Tcp("[::1]:7".parse()?)
+    );
+    assert_eq!("[::1]:7".parse::<Address>()?.to_string(), "[::1]:7");
+    assert_eq!("127.0.0.1:7".parse::<Address>()?.to_string(), "127.0.0.1:7");
+    assert_eq!(
+        "".parse::<Address>().unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    // ToAddress: a SocketAddr, a Path, a PathBuf, an Address bind as themselves.
+    let sock: SocketAddr = "127.0.0.1:0".parse()?;
+    drop(Listener::bind(sock, None)?);
+    let path = socket_path("forms");
+    let _cleanup = RemoveOnDrop(path.clone());
+    drop(Listener::bind(path.as_path(), None)?);
+    drop(Listener::bind(&path, None)?);
+    drop(Listener::bind(Address::Unix(path.clone()), None)?);
+    drop(Listener::bind(&at, None)?);
+    // An address that does not parse is InvalidInput from bind and from open alike.
+    assert_eq!(
+        Listener::bind("", None).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        Client::new("").open().unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    Ok(())
+}
+
+#[test]
+fn unix_socket_file_removed_on_drop_and_on_close() -> TestResult {
+    let path = socket_path("drop");
+    let _cleanup = RemoveOnDrop(path.clone());
+    let listener = Listener::bind(path.as_path(), None)?;
+    assert!(std::fs::symlink_metadata(&path).is_ok(), "no socket file");
+    drop(listener);
+    assert!(!path.exists(), "socket file left after drop");
+
+    let mut listener = Listener::bind(path.as_path(), None)?;
+    assert!(path.exists());
+    listener.close();
+    assert!(!path.exists(), "socket file left after close");
+    // Nothing listens there any more.
+    let err = Client::connect(path.as_path(), None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err:?}");
+    drop(listener);
+
+    // A file someone else put at the path after us is theirs: the listener leaves it.
+    let listener = Listener::bind(path.as_path(), None)?;
+    std::fs::remove_file(&path)?;
+    std::fs::write(&path, b"not ours")?;
+    drop(listener);
+    assert_eq!(std::fs::read(&path)?, b"not ours");
+    Ok(())
+}
+
+#[test]
+fn stale_unix_socket_file_is_replaced() -> TestResult {
+    let path = socket_path("stale");
+    let _cleanup = RemoveOnDrop(path.clone());
+    // A listener that went away without removing its file (std's does not remove it).
+    drop(UnixListener::bind(&path)?);
+    assert!(path.exists(), "std left no file; the test needs one");
+    let mut listener = Listener::bind(path.as_path(), Some(KEY))?;
+    let client = ping_client(Client::new(path.as_path()).authkey(KEY));
+    accept_ping(&mut listener)?;
+    join(client)??;
+    drop(listener);
+    assert!(!path.exists());
+    Ok(())
+}
+
+#[test]
+fn live_unix_socket_is_refused_and_left_alone() -> TestResult {
+    let path = socket_path("live");
+    let _cleanup = RemoveOnDrop(path.clone());
+
+    // Someone else's live listener (std's): AddrInUse, reported as Io.
+    let live = UnixListener::bind(&path)?;
+    let err = Listener::bind(path.as_path(), None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err:?}");
+    assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE), "{err:?}");
+    // Still there and still theirs.
+    let _conn = UnixStream::connect(&path)?;
+    live.accept()?;
+    drop(live);
+    std::fs::remove_file(&path)?;
+
+    // Our own live listener: the second bind fails, the first keeps working.
+    let mut first = Listener::bind(path.as_path(), None)?;
+    let err = Listener::bind(path.as_path(), None).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE), "{err:?}");
+    let client = ping_client(Client::new(path.as_path()));
+    // The failed bind probed the path with a connect (that is how a stale file is told from
+    // a live one), so the live listener may first hand out that probe: a client that hung
+    // up at once.
+    let mut conn = first.accept_timeout(HANG)?;
+    let mut got = conn.recv_bytes_timeout(HANG);
+    if got.as_ref().is_err_and(|e| e.is_eof()) {
+        conn = first.accept_timeout(HANG)?;
+        got = conn.recv_bytes_timeout(HANG);
+    }
+    assert_eq!(got?, b"ping");
+    conn.send_bytes(b"pong")?;
+    join(client)??;
+    drop(first);
+
+    // A regular file is never taken for a stale socket.
+    std::fs::write(&path, b"data")?;
+    let err = Listener::bind(path.as_path(), None).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE), "{err:?}");
+    assert_eq!(std::fs::read(&path)?, b"data");
+    Ok(())
+}
+
+#[test]
+fn abstract_name_in_use_is_refused() -> TestResult {
+    let name = format!("@{}", unique("abstract"));
+    let mut first = Listener::bind(name.as_str(), None)?;
+    let err = Listener::bind(name.as_str(), None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err:?}");
+    assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE), "{err:?}");
+    let client = ping_client(Client::new(name.as_str()));
+    accept_ping(&mut first)?;
+    join(client)??;
+    // Gone with the listener: the name is free again.
+    drop(first);
+    drop(Listener::bind(name.as_str(), None)?);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accepting
+
+#[test]
+fn accept_timeout_times_out_and_try_accept_is_none() -> TestResult {
+    let mut listener = Listener::bind("127.0.0.1:0", Some(KEY))?;
+    listener.set_handshake_timeout(HANG);
+    let start = Instant::now();
+    let err = listener
+        .accept_timeout(Duration::from_millis(200))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err:?}");
+    assert!(start.elapsed() >= Duration::from_millis(200));
+    assert!(listener.try_accept()?.is_none());
+    // A connection whose handshake is under way is not handed out yet.
+    let addr = tcp_addr(&listener)?;
+    let mut silent = raw_client_with_challenge(&mut listener, addr)?;
+    assert!(listener.try_accept()?.is_none());
+    assert!(open_and_quiet(&mut silent)?);
+    Ok(())
+}
+
+#[test]
+fn closed_listener_refuses_accept_and_clients() -> TestResult {
+    let mut listener = Listener::bind("127.0.0.1:0", None)?;
+    let addr = tcp_addr(&listener)?;
+    listener.close();
+    assert_eq!(listener.accept().unwrap_err().kind(), ErrorKind::Closed);
+    assert_eq!(listener.try_accept().unwrap_err().kind(), ErrorKind::Closed);
+    let err = listener
+        .accept_timeout(Duration::from_millis(10))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed);
+    let err = Client::connect(addr, None).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED), "{err:?}");
+    // Closing twice is harmless.
+    listener.close();
+    Ok(())
+}
+
+#[test]
+fn many_concurrent_clients_are_all_accepted() -> TestResult {
+    const CLIENTS: usize = 64;
+    let mut listener = Listener::bind("127.0.0.1:0", Some(KEY))?;
+    let addr = tcp_addr(&listener)?;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            thread::spawn(move || -> multiproc::Result<u64> {
+                let mut conn = Client::new(addr).authkey(KEY).timeout(HANG).open()?;
+                conn.send(&(i as u64))?;
+                conn.recv::<u64>()
+            })
+        })
+        .collect();
+    for _ in 0..CLIENTS {
+        let mut conn = listener.accept_timeout(HANG)?;
+        let i: u64 = conn.recv_timeout(HANG)?;
+        conn.send(&(i * 1000))?;
+    }
+    let mut answers: Vec<u64> = Vec::new();
+    for client in clients {
+        answers.push(join(client)??);
+    }
+    answers.sort();
+    let want: Vec<u64> = (0..CLIENTS as u64).map(|i| i * 1000).collect();
+    assert_eq!(answers, want);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Readiness: wait(), WaitSet, mio
+
+#[test]
+fn listener_is_ready_in_wait_only_once_a_handshake_completes() -> TestResult {
+    let mut listener = Listener::bind("127.0.0.1:0", Some(KEY))?;
+    listener.set_handshake_timeout(HANG);
+    let addr = tcp_addr(&listener)?;
+    assert!(wait(&mut [&mut listener], Some(Duration::ZERO))?.is_empty());
+    // A client that connects and says nothing: accepted, challenged, never ready.
+    let mut silent = raw_client_with_challenge(&mut listener, addr)?;
+    assert!(wait(&mut [&mut listener], Some(Duration::from_millis(300)))?.is_empty());
+    // One that completes the handshake makes it ready.
+    let client = ping_client(Client::new(addr).authkey(KEY));
+    assert_eq!(wait(&mut [&mut listener], Some(HANG))?, [0]);
+    let mut conn = listener
+        .try_accept()?
+        .ok_or("ready, but try_accept had nothing")?;
+    serve_ping(&mut conn)?;
+    join(client)??;
+    assert!(listener.try_accept()?.is_none());
+    assert!(!listener.is_ready());
+    assert!(open_and_quiet(&mut silent)?);
+    Ok(())
+}
+
+#[test]
+fn listener_is_ready_in_wait_set_and_mio() -> TestResult {
+    // WaitSet, owning the listener.
+    let listener = Listener::bind("127.0.0.1:0", Some(KEY))?;
+    let addr = tcp_addr(&listener)?;
+    let mut set = WaitSet::new()?;
+    let key = set.insert(listener)?;
+    assert!(set.wait(Some(Duration::ZERO))?.is_empty());
+    let client = ping_client(Client::new(addr).authkey(KEY));
+    let deadline = Instant::now() + HANG;
+    let mut conn = loop {
+        let ready = set.wait(Some(HANG))?;
+        assert_eq!(ready, [key]);
+        if let Some(conn) = set.get_mut(key).ok_or("gone")?.try_accept()? {
+            break conn;
+        }
+        assert!(Instant::now() < deadline, "never got the connection");
+    };
+    serve_ping(&mut conn)?;
+    join(client)??;
+
+    // A user's own mio Poll: an event means try_accept may have something.
+    let mut listener = set.remove(key).ok_or("gone")?;
+    let mut poll = mio::Poll::new()?;
+    let mut events = mio::Events::with_capacity(8);
+    poll.registry()
+        .register(&mut listener, mio::Token(7), mio::Interest::READABLE)?;
+    let client = ping_client(Client::new(addr).authkey(KEY));
+    let mut conn = loop {
+        poll.poll(&mut events, Some(HANG))?;
+        assert!(Instant::now() < deadline + HANG, "no event");
+        if events.iter().any(|e| e.token() == mio::Token(7)) {
+            if let Some(conn) = listener.try_accept()? {
+                break conn;
+            }
+        }
+    };
+    serve_ping(&mut conn)?;
+    join(client)??;
+    poll.registry().deregister(&mut listener)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handshakes: deadlines and misbehaving clients
+
+#[test]
+fn handshake_deadline_fails_a_silent_client_and_a_later_client_is_accepted() -> TestResult {
+    let mut listener = Listener::bind("127.0.0.1:0", Some(KEY))?;
+    let timeout = Duration::from_millis(500);
+    listener.set_handshake_timeout(timeout);
+    let addr = tcp_addr(&listener)?;
+
+    let mut silent = TcpStream::connect(addr)?;
+    let start = Instant::now();
+    let err = listener.accept_timeout(HANG).unwrap_err();
+    let took = start.elapsed();
+    assert_eq!(err.kind(), ErrorKind::Authentication, "{err:?}");
+    assert!(err.to_string().contains("timed out"), "{err}");
+    // The handshake's deadline starts when it is accepted, after `start`.
+    assert!(took >= timeout, "failed after {took:?}");
+    // Far below the default 10 s: the setting took effect.
+    assert!(took < Duration::from_secs(8), "failed after {took:?}");
+    // The server hung up on it (after its challenge).
+    assert!(closed_by_peer(&mut silent, HANG)?);
+
+    // A client connecting after that is accepted as usual...
+    let client = ping_client(Client::new(addr).authkey(KEY));
+    accept_ping(&mut listener)?;
+    join(client)??;
+
+    // ...and so is one connecting while another silent client is pending (with a deadline
+    // no loaded machine reaches): it comes out first; the silent one fails when it hangs up.
+    listener.set_handshake_timeout(HANG);
+    let silent = raw_client_with_challenge(&mut listener, addr)?;
+    let client = ping_client(Client::new(addr).authkey(KEY));
+    accept_ping(&mut listener)?;
+    join(client)??;
+    drop(silent);
+    let err = listener.accept_timeout(HANG).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Authentication, "{err:?}");
+    Ok(())
+}
+
+#[test]
+fn silent_and_dribbling_clients_do_not_delay_accept() -> TestResult {
+    // A listener that served handshakes one at a time would make the good client wait for
+    // the first silent one's deadline (set beyond the test's bounds, so none expires here).
+    let mut listener = Listener::bind("127.0.0.1:0", Some(KEY))?;
+    listener.set_handshake_timeout(HANG);
+    let addr = tcp_addr(&listener)?;
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        silent.push(raw_client_with_challenge(&mut listener, addr)?);
+    }
+    let mut stops = Vec::new();
+    let mut dribblers = Vec::new();
+    for _ in 0..5 {
+        let mut stream = raw_client_with_challenge(&mut listener, addr)?;
+        let (stop, stopped) = mpsc::channel::<()>();
+        stops.push(stop);
+        dribblers.push(thread::spawn(move || -> io::Result<TcpStream> {
+            // An answer frame announcing 48 bytes, sent a byte at a time: never complete here.
+            let frame: Vec<u8> = [&48u32.to_be_bytes()[..], &[b'{'; 48]].concat();
+            for byte in frame.iter().take(40) {
+                stream.write_all(&[*byte])?;
+                // Pacing, not synchronisation: this client is slow on purpose.
+                let pause = stopped.recv_timeout(Duration::from_millis(100));
+                if !matches!(pause, Err(mpsc::RecvTimeoutError::Timeout)) {
+                    break;
+                }
+            }
+            Ok(stream)
+        }));
+    }
+    for round in 0..3 {
+        let start = Instant::now();
+        let client = ping_client(Client::new(addr).authkey(KEY));
+        accept_ping(&mut listener)?;
+        join(client)??;
+        let took = start.elapsed();
+        assert!(
+            took < Duration::from_secs(5),
+            "round {round}: a good client took {took:?} beside 25 stalled handshakes"
+        );
+    }
+    // The stalled ones were held all along.
+    for stream in &mut silent {
+        assert!(open_and_quiet(stream)?, "a silent client was dropped");
+    }
+    drop(stops);
+    for dribbler in dribblers {
+        let mut stream = join(dribbler)??;
+        assert!(
+            open_and_quiet(&mut stream)?,
+            "a dribbling client was dropped"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn oversized_handshake_frame_is_refused_from_its_header() -> TestResult {
+    let mut listener = Listener::bind("127.0.0.1:0", Some(KEY))?;
+    let addr = tcp_addr(&listener)?;
+    let mut liar = raw_client_with_challenge(&mut listener, addr)?;
+    // An answer announcing 1 GiB; its payload never comes.
+    liar.write_all(&(1u32 << 30).to_be_bytes())?;
+    let err = listener.accept_timeout(HANG).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Authentication, "{err:?}");
+    // Refused from the header, not after waiting out the deadline for the payload.
+    assert!(err.to_string().contains("bad message length"), "{err}");
+    assert!(closed_by_peer(&mut liar, HANG)?);
+    // The listener carries on.
+    let client = ping_client(Client::new(addr).authkey(KEY));
+    accept_ping(&mut listener)?;
+    join(client)??;
+    Ok(())
+}
+
+#[test]
+fn wrong_key_is_authentication_on_both_sides_and_the_listener_carries_on() -> TestResult {
+    for address in every_address() {
+        let mut listener = Listener::bind(address.as_str(), Some(KEY))?;
+        let _cleanup = match listener.local_addr() {
+            Address::Unix(path) => Some(RemoveOnDrop(path.clone())),
+            _ => None,
+        };
+        let addr = listener.local_addr().clone();
+        let client = ping_client(Client::new(&addr).authkey(b"not the key"));
+        let err = listener.accept_timeout(HANG).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Authentication, "{address}: {err:?}");
+        assert!(
+            err.to_string().contains("digest received was wrong"),
+            "{err}"
+        );
+        let err = join(client)?.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Authentication, "{address}: {err:?}");
+        assert!(
+            err.to_string().contains("digest sent was rejected"),
+            "{err}"
+        );
+        let client = ping_client(Client::new(&addr).authkey(KEY));
+        accept_ping(&mut listener)?;
+        join(client)??;
+    }
+    Ok(())
+}
+
+#[test]
+fn client_rejects_a_server_that_cannot_answer_its_challenge() -> TestResult {
+    // A fake server that welcomes any answer, then answers the client's challenge with junk:
+    // the handshake is mutual, so the client must refuse it.
+    let server = TcpListener::bind("127.0.0.1:0")?;
+    let addr = server.local_addr()?;
+    let fake = thread::spawn(move || -> io::Result<Vec<u8>> {
+        let (mut s, _) = server.accept()?;
+        s.set_read_timeout(Some(HANG))?;
+        write_frame(&mut s, &[&b"#CHALLENGE#"[..], &[7u8; 20]].concat())?;
+        let _answer = read_frame(&mut s)?;
+        write_frame(&mut s, b"#WELCOME#")?;
+        let challenge = read_frame(&mut s)?;
+        assert!(
+            challenge.starts_with(b"#CHALLENGE#{sha256}"),
+            "{challenge:?}"
+        );
+        write_frame(&mut s, &[0u8; 16])?;
+        read_frame(&mut s)
+    });
+    let err = Client::new(addr).authkey(KEY).open().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Authentication, "{err:?}");
+    assert!(
+        err.to_string().contains("digest received was wrong"),
+        "{err}"
+    );
+    assert_eq!(join(fake)??, b"#FAILURE#");
+    Ok(())
+}
+
+#[test]
+fn every_digest_pair_authenticates() -> TestResult {
+    let digests = [
+        Digest::Md5,
+        Digest::Sha256,
+        Digest::Sha384,
+        Digest::Sha3_256,
+        Digest::Sha3_384,
+    ];
+    let mut listener = Listener::bind("127.0.0.1:0", Some(KEY))?;
+    let addr = tcp_addr(&listener)?;
+    for server in digests {
+        listener.set_digest(server);
+        for client in digests {
+            let handle = ping_client(Client::new(addr).authkey(KEY).digest(client));
+            accept_ping(&mut listener).map_err(|e| format!("{server:?}/{client:?}: {e}"))?;
+            join(handle)?.map_err(|e| format!("{server:?}/{client:?}: {e}"))?;
+            // A wrong key fails in every pairing too.
+            let handle = ping_client(Client::new(addr).authkey(b"wrong").digest(client));
+            let err = listener.accept_timeout(HANG).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                ErrorKind::Authentication,
+                "{server:?}/{client:?}"
+            );
+            assert_eq!(join(handle)?.unwrap_err().kind(), ErrorKind::Authentication);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn empty_key_is_a_real_key() -> TestResult {
+    // Only `None` means "no authentication" here. CPython differs: its Listener (3.12 and
+    // older) skips the handshake for authkey=b"" (`if self._authkey:`), while its Client
+    // does the handshake for b"" (`if authkey is not None:`); 3.13's Listener tests `is not
+    // None` too. tests/listener_python.rs pins that down against each interpreter.
+    let mut listener = Listener::bind("127.0.0.1:0", Some(b""))?;
+    let addr = tcp_addr(&listener)?;
+
+    // A client with no key is challenged, and fails when it hangs up instead of answering.
+    let keyless = thread::spawn(move || -> multiproc::Result<Vec<u8>> {
+        let mut conn = Client::connect(addr, None)?;
+        conn.recv_bytes_timeout(HANG)
+    });
+    let err = listener.accept_timeout(HANG).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Authentication, "{err:?}");
+    let first = join(keyless)??;
+    assert!(first.starts_with(b"#CHALLENGE#"), "{first:?}");
+
+    // The empty key passes; another key does not.
+    let client = ping_client(Client::new(addr).authkey(b""));
+    accept_ping(&mut listener)?;
+    join(client)??;
+    let client = ping_client(Client::new(addr).authkey(b"x"));
+    assert_eq!(
+        listener.accept_timeout(HANG).unwrap_err().kind(),
+        ErrorKind::Authentication
+    );
+    assert_eq!(join(client)?.unwrap_err().kind(), ErrorKind::Authentication);
+
+    // A keyless listener does no handshake, so a client with b"" waits for a challenge that
+    // never comes: its timeout ends it as a failed handshake.
+    let mut open = Listener::bind("127.0.0.1:0", None)?;
+    let open_addr = tcp_addr(&open)?;
+    let client = thread::spawn(move || {
+        Client::new(open_addr)
+            .authkey(b"")
+            .timeout(Duration::from_millis(300))
+            .open()
+    });
+    let _server_side = open.accept_timeout(HANG)?;
+    let err = join(client)?.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Authentication, "{err:?}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client errors
+
+#[test]
+fn client_connect_refused_or_missing_is_io() -> TestResult {
+    // A port nothing listens on (it was just released).
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let err = Client::connect(format!("127.0.0.1:{port}"), Some(KEY)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err:?}");
+    assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED), "{err:?}");
+
+    let path = socket_path("missing");
+    let err = Client::connect(path.as_path(), None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err:?}");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err:?}");
+
+    let err = Client::connect(format!("@{}", unique("nobody")), None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err:?}");
+    assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED), "{err:?}");
+
+    // A path that is not a socket.
+    let _cleanup = RemoveOnDrop(path.clone());
+    std::fs::write(&path, b"")?;
+    let err = Client::connect(path.as_path(), None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err:?}");
+    assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED), "{err:?}");
+    Ok(())
+}
+
+#[test]
+fn client_timeout_covers_a_server_that_never_challenges() -> TestResult {
+    // The kernel completes the connection (it waits in the backlog); no challenge follows.
+    let server = TcpListener::bind("127.0.0.1:0")?;
+    let addr = server.local_addr()?;
+    let timeout = Duration::from_millis(400);
+    let start = Instant::now();
+    let err = Client::new(addr)
+        .authkey(KEY)
+        .timeout(timeout)
+        .open()
+        .unwrap_err();
+    let took = start.elapsed();
+    // A handshake that does not finish in time is a failed handshake.
+    assert_eq!(err.kind(), ErrorKind::Authentication, "{err:?}");
+    assert!(err.to_string().contains("timed out"), "{err}");
+    assert!(took >= timeout, "gave up after {took:?}");
+    assert!(took < Duration::from_secs(8), "gave up after {took:?}");
+    Ok(())
+}
+
+/// Connects with `connect` (on a thread each, as a connect may block) until one stalls:
+/// the accept queue of a listener that never accepts is then full. Returns the connections
+/// holding it full.
+fn fill_backlog<S>(
+    connect: impl Fn() -> io::Result<S> + Send + Sync + Clone + 'static,
+) -> Result<Vec<S>, Box<dyn StdError>>
+where
+    S: Send + 'static,
+{
+    let mut held = Vec::new();
+    for _ in 0..5000 {
+        let attempt = connect.clone();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let _ = tx.send(attempt());
+        });
+        match rx.recv_timeout(Duration::from_secs(2)) {
+            Ok(Ok(stream)) => held.push(stream),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::TimedOut => return Ok(held),
+            Ok(Err(e)) => return Err(e.into()),
+            // A blocking connect that does not return: the queue is full. (The stuck thread
+            // ends when the listener goes.)
+            Err(_) => return Ok(held),
+        }
+    }
+    Err("the accept queue never filled".into())
+}
+
+#[test]
+fn client_connect_timeout_when_the_tcp_backlog_is_full() -> TestResult {
+    // std's listener: a small backlog (128) that nothing accepts from.
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let mut held = Vec::new();
+    let timeout = Duration::from_millis(500);
+    for _ in 0..3 {
+        held.extend(fill_backlog(move || {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+        })?);
+        let start = Instant::now();
+        match Client::new(addr).timeout(timeout).open() {
+            // The queue was not full after all (a probe was merely slow): fill on.
+            Ok(conn) => held.push(TcpStream::from(std::os::fd::OwnedFd::from(conn))),
+            Err(err) => {
+                let took = start.elapsed();
+                assert_eq!(err.kind(), ErrorKind::Timeout, "{err:?}");
+                assert!(took >= timeout, "gave up after {took:?}");
+                assert!(took < Duration::from_secs(8), "gave up after {took:?}");
+                return Ok(());
+            }
+        }
+    }
+    Err("the accept queue never stayed full".into())
+}
+
+#[test]
+fn client_connect_timeout_when_a_unix_backlog_is_full() -> TestResult {
+    if !raise_nofile(4096) {
+        loud("*** SKIPPED: cannot raise RLIMIT_NOFILE to 4096 ***");
+        return Ok(());
+    }
+    for address in [
+        socket_path("backlog").display().to_string(),
+        format!("@{}", unique("backlog")),
+    ] {
+        let listener = Listener::bind(address.as_str(), Some(KEY))?;
+        let _cleanup = match listener.local_addr() {
+            Address::Unix(path) => Some(RemoveOnDrop(path.clone())),
+            _ => None,
+        };
+        let addr = listener.local_addr().clone();
+        let target = addr.clone();
+        let _held = fill_backlog(move || match &target {
+            Address::Unix(path) => UnixStream::connect(path),
+            Address::Abstract(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let a = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                UnixStream::connect_addr(&a)
+            }
+            Address::Tcp(_) => unreachable!(),
+        })?;
+        let timeout = Duration::from_millis(500);
+        let (tx, rx) = mpsc::channel();
+        let start = Instant::now();
+        thread::spawn(move || {
+            let _ = tx.send(Client::new(addr).authkey(KEY).timeout(timeout).open());
+        });
+        let outcome = rx.recv_timeout(Duration::from_secs(10)).map_err(|_| {
+            format!("{address}: Client::open with a 500 ms timeout still blocks after 10 s")
+        })?;
+        let took = start.elapsed();
+        let err = outcome.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{address}: {err:?}");
+        assert!(took >= timeout, "gave up after {took:?}");
+    }
+    Ok(())
+}
