@@ -37,7 +37,7 @@ use multiproc::bench_support::raw_fork_wait;
 // This bench uses only part of what the benches share (no socket helpers).
 #[allow(dead_code)]
 mod common;
-use common::{Row, Unit, cpu_model, kernel, median, spread};
+use common::{Row, Unit, children_left, cpu_model, kernel, load, print_rows};
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -272,85 +272,6 @@ fn run_case(case: &Case, reps: usize, exe: &Path, mut py: Option<&mut Python>) -
         }
     }
     Ok(row)
-}
-
-/// The pids of this process's children that still exist, zombies included (Linux
-/// `/proc/<pid>/task/<tid>/children`, one file per thread; this bench has one). `None` where
-/// the kernel does not provide the file.
-fn children_left() -> Option<Vec<u32>> {
-    let pid = std::process::id();
-    let list = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
-    Some(
-        list.split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect(),
-    )
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".to_string())
-}
-
-fn print_rows(rows: &[Row]) -> (usize, usize, usize) {
-    println!(
-        "{:<13} {:>8} {:>10} {:>10} {:>10} {:>7} {:>9}  {:<17} targets",
-        "case", "unit", "floor", "ours", "python", "ratio", "vs_python", "spread f/o/p %"
-    );
-    let (mut met, mut missed, mut unchecked) = (0, 0, 0);
-    for row in rows {
-        let py = row
-            .python
-            .as_ref()
-            .map_or("-".to_string(), |p| row.fmt_value(median(p)));
-        let vs_py = row
-            .vs_python()
-            .map_or("-".to_string(), |v| format!("{v:.2}"));
-        let spreads = format!(
-            "{:.0}/{:.0}/{}",
-            spread(&row.floor),
-            spread(&row.ours),
-            row.python
-                .as_ref()
-                .map_or("-".to_string(), |p| format!("{:.0}", spread(p)))
-        );
-        let targets: Vec<String> = row
-            .targets()
-            .into_iter()
-            .map(|(what, ok)| match ok {
-                Some(true) => {
-                    met += 1;
-                    format!("{what} met")
-                }
-                Some(false) => {
-                    missed += 1;
-                    format!("{what} MISSED")
-                }
-                None => {
-                    unchecked += 1;
-                    format!("{what} not checked (no python)")
-                }
-            })
-            .collect();
-        println!(
-            "{:<13} {:>8} {:>10} {:>10} {:>10} {:>7.2} {:>9}  {:<17} {}",
-            row.case,
-            row.unit.as_str(),
-            row.fmt_value(median(&row.floor)),
-            row.fmt_value(median(&row.ours)),
-            py,
-            row.ratio(),
-            vs_py,
-            spreads,
-            if targets.is_empty() {
-                "-".to_string()
-            } else {
-                targets.join(", ")
-            },
-        );
-    }
-    (met, missed, unchecked)
 }
 
 fn main() -> Res<()> {

@@ -57,7 +57,10 @@ use rustix::process::{
 };
 
 mod common;
-use common::{Row, Unit, cpu_model, kernel, median, read_exact, socketpair, spread, write_all};
+use common::{
+    Row, Unit, cpu_model, kernel, load, median, print_rows, read_exact, socketpair, spread,
+    write_all,
+};
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -1018,72 +1021,6 @@ fn run_backends(n_objs: usize, reps: usize, quick: bool) -> Res<BackendRow> {
         }
     }
     Ok(BackendRow { n_objs, figures })
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".to_string())
-}
-
-fn print_rows(rows: &[Row]) -> (usize, usize, usize) {
-    println!(
-        "{:<18} {:>5} {:>12} {:>12} {:>12} {:>7} {:>9}  {:<17} targets",
-        "case", "unit", "floor", "ours", "python", "ratio", "vs_python", "spread f/o/p %"
-    );
-    let (mut met, mut missed, mut unchecked) = (0, 0, 0);
-    for row in rows {
-        let py = row
-            .python
-            .as_ref()
-            .map_or("-".to_string(), |p| row.fmt_value(median(p)));
-        let vs_py = row
-            .vs_python()
-            .map_or("-".to_string(), |v| format!("{v:.2}"));
-        let spreads = format!(
-            "{:.0}/{:.0}/{}",
-            spread(&row.floor),
-            spread(&row.ours),
-            row.python
-                .as_ref()
-                .map_or("-".to_string(), |p| format!("{:.0}", spread(p)))
-        );
-        let targets: Vec<String> = row
-            .targets()
-            .into_iter()
-            .map(|(what, ok)| match ok {
-                Some(true) => {
-                    met += 1;
-                    format!("{what} met")
-                }
-                Some(false) => {
-                    missed += 1;
-                    format!("{what} MISSED")
-                }
-                None => {
-                    unchecked += 1;
-                    format!("{what} not checked (no python)")
-                }
-            })
-            .collect();
-        println!(
-            "{:<18} {:>5} {:>12} {:>12} {:>12} {:>7.2} {:>9}  {:<17} {}",
-            row.case,
-            row.unit.as_str(),
-            row.fmt_value(median(&row.floor)),
-            row.fmt_value(median(&row.ours)),
-            py,
-            row.ratio(),
-            vs_py,
-            spreads,
-            if targets.is_empty() {
-                "-".to_string()
-            } else {
-                targets.join(", ")
-            },
-        );
-    }
-    (met, missed, unchecked)
 }
 
 fn main() -> Res<()> {

@@ -195,3 +195,117 @@ impl Row {
         out
     }
 }
+
+/// The pids of this process's children that still exist, zombies included (Linux
+/// `/proc/<pid>/task/<tid>/children`, one file per thread; the benches are single-threaded).
+/// `None` where the kernel does not provide the file.
+#[allow(dead_code)]
+pub fn children_left() -> Option<Vec<u32>> {
+    let pid = std::process::id();
+    let list = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    Some(
+        list.split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect(),
+    )
+}
+
+/// The 1, 5 and 15 minute load averages, for the record.
+#[allow(dead_code)]
+pub fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+/// Prints the human-readable table of `rows` (columns sized to their contents); returns how
+/// many targets were met, missed, and not checked.
+#[allow(dead_code)]
+pub fn print_rows(rows: &[Row]) -> (usize, usize, usize) {
+    let (mut met, mut missed, mut unchecked) = (0, 0, 0);
+    let mut lines = Vec::new();
+    for row in rows {
+        let py = row
+            .python
+            .as_ref()
+            .map_or("-".to_string(), |p| row.fmt_value(median(p)));
+        let vs_py = row
+            .vs_python()
+            .map_or("-".to_string(), |v| format!("{v:.2}"));
+        let spreads = format!(
+            "{:.0}/{:.0}/{}",
+            spread(&row.floor),
+            spread(&row.ours),
+            row.python
+                .as_ref()
+                .map_or("-".to_string(), |p| format!("{:.0}", spread(p)))
+        );
+        let targets: Vec<String> = row
+            .targets()
+            .into_iter()
+            .map(|(what, ok)| match ok {
+                Some(true) => {
+                    met += 1;
+                    format!("{what} met")
+                }
+                Some(false) => {
+                    missed += 1;
+                    format!("{what} MISSED")
+                }
+                None => {
+                    unchecked += 1;
+                    format!("{what} not checked (no python)")
+                }
+            })
+            .collect();
+        lines.push([
+            row.case.to_string(),
+            row.unit.as_str().to_string(),
+            row.fmt_value(median(&row.floor)),
+            row.fmt_value(median(&row.ours)),
+            py,
+            format!("{:.2}", row.ratio()),
+            vs_py,
+            spreads,
+            if targets.is_empty() {
+                "-".to_string()
+            } else {
+                targets.join(", ")
+            },
+        ]);
+    }
+    let header = [
+        "case",
+        "unit",
+        "floor",
+        "ours",
+        "python",
+        "ratio",
+        "vs_python",
+        "spread f/o/p %",
+        "targets",
+    ];
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for line in &lines {
+        for (w, cell) in widths.iter_mut().zip(line) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let print = |cells: &[&str]| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            match i {
+                // case, spreads and targets to the left, numbers to the right
+                0 | 7 => out.push_str(&format!("{cell:<w$} ")),
+                8 => out.push_str(cell),
+                _ => out.push_str(&format!("{cell:>w$} ")),
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    print(&header);
+    for line in &lines {
+        print(&line.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    (met, missed, unchecked)
+}
