@@ -263,10 +263,7 @@ impl Listener {
     /// Waits at most `timeout` for events, then accepts new clients, advances handshakes
     /// and expires late ones.
     fn turn(&mut self, timeout: Option<Duration>) -> Result<()> {
-        let timeout = timeout.map(|t| rustix::event::Timespec {
-            tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
-            tv_nsec: i64::from(t.subsec_nanos()),
-        });
+        let timeout = timeout.map(crate::sys::timespec);
         // On the stack, not in `self`: rustix's `epoll::Event` holds a raw pointer (its data
         // is a union with one), which would make `Listener` neither `Send` nor `Sync`.
         let mut events = [const { MaybeUninit::<epoll::Event>::uninit() }; EVENTS];

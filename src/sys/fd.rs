@@ -5,7 +5,7 @@ use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Once;
 use std::time::Instant;
 
-use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::event::{PollFd, PollFlags};
 use rustix::io::Errno;
 use rustix::net::{RecvFlags, SendFlags};
 
@@ -221,13 +221,8 @@ pub(crate) fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io
 /// `EINTR` without stretching the deadline. [man7: poll.2]
 pub(crate) fn poll_until(fds: &mut [PollFd<'_>], deadline: Option<Instant>) -> io::Result<usize> {
     loop {
-        let timeout = deadline.map(|d| {
-            let left = d.saturating_duration_since(Instant::now());
-            Timespec {
-                tv_sec: left.as_secs().min(i64::MAX as u64) as i64,
-                tv_nsec: i64::from(left.subsec_nanos()),
-            }
-        });
+        let timeout =
+            deadline.map(|d| super::timespec(d.saturating_duration_since(Instant::now())));
         match rustix::event::poll(fds, timeout.as_ref()) {
             Ok(n) => return Ok(n),
             Err(Errno::INTR) => continue,

@@ -25,3 +25,12 @@ pub(crate) mod process;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) mod shm;
 pub(crate) mod socket;
+
+/// A `Duration` as the kernel's `timespec` (saturating at `i64::MAX` seconds), for `poll`,
+/// `epoll_wait` and `futex`.
+pub(crate) fn timespec(d: std::time::Duration) -> rustix::time::Timespec {
+    rustix::time::Timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: i64::from(d.subsec_nanos()),
+    }
+}

@@ -175,10 +175,7 @@ fn retry(mut f: impl FnMut() -> rustix::io::Result<()>) -> io::Result<()> {
 /// the timeout or a signal (callers re-check their condition). Shared between processes.
 /// [man7: futex.2]
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
-    let timeout = timeout.map(|t| rustix::thread::futex::Timespec {
-        tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
-        tv_nsec: i64::from(t.subsec_nanos()),
-    });
+    let timeout = timeout.map(super::timespec);
     let _ = rustix::thread::futex::wait(
         word,
         rustix::thread::futex::Flags::empty(),
