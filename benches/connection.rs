@@ -40,10 +40,8 @@
 
 use std::error::Error;
 use std::hint::black_box;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use multiproc::{Connection, Pipe, Process};
@@ -51,7 +49,9 @@ use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
 use serde::{Deserialize, Serialize};
 
 mod common;
-use common::{Row, Unit, cpu_model, kernel, median, read_exact, socketpair, spread, write_all};
+use common::{
+    Python, Row, Unit, cpu_model, kernel, median, read_exact, socketpair, spread, write_all,
+};
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -426,68 +426,6 @@ fn oneway_ours(payload: Payload, half: bool, warmup: usize, n: usize) -> Res<f64
 // ---------------------------------------------------------------------------------------
 // CPython, kept running between requests so that its runs interleave with ours.
 
-struct Python {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    version: String,
-}
-
-impl Python {
-    /// Starts the driver script; `Ok(None)` when there is no `python3`.
-    fn start() -> Res<Option<Python>> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python/connection.py");
-        let spawned = Command::new("python3")
-            .arg("-u")
-            .arg(&script)
-            .arg("--serve")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn();
-        let mut child = match spawned {
-            Ok(child) => child,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let stdin = child.stdin.take().expect("piped");
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
-        let mut line = String::new();
-        stdout.read_line(&mut line)?;
-        let version = line
-            .strip_prefix("ready ")
-            .ok_or_else(|| format!("python driver did not start: {line:?}"))?
-            .trim()
-            .to_string();
-        Ok(Some(Python {
-            child,
-            stdin,
-            stdout,
-            version,
-        }))
-    }
-
-    fn run(&mut self, case: &str, warmup: usize, n: usize, cpu: Option<usize>) -> Res<f64> {
-        let cpu = cpu.map_or(-1, |c| c as i64);
-        writeln!(self.stdin, "{case} {warmup} {n} {cpu}")?;
-        self.stdin.flush()?;
-        let mut line = String::new();
-        self.stdout.read_line(&mut line)?;
-        line.trim()
-            .parse()
-            .map_err(|_| format!("python {case}: {:?}", line.trim()).into())
-    }
-
-    fn finish(mut self) -> Res<()> {
-        writeln!(self.stdin, "quit")?;
-        drop(self.stdin);
-        let status = self.child.wait()?;
-        if !status.success() {
-            return Err(format!("python driver exited with {status}").into());
-        }
-        Ok(())
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Running, summarising, printing.
 
@@ -501,7 +439,9 @@ enum Imp {
 fn measure(case: &Case, imp: Imp, cpu: Option<usize>, py: Option<&mut Python>) -> Res<f64> {
     let (warmup, n) = (case.warmup, case.n);
     match (imp, case.kind) {
-        (Imp::Python, _) => py.expect("python present").run(case.name, warmup, n, cpu),
+        (Imp::Python, _) => py
+            .expect("python present")
+            .run_on(case.name, warmup, n, cpu),
         (Imp::Floor, Kind::Rtt { .. }) => pinned(cpu, || rtt_floor(warmup, n)),
         (Imp::Ours, Kind::Rtt { .. }) => pinned(cpu, || rtt_ours(warmup, n)),
         (Imp::Floor, Kind::Oneway { payload, half }) => oneway_floor(payload, half, warmup, n),
@@ -524,7 +464,7 @@ fn main() -> Res<()> {
         .collect();
 
     // Start Python before any fork: it is a plain subprocess, and no thread is involved.
-    let mut python = Python::start()?;
+    let mut python = Python::start("connection.py")?;
     if python.is_none() {
         if std::env::var_os("MULTIPROC_REQUIRE_PYTHON").is_some_and(|v| v == "1") {
             return Err("python3 not found and MULTIPROC_REQUIRE_PYTHON=1".into());

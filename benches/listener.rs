@@ -35,10 +35,8 @@
 //! --bench listener` (well under 30 s). Extra arguments are case-name filters.
 
 use std::error::Error;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use multiproc::{Address, Client, Listener, Pipe, Process};
@@ -47,7 +45,7 @@ use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
 // This bench uses only part of what the benches share (its floors use std's TCP types).
 #[allow(dead_code)]
 mod common;
-use common::{Row, Unit, children_left, cpu_model, kernel, load, print_rows};
+use common::{Python, Row, Unit, children_left, cpu_model, kernel, load, print_rows};
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -339,79 +337,6 @@ fn connect_ours(warmup: usize, n: usize) -> Res<f64> {
 // ---------------------------------------------------------------------------------------
 // CPython, kept running between requests so that its runs interleave with ours.
 
-struct Python {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    version: String,
-}
-
-impl Python {
-    /// Starts the driver script; `Ok(None)` when there is no `python3`.
-    fn start() -> Res<Option<Python>> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python/listener.py");
-        let spawned = Command::new("python3")
-            .arg("-u")
-            .arg(&script)
-            .arg("--serve")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn();
-        let mut child = match spawned {
-            Ok(child) => child,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let stdin = child.stdin.take().expect("piped");
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
-        let mut line = String::new();
-        stdout.read_line(&mut line)?;
-        let version = line
-            .strip_prefix("ready ")
-            .ok_or_else(|| format!("python driver did not start: {line:?}"))?
-            .trim()
-            .to_string();
-        Ok(Some(Python {
-            child,
-            stdin,
-            stdout,
-            version,
-        }))
-    }
-
-    fn run(&mut self, case: &str, warmup: usize, n: usize, cpu: Option<usize>) -> Res<f64> {
-        let cpu = cpu.map_or(-1, |c| c as i64);
-        writeln!(self.stdin, "{case} {warmup} {n} {cpu}")?;
-        self.stdin.flush()?;
-        let mut line = String::new();
-        self.stdout.read_line(&mut line)?;
-        line.trim()
-            .parse()
-            .map_err(|_| format!("python {case}: {:?}", line.trim()).into())
-    }
-
-    /// Stops the driver; fails if it reports sockets still open or children still alive.
-    fn finish(mut self) -> Res<()> {
-        writeln!(self.stdin, "quit")?;
-        self.stdin.flush()?;
-        let mut line = String::new();
-        self.stdout.read_line(&mut line)?;
-        drop(self.stdin);
-        let status = self.child.wait()?;
-        if !status.success() {
-            return Err(format!("python driver exited with {status}").into());
-        }
-        if line.trim() != "left 0 0" {
-            return Err(format!(
-                "python driver left sockets or children behind: {:?} (\"left SOCKETS CHILDREN\")",
-                line.trim()
-            )
-            .into());
-        }
-        Ok(())
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Running, summarising, printing.
 
@@ -427,7 +352,7 @@ fn measure(case: &Case, imp: Imp, cpu: Option<usize>, py: Option<&mut Python>) -
     match (imp, case.kind) {
         (Imp::Python, _) => {
             py.expect("python present")
-                .run(case.name, case.py_warmup, case.py_n, cpu)
+                .run_on(case.name, case.py_warmup, case.py_n, cpu)
         }
         (Imp::Floor, Kind::Rtt) => pinned(cpu, || rtt_floor(warmup, n)),
         (Imp::Ours, Kind::Rtt) => pinned(cpu, || rtt_ours(warmup, n)),
@@ -473,7 +398,7 @@ fn main() -> Res<()> {
         .collect();
 
     // Start Python before any fork: it is a plain subprocess, and no thread is involved.
-    let mut python = Python::start()?;
+    let mut python = Python::start("listener.py")?;
     if python.is_none() {
         if std::env::var_os("MULTIPROC_REQUIRE_PYTHON").is_some_and(|v| v == "1") {
             return Err("python3 not found and MULTIPROC_REQUIRE_PYTHON=1".into());
@@ -532,7 +457,14 @@ fn main() -> Res<()> {
         rows.push(row);
     }
     if let Some(py) = python.take() {
-        py.finish()?;
+        // The driver reports "left SOCKETS CHILDREN" on its way out.
+        let left = py.finish()?;
+        if left != "left 0 0" {
+            return Err(format!(
+                "python driver left sockets or children behind: {left:?} (\"left SOCKETS CHILDREN\")"
+            )
+            .into());
+        }
         println!("python driver: no socket open, no child left");
     }
     match children_left() {

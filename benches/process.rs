@@ -26,9 +26,8 @@
 //! --bench process` (about 12 s here). Extra arguments are case-name filters.
 
 use std::error::Error;
-use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use multiproc::Process;
@@ -37,7 +36,7 @@ use multiproc::bench_support::raw_fork_wait;
 // This bench uses only part of what the benches share (no socket helpers).
 #[allow(dead_code)]
 mod common;
-use common::{Row, Unit, children_left, cpu_model, kernel, load, print_rows};
+use common::{Python, Row, Unit, children_left, cpu_model, kernel, load, print_rows};
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -177,67 +176,6 @@ fn command_ours() -> Res<()> {
 // ---------------------------------------------------------------------------------------
 // CPython, kept running between requests so that its runs interleave with ours.
 
-struct Python {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    version: String,
-}
-
-impl Python {
-    /// Starts the driver script; `Ok(None)` when there is no `python3`.
-    fn start() -> Res<Option<Python>> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python/process.py");
-        let spawned = Command::new("python3")
-            .arg("-u")
-            .arg(&script)
-            .arg("--serve")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn();
-        let mut child = match spawned {
-            Ok(child) => child,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let stdin = child.stdin.take().expect("piped");
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
-        let mut line = String::new();
-        stdout.read_line(&mut line)?;
-        let version = line
-            .strip_prefix("ready ")
-            .ok_or_else(|| format!("python driver did not start: {line:?}"))?
-            .trim()
-            .to_string();
-        Ok(Some(Python {
-            child,
-            stdin,
-            stdout,
-            version,
-        }))
-    }
-
-    fn run(&mut self, case: &str, warmup: usize, n: usize) -> Res<f64> {
-        writeln!(self.stdin, "{case} {warmup} {n}")?;
-        self.stdin.flush()?;
-        let mut line = String::new();
-        self.stdout.read_line(&mut line)?;
-        line.trim()
-            .parse()
-            .map_err(|_| format!("python {case}: {:?}", line.trim()).into())
-    }
-
-    fn finish(mut self) -> Res<()> {
-        writeln!(self.stdin, "quit")?;
-        drop(self.stdin);
-        let status = self.child.wait()?;
-        if !status.success() {
-            return Err(format!("python driver exited with {status}").into());
-        }
-        Ok(())
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Running, summarising, printing.
 
@@ -294,7 +232,7 @@ fn main() -> Res<()> {
     let exe: PathBuf = std::env::current_exe()?;
 
     // A plain subprocess, started by posix_spawn: no thread, so forking stays allowed.
-    let mut python = Python::start()?;
+    let mut python = Python::start("process.py")?;
     if python.is_none() {
         if std::env::var_os("MULTIPROC_REQUIRE_PYTHON").is_some_and(|v| v == "1") {
             return Err("python3 not found and MULTIPROC_REQUIRE_PYTHON=1".into());

@@ -44,10 +44,8 @@
 
 use std::error::Error;
 use std::hint::black_box;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 use std::time::{Duration, Instant};
@@ -59,8 +57,8 @@ use serde_bytes::ByteBuf;
 
 mod common;
 use common::{
-    Row, Unit, children_left, cpu_model, kernel, load, median, print_rows, read_exact, socketpair,
-    write_all,
+    Python, Row, Unit, children_left, cpu_model, kernel, load, median, print_rows, read_exact,
+    socketpair, write_all,
 };
 
 type Res<T> = Result<T, Box<dyn Error>>;
@@ -718,67 +716,6 @@ impl Filled {
 // ---------------------------------------------------------------------------------------
 // CPython, kept running between requests so that its runs interleave with ours.
 
-struct Python {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    version: String,
-}
-
-impl Python {
-    /// Starts the driver script; `Ok(None)` when there is no `python3`.
-    fn start() -> Res<Option<Python>> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python/queue.py");
-        let spawned = Command::new("python3")
-            .arg("-u")
-            .arg(&script)
-            .arg("--serve")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn();
-        let mut child = match spawned {
-            Ok(child) => child,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let stdin = child.stdin.take().expect("piped");
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
-        let mut line = String::new();
-        stdout.read_line(&mut line)?;
-        let version = line
-            .strip_prefix("ready ")
-            .ok_or_else(|| format!("python driver did not start: {line:?}"))?
-            .trim()
-            .to_string();
-        Ok(Some(Python {
-            child,
-            stdin,
-            stdout,
-            version,
-        }))
-    }
-
-    fn run(&mut self, case: &str, warmup: usize, n: usize) -> Res<f64> {
-        writeln!(self.stdin, "{case} {warmup} {n}")?;
-        self.stdin.flush()?;
-        let mut line = String::new();
-        self.stdout.read_line(&mut line)?;
-        line.trim()
-            .parse()
-            .map_err(|_| format!("python {case}: {:?}", line.trim()).into())
-    }
-
-    fn finish(mut self) -> Res<()> {
-        writeln!(self.stdin, "quit")?;
-        drop(self.stdin);
-        let status = self.child.wait()?;
-        if !status.success() {
-            return Err(format!("python driver exited with {status}").into());
-        }
-        Ok(())
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Running, summarising, printing.
 
@@ -869,7 +806,7 @@ fn main() -> Res<()> {
     let all = cases(quick);
 
     // Start Python before any fork: it is a plain subprocess, and no thread is involved.
-    let mut python = Python::start()?;
+    let mut python = Python::start("queue.py")?;
     if python.is_none() {
         if std::env::var_os("MULTIPROC_REQUIRE_PYTHON").is_some_and(|v| v == "1") {
             return Err("python3 not found and MULTIPROC_REQUIRE_PYTHON=1".into());

@@ -41,10 +41,8 @@
 use std::cell::Cell;
 use std::error::Error;
 use std::hint::black_box;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -58,7 +56,7 @@ use rustix::process::{
 
 mod common;
 use common::{
-    Row, Unit, cpu_model, kernel, load, median, print_rows, read_exact, socketpair, spread,
+    Python, Row, Unit, cpu_model, kernel, load, median, print_rows, read_exact, socketpair, spread,
     write_all,
 };
 
@@ -881,67 +879,6 @@ fn oneway_ours(warmup: usize, n: usize) -> Res<f64> {
 // ---------------------------------------------------------------------------------------
 // CPython, kept running between requests so that its runs interleave with ours.
 
-struct Python {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    version: String,
-}
-
-impl Python {
-    /// Starts the driver script; `Ok(None)` when there is no `python3`.
-    fn start() -> Res<Option<Python>> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python/wait.py");
-        let spawned = Command::new("python3")
-            .arg("-u")
-            .arg(&script)
-            .arg("--serve")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn();
-        let mut child = match spawned {
-            Ok(child) => child,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let stdin = child.stdin.take().expect("piped");
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
-        let mut line = String::new();
-        stdout.read_line(&mut line)?;
-        let version = line
-            .strip_prefix("ready ")
-            .ok_or_else(|| format!("python driver did not start: {line:?}"))?
-            .trim()
-            .to_string();
-        Ok(Some(Python {
-            child,
-            stdin,
-            stdout,
-            version,
-        }))
-    }
-
-    fn run(&mut self, case: &str, warmup: usize, n: usize) -> Res<f64> {
-        writeln!(self.stdin, "{case} {warmup} {n}")?;
-        self.stdin.flush()?;
-        let mut line = String::new();
-        self.stdout.read_line(&mut line)?;
-        line.trim()
-            .parse()
-            .map_err(|_| format!("python {case}: {:?}", line.trim()).into())
-    }
-
-    fn finish(mut self) -> Res<()> {
-        writeln!(self.stdin, "quit")?;
-        drop(self.stdin);
-        let status = self.child.wait()?;
-        if !status.success() {
-            return Err(format!("python driver exited with {status}").into());
-        }
-        Ok(())
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Running, summarising, printing.
 
@@ -1040,7 +977,7 @@ fn main() -> Res<()> {
     raise_nofile(2 * max_objs + 4 * FANIN as u64 + 64)?;
 
     // Start Python before any fork: it is a plain subprocess, and no thread is involved.
-    let mut python = Python::start()?;
+    let mut python = Python::start("wait.py")?;
     if python.is_none() {
         if std::env::var_os("MULTIPROC_REQUIRE_PYTHON").is_some_and(|v| v == "1") {
             return Err("python3 not found and MULTIPROC_REQUIRE_PYTHON=1".into());

@@ -1,8 +1,11 @@
 //! What the benches share: statistics, machine facts for the recorded runs, and the bare
 //! socket calls their floors are made of.
 
-use std::io;
+use std::error::Error;
+use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::{BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
@@ -308,4 +311,95 @@ pub fn print_rows(rows: &[Row]) -> (usize, usize, usize) {
         print(&line.iter().map(String::as_str).collect::<Vec<_>>());
     }
     (met, missed, unchecked)
+}
+
+/// A CPython driver script (`benches/python/<name>`) kept running between requests, so its
+/// runs interleave with ours: one request line in (`CASE WARMUP N [CPU]`), one figure out.
+pub struct Python {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    /// What the driver said it runs, e.g. `3.11.7`.
+    pub version: String,
+}
+
+impl Python {
+    /// Starts `benches/python/<script> --serve`; `Ok(None)` when there is no `python3`.
+    pub fn start(script: &str) -> Result<Option<Python>, Box<dyn Error>> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("benches/python")
+            .join(script);
+        let spawned = Command::new("python3")
+            .arg("-u")
+            .arg(&script)
+            .arg("--serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let stdin = child.stdin.take().expect("piped");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let version = line
+            .strip_prefix("ready ")
+            .ok_or_else(|| format!("python driver did not start: {line:?}"))?
+            .trim()
+            .to_string();
+        Ok(Some(Python {
+            child,
+            stdin,
+            stdout,
+            version,
+        }))
+    }
+
+    /// Runs `case` (`warmup` untimed, then `n` timed) and returns the driver's figure.
+    #[allow(dead_code)]
+    pub fn run(&mut self, case: &str, warmup: usize, n: usize) -> Result<f64, Box<dyn Error>> {
+        self.request(case, &format!("{case} {warmup} {n}"))
+    }
+
+    /// As [`run`](Self::run), pinned to `cpu` (`None`: not pinned) by the driver.
+    #[allow(dead_code)]
+    pub fn run_on(
+        &mut self,
+        case: &str,
+        warmup: usize,
+        n: usize,
+        cpu: Option<usize>,
+    ) -> Result<f64, Box<dyn Error>> {
+        let cpu = cpu.map_or(-1, |c| c as i64);
+        self.request(case, &format!("{case} {warmup} {n} {cpu}"))
+    }
+
+    fn request(&mut self, case: &str, line: &str) -> Result<f64, Box<dyn Error>> {
+        writeln!(self.stdin, "{line}")?;
+        self.stdin.flush()?;
+        let mut reply = String::new();
+        self.stdout.read_line(&mut reply)?;
+        reply
+            .trim()
+            .parse()
+            .map_err(|_| format!("python {case}: {:?}", reply.trim()).into())
+    }
+
+    /// Stops the driver; fails unless it exits cleanly. Returns the line it printed on the
+    /// way out, if any (empty otherwise).
+    pub fn finish(mut self) -> Result<String, Box<dyn Error>> {
+        writeln!(self.stdin, "quit")?;
+        self.stdin.flush()?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        drop(self.stdin);
+        let status = self.child.wait()?;
+        if !status.success() {
+            return Err(format!("python driver exited with {status}").into());
+        }
+        Ok(line.trim().to_string())
+    }
 }
