@@ -1713,6 +1713,144 @@ fn producer_table_holds_128_and_reclaims_logs_of_killed_producers() -> TestResul
     Ok(())
 }
 
+/// Raw items between processes: `put_bytes` in a child, `get_bytes` / `get_bytes_into` in
+/// the parent, every size from 0 to 300 bytes and one of 3 MiB, in order and intact; a raw
+/// item that is not a `T` is a `Decode` error for a typed `get` (and is taken); a typed item
+/// reads as its CBOR bytes.
+fn raw_bytes_between_processes_and_mixed_with_typed_items() -> TestResult {
+    let q = Queue::<u32>::new()?;
+    let producer = q.clone();
+    let mut p = child(move || {
+        for len in 0..=300usize {
+            producer.put_bytes(&pattern(len, len as u64)).unwrap();
+        }
+        producer.put_bytes(&pattern(3 * MIB, 7)).unwrap();
+    })?;
+    finish(&mut p)?;
+    let mut buf = Vec::with_capacity(8);
+    for len in 0..=300usize {
+        let n = if len % 2 == 0 {
+            q.get_bytes_into(&mut buf)?
+        } else {
+            buf = q.get_bytes()?;
+            buf.len()
+        };
+        if n != len || !is_pattern(&buf, len, len as u64) {
+            fail!("raw item {len} came out as {n} bytes, or corrupt");
+        }
+    }
+    let big = q.get_bytes()?;
+    assert!(
+        is_pattern(&big, 3 * MIB, 7),
+        "the 3 MiB raw item is corrupt"
+    );
+    q.put_bytes(&[0xff])?; // a CBOR "break": no u32
+    assert_eq!(q.get().unwrap_err().kind(), ErrorKind::Decode);
+    assert!(q.empty(), "a failed decode still takes the item");
+    q.put(&24)?;
+    assert_eq!(q.get_bytes()?, [0x18, 24]);
+    Ok(())
+}
+
+/// The raw calls' limits and timeouts: `put_bytes_timeout` on a full bounded queue is
+/// `Full`, `get_bytes_timeout` on an empty one `Empty` (and leaves the queue not ready in
+/// `wait`), an item over 512 MiB is `InvalidInput`, and after `shutdown` both fail.
+fn raw_bytes_timeouts_limits_and_shutdown() -> TestResult {
+    let q = Queue::<()>::bounded(1)?;
+    q.put_bytes_timeout(b"one", Duration::from_millis(1))?;
+    let err = q
+        .put_bytes_timeout(b"two", Duration::from_millis(20))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Full, "{err}");
+    let mut buf = vec![9; 3];
+    assert_eq!(q.get_bytes_timeout(&mut buf, Duration::from_millis(1))?, 3);
+    assert_eq!(buf, b"one");
+    let err = q
+        .get_bytes_timeout(&mut buf, Duration::from_millis(20))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Empty, "{err}");
+    assert_eq!(buf, b"one", "a failed get leaves the buffer alone");
+    let mut queues = [q.clone()];
+    assert!(wait(&mut queues, Some(Duration::ZERO))?.is_empty());
+    let err = q.put_bytes(&vec![0; 512 * MIB + 1]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    q.put_bytes(b"last")?;
+    q.shutdown(false);
+    assert_eq!(
+        q.put_bytes(b"late").unwrap_err().kind(),
+        ErrorKind::ShutDown
+    );
+    assert_eq!(q.get_bytes()?, b"last");
+    assert_eq!(q.get_bytes().unwrap_err().kind(), ErrorKind::ShutDown);
+    Ok(())
+}
+
+/// Memory follows the backlog down while the producer lives: 62.5 MiB queued by a producer
+/// process, drained by the parent, then 16 more puts give all but the kept chunks back
+/// (at most 4 MiB plus the chunks in use). While a consumer keeps up, a long stream reuses
+/// the same few chunks: memory stays within that bound all along.
+fn memory_follows_the_backlog_while_the_producer_lives() -> TestResult {
+    // 1008-byte frames: the tail ends mid-chunk, so the puts after the drain need no new
+    // chunk (which would look at the head anyway).
+    const BACKLOG: usize = 64 * 1024 - 3;
+    let q = Queue::<()>::new()?;
+    let producer = q.clone();
+    let (mut ours, mut theirs) = Pipe::new()?;
+    let mut p = child(move || {
+        let item = pattern(1000, 1);
+        for _ in 0..BACKLOG {
+            producer.put_bytes(&item).unwrap();
+        }
+        theirs.send(&()).unwrap();
+        let _: () = theirs.recv().unwrap();
+        // Puts after the drain look at the head again (every 16th, with this much
+        // memory in use) and free the chunks behind it.
+        for _ in 0..16 {
+            producer.put_bytes(b"after").unwrap();
+        }
+        theirs.send(&()).unwrap();
+        let _: () = theirs.recv().unwrap();
+        // A stream a consumer keeps up with: 200 MiB through a few chunks.
+        for i in 0..200 * 1024u64 {
+            producer.put_bytes(&pattern(1024, i)).unwrap();
+        }
+    })?;
+    ours.recv_timeout::<()>(HANG)?;
+    let full = queue_memory()?;
+    assert!(full >= 62 * MIB as u64, "62.5 MiB queued in {full} bytes");
+    let mut buf = Vec::new();
+    for _ in 0..BACKLOG {
+        q.get_bytes_into(&mut buf)?;
+    }
+    ours.send(&())?;
+    ours.recv_timeout::<()>(HANG)?;
+    let kept = queue_memory()?;
+    assert!(
+        kept <= 5 * MIB as u64,
+        "{kept} bytes held after the drain and 16 more puts"
+    );
+    for _ in 0..16 {
+        assert_eq!(q.get_bytes()?, b"after");
+    }
+    ours.send(&())?;
+    let mut peak = 0;
+    for i in 0..200 * 1024u64 {
+        q.get_bytes_into(&mut buf)?;
+        if !is_pattern(&buf, 1024, i) {
+            fail!("streamed item {i} is corrupt");
+        }
+        if i % 1024 == 0 {
+            peak = peak.max(queue_memory()?);
+        }
+    }
+    finish(&mut p)?;
+    assert!(
+        peak <= 5 * MIB as u64 + 64 * 1024 * 1024,
+        "memory peaked at {peak} bytes"
+    );
+    Ok(())
+}
+
 tests_main!(
     fifo_per_producer_across_processes,
     exactly_once_4_producers_4_consumers_100k_items,
@@ -1749,4 +1887,7 @@ tests_main!(
     forked_producer_lets_go_of_its_log_at_exit,
     try_put_takes_room_a_killed_producer_held,
     waiting_put_takes_room_when_its_holder_is_killed,
+    raw_bytes_between_processes_and_mixed_with_typed_items,
+    raw_bytes_timeouts_limits_and_shutdown,
+    memory_follows_the_backlog_while_the_producer_lives,
 );

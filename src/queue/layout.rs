@@ -4,16 +4,23 @@
 //! 0        header: sizes, flags, wake-up words (one 4 KiB page)
 //! 4096     log table: MAX_LOGS entries of 256 bytes (owner; head; tail), each on its own
 //!          cache lines
-//! DATA     log i's ring at DATA + i * SPAN: SPAN bytes of positions mod SPAN
+//! MAPS     log i's chunk map at MAPS + i * MAP_LEN: CHUNKS u32s, one per chunk of positions
+//! DATA     log i's chunks at DATA + i * SPAN: CHUNKS chunks of CHUNK bytes
 //! ```
 //!
 //! A log is one producer process's ring. `head` and `tail` pack an item count (24 bits,
 //! wrapping) and a position in 8-byte units (40 bits, wrapping) into one `u64`, so that a
 //! consumer claims an item and advances the position with one compare-and-swap, and the
 //! count difference `tail - head` is the number of items in the log.
+//!
+//! Positions only grow; where their bytes live is the chunk map's business: the bytes of
+//! position `pos` are at offset `pos % CHUNK` of the log's chunk number
+//! `map[(pos / CHUNK) % CHUNKS]`. The producer points each new chunk of positions at a
+//! chunk of memory it has free, so that while consumers keep up, the same few chunks go
+//! round and round, already in memory and in every process's page tables.
 
 /// Identifies a multiproc queue file, and its layout version.
-pub(crate) const MAGIC: u64 = 0x6d70_7175_6575_0001; // "mpque" v1
+pub(crate) const MAGIC: u64 = 0x6d70_7175_6575_0002; // "mpque" v2
 
 /// Header offsets.
 pub(crate) const H_MAGIC: usize = 0;
@@ -56,21 +63,27 @@ pub(crate) const L_RELEASED: usize = 20;
 pub(crate) const L_HEAD: usize = 64;
 pub(crate) const L_TAIL: usize = 128;
 
-/// The ring of each log: 1 GiB of positions, backed by memory only where items are.
+/// The memory of each log: 1 GiB, backed only where chunks are in use or kept.
 pub(crate) const SPAN: u64 = 1 << 30;
-pub(crate) const DATA: usize = 64 * 1024;
-/// Pages are allocated ahead of the tail and released behind the head in chunks this big.
+/// Memory is handed out, reused and given back in chunks this big.
 pub(crate) const CHUNK: u64 = 64 * 1024;
+/// Chunks per log (a power of two).
+pub(crate) const CHUNKS: u64 = SPAN / CHUNK;
+const MAPS: usize = 64 * 1024;
+const MAP_LEN: usize = CHUNKS as usize * 4;
+pub(crate) const DATA: usize = MAPS + MAX_LOGS * MAP_LEN;
 /// The whole file.
 pub(crate) const FILE_LEN: usize = DATA + MAX_LOGS * SPAN as usize;
+/// Free chunks a producer keeps in memory for reuse (4 MiB) before it gives more back.
+pub(crate) const KEEP_CHUNKS: usize = 64;
 
 /// An item's frame in a ring: an 8-byte header (length, then a check word), the payload,
 /// padding to 8 bytes.
 pub(crate) const FRAME_HEADER: u64 = 8;
 /// The largest item: a ring must hold it with room to spare.
 pub(crate) const MAX_ITEM: u64 = SPAN / 2;
-/// The most a log may hold, in bytes: the rest of the ring stays free so that releasing
-/// pages behind the head never meets allocating them ahead of the tail.
+/// The most a log may hold, in bytes: with the chunks at both ends partly used, the
+/// backlog never needs more chunks than a log has.
 pub(crate) const MAX_BACKLOG: u64 = SPAN - 4 * CHUNK;
 
 const COUNT_BITS: u32 = 24;
@@ -82,6 +95,22 @@ pub(crate) const MAX_ITEMS_PER_LOG: u32 = COUNT_MASK - 1;
 
 pub(crate) fn entry(log: usize) -> usize {
     TABLE + log * ENTRY
+}
+
+/// Where `log`'s map entry for the chunk of positions holding `pos` is.
+pub(crate) fn map_entry(log: usize, pos: u64) -> usize {
+    MAPS + log * MAP_LEN + ((pos / CHUNK) % CHUNKS) as usize * 4
+}
+
+/// Where chunk `chunk` of `log`'s memory starts (`chunk` is taken modulo [`CHUNKS`], so
+/// even a stale map entry stays inside the log).
+pub(crate) fn chunk_offset(log: usize, chunk: u32) -> usize {
+    DATA + log * SPAN as usize + (u64::from(chunk) % CHUNKS * CHUNK) as usize
+}
+
+/// The first position of the chunk of positions holding `pos`.
+pub(crate) fn chunk_start(pos: u64) -> u64 {
+    pos - pos % CHUNK
 }
 
 /// A head or tail: `count` items ever, at byte position `pos` (both wrapping).

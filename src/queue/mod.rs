@@ -10,7 +10,9 @@
 //!   once and the item is still delivered. There is no feeder thread, nothing to flush or
 //!   join at exit, and no exit deadlock.
 //! - **An unbounded queue never blocks `put`**, with or without a consumer: memory grows with
-//!   what is queued (up to 1 GiB or 16 million items per producer process, then `Full`).
+//!   what is queued (up to 1 GiB or 16 million items per producer process, then `Full`) and
+//!   shrinks as it drains, down to 4 MiB kept per producer process for reuse (given back
+//!   as that producer goes on putting, or when it exits or closes and its items are taken).
 //! - **A process killed inside `put` or `get` blocks no one.** Items are never torn or
 //!   interleaved; at most the killed process's own in-flight item is lost; a bounded queue's
 //!   room comes back once a putter notices the dead producer.
@@ -347,6 +349,113 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 self.shared.quiesce_events();
                 Err(Error::new(ErrorKind::Empty))
             }
+        }
+    }
+
+    /// Puts `bytes` as one item, as they are: no codec. Like
+    /// [`Connection::send_bytes`](crate::Connection::send_bytes) next to `send`, this is
+    /// the fastest way to move bytes (the item is copied once, into the queue). Take such
+    /// items with [`get_bytes`](Self::get_bytes) or [`get_bytes_into`](Self::get_bytes_into);
+    /// a typed [`get`](Self::get) decodes them as `T` (an error, if they are not one).
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let q = multiproc::Queue::<()>::new()?;
+    /// q.put_bytes(b"raw")?;
+    /// assert_eq!(q.get_bytes()?, b"raw");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`put`](Self::put), without `Encode`.
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<()> {
+        self.shared.put(bytes, None)
+    }
+
+    /// Puts `bytes` as one item, waiting at most `timeout` for room.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use std::time::Duration;
+    /// let q = multiproc::Queue::<()>::bounded(1)?;
+    /// q.put_bytes_timeout(b"a", Duration::from_millis(1))?;
+    /// let err = q.put_bytes_timeout(b"b", Duration::from_millis(1)).unwrap_err();
+    /// assert_eq!(err.kind(), multiproc::ErrorKind::Full);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`put_timeout`](Self::put_timeout), without `Encode`.
+    pub fn put_bytes_timeout(&self, bytes: &[u8], timeout: Duration) -> Result<()> {
+        self.shared.put(bytes, deadline_after(timeout))
+    }
+
+    /// Takes the next item as the bytes it is stored as, waiting for one.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let q = multiproc::Queue::<()>::new()?;
+    /// q.put_bytes(&[1, 2, 3])?;
+    /// assert_eq!(q.get_bytes()?, [1, 2, 3]);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `ShutDown` once the queue is shut down and drained.
+    pub fn get_bytes(&self) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        self.get_bytes_into(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Takes the next item into `buf`, replacing its contents and reusing its capacity,
+    /// waiting for one; returns the item's length. With a `buf` kept between calls, a get
+    /// allocates nothing.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let q = multiproc::Queue::<()>::new()?;
+    /// let mut buf = Vec::with_capacity(64);
+    /// for word in ["one", "three"] {
+    ///     q.put_bytes(word.as_bytes())?;
+    ///     let n = q.get_bytes_into(&mut buf)?;
+    ///     assert_eq!(&buf[..n], word.as_bytes());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`get_bytes`](Self::get_bytes).
+    pub fn get_bytes_into(&self, buf: &mut Vec<u8>) -> Result<usize> {
+        self.shared.get(buf, None)?;
+        Ok(buf.len())
+    }
+
+    /// Takes the next item into `buf` (as [`get_bytes_into`](Self::get_bytes_into)),
+    /// waiting at most `timeout`.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use std::time::Duration;
+    /// let q = multiproc::Queue::<()>::new()?;
+    /// let mut buf = Vec::new();
+    /// let err = q.get_bytes_timeout(&mut buf, Duration::from_millis(1)).unwrap_err();
+    /// assert_eq!(err.kind(), multiproc::ErrorKind::Empty);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `Empty` if nothing came in time; otherwise as [`get_bytes`](Self::get_bytes).
+    pub fn get_bytes_timeout(&self, buf: &mut Vec<u8>, timeout: Duration) -> Result<usize> {
+        if self.shared.get(buf, deadline_after(timeout))? {
+            Ok(buf.len())
+        } else {
+            Err(Error::new(ErrorKind::Empty))
         }
     }
 

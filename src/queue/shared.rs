@@ -16,6 +16,8 @@
 //! - Sleepers wait on futex words that every put or get bumps; a killed sleeper leaves at
 //!   most one needless wake-up.
 
+use std::collections::VecDeque;
+use std::ops::Range;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Mutex, Weak};
@@ -46,17 +48,27 @@ pub(crate) struct Shared {
     next_log: AtomicUsize,
 }
 
-/// This process's log, if it has claimed one.
+/// This process's log, if it has claimed one, and the log's memory chunks.
 #[derive(Debug, Default)]
 struct Producer {
     log: Option<usize>,
     /// The fork generation the log was claimed in: a forked child claims its own.
     generation: u64,
-    /// Pages are allocated up to here (position) and released up to `released`.
-    allocated: u64,
-    released: u64,
+    /// Positions have memory up to here (a chunk boundary).
+    mapped: u64,
+    /// The chunks holding positions not yet taken, oldest first: (first position, chunk).
+    in_use: VecDeque<(u64, u32)>,
+    /// Free chunks still in memory, the most recently freed last (reused first: it is
+    /// likely still in cache).
+    spare: Vec<u32>,
+    /// Free chunks whose memory was given back.
+    given_back: Vec<u32>,
+    /// Chunks `fresh..CHUNKS` were never used by this producer.
+    fresh: u32,
     /// The log's head word as this producer last read it.
     head_seen: u64,
+    /// Puts made (wrapping): every 16th looks at the head while much memory is held.
+    puts: u32,
     closed: bool,
 }
 
@@ -124,11 +136,6 @@ impl Shared {
 
     fn flags(&self) -> u32 {
         self.h32(l::H_FLAGS).load(Ordering::Acquire)
-    }
-
-    /// The file offset of byte position `pos` of `log`'s ring.
-    fn offset(log: usize, pos: u64) -> usize {
-        l::DATA + log * l::SPAN as usize + (pos % l::SPAN) as usize
     }
 
     // ---------------------------------------------------------------------------------
@@ -252,10 +259,15 @@ impl Shared {
         // items at most, so it never lags by 2^24 items): consumers write the head on every
         // get, and reading it on every put pulled their cache line across each time.
         let mut head = Mark::unpack(producer.head_seen);
-        if over(head) || Self::needs_allocation(producer, end) {
+        let needs_chunk = Self::is_ahead(end, producer.mapped);
+        // Holding more chunks than it keeps, the producer also looks every 16th put, so
+        // that memory follows a draining backlog down even while items are small.
+        producer.puts = producer.puts.wrapping_add(1);
+        let holding = producer.in_use.len() > l::KEEP_CHUNKS && producer.puts % 16 == 0;
+        if over(head) || needs_chunk || holding {
             head = Mark::unpack(self.head(log).load(Ordering::Acquire));
             producer.head_seen = head.pack();
-            self.release_behind(producer, log, head.pos)?;
+            self.recycle_behind(producer, log, head.pos);
         }
         if over(head) {
             return Err(Error::with_message(
@@ -270,75 +282,127 @@ impl Shared {
                 ),
             ));
         }
-        self.allocate_ahead(producer, log, end)?;
+        if needs_chunk {
+            self.map_chunks(producer, log, end)?;
+        }
         let mut header = [0u8; 8];
         header[..4].copy_from_slice(&(len as u32).to_le_bytes());
         header[4..].copy_from_slice(&l::check_word(len as u32, tail.pos).to_le_bytes());
         self.write_at(log, tail.pos, &header);
         self.write_at(log, l::forward(tail.pos, l::FRAME_HEADER), item);
+        // A swap, not a store: its full barrier also orders the publication before the
+        // look at the sleepers' flag in `after_put` (see `wake_published`), for less than a
+        // store and a fence cost.
         self.tail(log)
-            .store(tail.advance(size).pack(), Ordering::Release);
+            .swap(tail.advance(size).pack(), Ordering::SeqCst);
         Ok(())
     }
 
-    /// Copies `data` into `log`'s ring at `pos`, in two parts where it wraps.
+    /// Calls `f(offset, range)` for each piece of the `len` bytes at position `pos` of
+    /// `log`: `range` of those bytes is at file offset `offset`, in one chunk.
+    fn pieces(&self, log: usize, pos: u64, len: usize, mut f: impl FnMut(usize, Range<usize>)) {
+        let mut done = 0;
+        while done < len {
+            let at = l::forward(pos, done as u64);
+            let within = (at % l::CHUNK) as usize;
+            let n = (l::CHUNK as usize - within).min(len - done);
+            let chunk = self
+                .map
+                .u32_at(l::map_entry(log, at))
+                .load(Ordering::Acquire);
+            f(l::chunk_offset(log, chunk) + within, done..done + n);
+            done += n;
+        }
+    }
+
+    /// Copies `data` to position `pos` of `log`.
     fn write_at(&self, log: usize, pos: u64, data: &[u8]) {
-        let room = (l::SPAN - pos % l::SPAN) as usize;
-        let (first, second) = data.split_at(data.len().min(room));
-        self.map.write(Self::offset(log, pos), first);
-        if !second.is_empty() {
-            self.map.write(
-                Self::offset(log, l::forward(pos, first.len() as u64)),
-                second,
-            );
-        }
+        self.pieces(log, pos, data.len(), |offset, range| {
+            self.map.write(offset, &data[range]);
+        });
     }
 
+    /// Appends the `len` bytes at position `pos` of `log` to `out`.
     fn read_append(&self, log: usize, pos: u64, len: usize, out: &mut Vec<u8>) {
-        let room = (l::SPAN - pos % l::SPAN) as usize;
-        let first = len.min(room);
-        self.map.read_append(Self::offset(log, pos), first, out);
-        if len > first {
-            self.map.read_append(
-                Self::offset(log, l::forward(pos, first as u64)),
-                len - first,
-                out,
-            );
-        }
+        out.reserve(len);
+        self.pieces(log, pos, len, |offset, range| {
+            self.map.read_append(offset, range.len(), out);
+        });
     }
 
-    /// Whether `allocate_ahead(.., end)` has pages to allocate.
-    fn needs_allocation(producer: &Producer, end: u64) -> bool {
-        let gap = l::distance(producer.allocated, end.next_multiple_of(l::CHUNK));
-        gap > 0 && gap < l::SPAN
+    /// Fills `buf` from position `pos` of `log`.
+    fn read_into(&self, log: usize, pos: u64, buf: &mut [u8]) {
+        self.pieces(log, pos, buf.len(), |offset, range| {
+            self.map.read(offset, &mut buf[range]);
+        });
     }
 
-    /// Allocates the ring's pages up to position `end` (rounded up to a chunk).
-    fn allocate_ahead(&self, producer: &mut Producer, log: usize, end: u64) -> Result<()> {
-        let target = end.next_multiple_of(l::CHUNK);
-        while l::distance(producer.allocated, target) > 0
-            && l::distance(producer.allocated, target) < l::SPAN
-        {
-            let start = producer.allocated;
-            let len = (l::distance(start, target)).min(l::SPAN - start % l::SPAN);
-            shm::allocate(self.file(), Self::offset(log, start) as u64, len)?;
-            producer.allocated = l::forward(start, len);
-        }
-        Ok(())
+    /// Whether position `pos` is past `mark` (positions wrap; the two are never far apart).
+    fn is_ahead(pos: u64, mark: u64) -> bool {
+        let d = l::distance(mark, pos);
+        d != 0 && d < l::SPAN * 4
     }
 
-    /// Releases the ring's pages wholly behind position `head`.
-    fn release_behind(&self, producer: &mut Producer, log: usize, head: u64) -> Result<()> {
-        let target = head - head % l::CHUNK;
-        while l::distance(producer.released, target) >= l::CHUNK
-            && l::distance(producer.released, target) < l::SPAN
-        {
-            let start = producer.released;
-            let len = (l::distance(start, target)).min(l::SPAN - start % l::SPAN);
-            shm::release(self.file(), Self::offset(log, start) as u64, len)?;
-            producer.released = l::forward(start, len);
+    /// Gives positions up to `end` memory: a chunk for each chunk of positions not mapped
+    /// yet, written into the log's map before any item there is published.
+    fn map_chunks(&self, producer: &mut Producer, log: usize, end: u64) -> Result<()> {
+        while Self::is_ahead(end, producer.mapped) {
+            let chunk = self.take_chunk(producer, log)?;
+            self.map
+                .u32_at(l::map_entry(log, producer.mapped))
+                .store(chunk, Ordering::Release);
+            producer.in_use.push_back((producer.mapped, chunk));
+            producer.mapped = l::forward(producer.mapped, l::CHUNK);
         }
         Ok(())
+    }
+
+    /// A free chunk with memory: a kept one if any, else one given memory now.
+    fn take_chunk(&self, producer: &mut Producer, log: usize) -> Result<u32> {
+        if let Some(chunk) = producer.spare.pop() {
+            return Ok(chunk);
+        }
+        let chunk = match producer.given_back.pop() {
+            Some(chunk) => chunk,
+            None if u64::from(producer.fresh) < l::CHUNKS => {
+                producer.fresh += 1;
+                producer.fresh - 1
+            }
+            None => {
+                return Err(Error::with_message(
+                    ErrorKind::Full,
+                    "this process's share of the queue has no memory chunk left",
+                ));
+            }
+        };
+        if let Err(e) =
+            self.map
+                .populate(self.file(), l::chunk_offset(log, chunk), l::CHUNK as usize)
+        {
+            producer.given_back.push(chunk);
+            return Err(e.into());
+        }
+        Ok(chunk)
+    }
+
+    /// Frees the chunks wholly behind position `head`: kept for reuse, or given back
+    /// beyond [`l::KEEP_CHUNKS`].
+    fn recycle_behind(&self, producer: &mut Producer, log: usize, head: u64) {
+        while let Some(&(start, chunk)) = producer.in_use.front() {
+            if !Self::is_ahead(head, l::forward(start, l::CHUNK - 1)) {
+                break;
+            }
+            producer.in_use.pop_front();
+            producer.spare.push(chunk);
+            if producer.spare.len() > l::KEEP_CHUNKS {
+                // The one freed longest ago: the least likely to be in cache.
+                let old = producer.spare.remove(0);
+                let offset = l::chunk_offset(log, old) as u64;
+                if shm::release(self.file(), offset, l::CHUNK).is_ok() {
+                    producer.given_back.push(old);
+                }
+            }
+        }
     }
 
     /// Takes room in a bounded queue for one item of `log`, waiting until `deadline`.
@@ -416,7 +480,7 @@ impl Shared {
     }
 
     fn after_put(&self) {
-        wake_flagged(self.h32(l::H_ITEMS_SEQ), self.h32(l::H_GET_SLEEPERS));
+        wake_published(self.h32(l::H_ITEMS_SEQ), self.h32(l::H_GET_SLEEPERS));
         signal_events(self.h32(l::H_EFD_STATE), self.events());
     }
 
@@ -435,8 +499,9 @@ impl Shared {
         let head = Mark::unpack(self.head(log).load(Ordering::Acquire));
         producer.log = Some(log);
         producer.generation = generation;
-        producer.allocated = tail.pos - tail.pos % l::CHUNK;
-        producer.released = head.pos - head.pos % l::CHUNK;
+        // The chunk of the tail gets memory of its own at the first put; the previous
+        // owner's chunks were given back when the log was freed.
+        producer.mapped = l::chunk_start(tail.pos);
         producer.head_seen = head.pack();
         Ok(log)
     }
@@ -515,7 +580,7 @@ impl Shared {
         {
             return;
         }
-        let _ = shm::release(self.file(), Self::offset(log, 0) as u64, l::SPAN);
+        let _ = shm::release(self.file(), l::chunk_offset(log, 0) as u64, l::SPAN);
         self.map
             .u32_at(l::entry(log) + l::L_PENDING)
             .store(0, Ordering::SeqCst);
@@ -560,7 +625,10 @@ impl Shared {
         if logs == 0 {
             return self.empty_result(flags);
         }
-        let start = self.next_log.fetch_add(1, Ordering::Relaxed);
+        // A hint, so a plain load and store: threads racing here may start at one log.
+        let start = self.next_log.load(Ordering::Relaxed);
+        self.next_log
+            .store(start.wrapping_add(1), Ordering::Relaxed);
         for i in 0..logs {
             let log = (start + i) % logs;
             if self.take_from(log, out) {
@@ -624,17 +692,6 @@ impl Shared {
         }
     }
 
-    fn read_into(&self, log: usize, pos: u64, buf: &mut [u8]) {
-        let room = (l::SPAN - pos % l::SPAN) as usize;
-        let first = buf.len().min(room);
-        let (a, b) = buf.split_at_mut(first);
-        self.map.read(Self::offset(log, pos), a);
-        if !b.is_empty() {
-            self.map
-                .read(Self::offset(log, l::forward(pos, first as u64)), b);
-        }
-    }
-
     /// The last item of a log its owner let go of was taken: free the log.
     fn free_if_released(&self, log: usize) {
         let released = self.map.u32_at(l::entry(log) + l::L_RELEASED);
@@ -660,6 +717,8 @@ impl Shared {
                 return Ok(true);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
+                // Found empty: leave the readiness fd re-armed, as `try_get` does.
+                self.quiesce_events();
                 return Ok(false);
             }
             spins += 1;
@@ -824,6 +883,17 @@ fn wake_sleepers(seq: &AtomicU32, sleepers: &AtomicU32) {
 fn wake_flagged(seq: &AtomicU32, sleepers: &AtomicU32) {
     fence(Ordering::SeqCst);
     if sleepers.load(Ordering::Relaxed) != 0 && sleepers.swap(0, Ordering::SeqCst) != 0 {
+        seq.fetch_add(1, Ordering::SeqCst);
+        shm::futex_wake_all(seq);
+    }
+}
+
+/// After a put: wakes the getters if one raised its flag, as [`wake_flagged`] does, but
+/// without its fence: the put published its item with a `SeqCst` swap, which orders the
+/// publication before this `SeqCst` load against the sleeper's flag store and fence in
+/// `sleep_on` (one of the two sees the other).
+fn wake_published(seq: &AtomicU32, sleepers: &AtomicU32) {
+    if sleepers.load(Ordering::SeqCst) != 0 && sleepers.swap(0, Ordering::SeqCst) != 0 {
         seq.fetch_add(1, Ordering::SeqCst);
         shm::futex_wake_all(seq);
     }

@@ -134,6 +134,33 @@ impl SharedMap {
     }
 }
 
+impl SharedMap {
+    /// Gives the `len` bytes at `offset` memory and maps them writable in this process, in
+    /// one call (`MADV_POPULATE_WRITE`, Linux 5.14), so writes there neither fault nor fail
+    /// with SIGBUS: out of memory is an error here instead. Older kernels: `fallocate` of
+    /// `fd` (the mapped file), the pages then fault in on first touch. Contents are
+    /// unchanged. [man7: madvise.2]
+    pub(crate) fn populate(&self, fd: BorrowedFd<'_>, offset: usize, len: usize) -> io::Result<()> {
+        self.check(offset, len, 4096);
+        // SAFETY: the range is in bounds of the live mapping (checked) and page-aligned
+        // (the mapping starts on a page); populating only faults its pages in, as a write
+        // to each would without writing, so no byte anyone reads changes.
+        let populated = retry(|| unsafe {
+            rustix::mm::madvise(
+                self.ptr.as_ptr().add(offset).cast(),
+                len,
+                rustix::mm::Advice::LinuxPopulateWrite,
+            )
+        });
+        match populated {
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                allocate(fd, offset as u64, len as u64)
+            }
+            other => other,
+        }
+    }
+}
+
 impl Drop for SharedMap {
     fn drop(&mut self) {
         // SAFETY: the mapping was made by `open` with this address and length, and no
