@@ -10,7 +10,8 @@
 //!   sequence number per slot) for 4 -> 4. Both spin, then sleep on a futex word when empty
 //!   or full, as ours does. Items are raw records copied in and out of a slot.
 //! - **ours**: `multiproc::Queue<serde_bytes::ByteBuf>` (unbounded, as `Queue::new()`):
-//!   `put(&item)` and `get()`, so each item is CBOR-encoded and decoded.
+//!   `put(&item)` and `get()`, so each item is CBOR-encoded and decoded; in the `_bytes`
+//!   cases `put_bytes(&item)` and `get_bytes_into(&mut buf)`, the raw items themselves.
 //! - **python**: CPython's `multiprocessing.Queue` (fork context) running
 //!   `benches/python/queue.py`, driven over its stdin so that its runs interleave with ours.
 //!   Without `python3` the python fields are `null` (a loud message says so;
@@ -21,6 +22,7 @@
 //! | `q_1x1_64` | 64-byte items, 1 producer process -> 1 consumer process | msg/s |
 //! | `q_4x4_64` | 64-byte items, 4 producer processes -> 4 consumer processes | msg/s |
 //! | `q_1x1_1m` | 1 MiB items, 1 -> 1 | MB/s (10^6 bytes of items per second) |
+//! | `q_1x1_64_bytes`, `q_4x4_64_bytes`, `q_1x1_1m_bytes` | the same with ours moving raw bytes; the floor and CPython do the same work as in the case without `_bytes` | as above |
 //! | `qsize_100k` | `qsize()` with 100 000 items queued; the floor is the plain ring's size, `tail - head` | us per call |
 //!
 //! Every item carries its index in its first 8 bytes (little-endian); a producer's last item
@@ -83,6 +85,8 @@ enum Kind {
         producers: usize,
         consumers: usize,
         item: usize,
+        /// Ours moves raw bytes (`put_bytes` / `get_bytes_into`) instead of `ByteBuf`s.
+        bytes: bool,
     },
     /// `qsize()` with `items` 64-byte items queued.
     Qsize { items: usize },
@@ -90,6 +94,8 @@ enum Kind {
 
 struct Case {
     name: &'static str,
+    /// The CPython driver's case: the same work (it has no raw-bytes variant).
+    py_name: &'static str,
     kind: Kind,
     unit: Unit,
     /// Untimed items (or calls) before the timed ones, for floor and ours.
@@ -108,27 +114,31 @@ fn cases(quick: bool) -> Vec<Case> {
     // quick mode runs a fifth of that, except for ours' and the floor's 64-byte items: half,
     // since a fifth is a floor run of a few milliseconds.
     let scale = |n: usize| if quick { n / 5 } else { n };
-    let flow = |name, producers, consumers, item, unit, n: usize, py_n: usize, vs_python| {
-        let n = match (quick, item) {
-            (true, SMALL) => n / 2,
-            _ => scale(n),
+    let flow =
+        |name: &'static str, producers, consumers, item, unit, n: usize, py_n: usize, vs_python| {
+            let n = match (quick, item) {
+                (true, SMALL) => n / 2,
+                _ => scale(n),
+            };
+            let bytes = name.ends_with("_bytes");
+            Case {
+                name,
+                py_name: name.trim_end_matches("_bytes"),
+                kind: Kind::Flow {
+                    producers,
+                    consumers,
+                    item,
+                    bytes,
+                },
+                unit,
+                warmup: n / 10,
+                n,
+                py_warmup: scale(py_n / 10),
+                py_n: scale(py_n),
+                target_ratio: Some(0.7),
+                target_vs_python: vs_python,
+            }
         };
-        Case {
-            name,
-            kind: Kind::Flow {
-                producers,
-                consumers,
-                item,
-            },
-            unit,
-            warmup: n / 10,
-            n,
-            py_warmup: scale(py_n / 10),
-            py_n: scale(py_n),
-            target_ratio: Some(0.7),
-            target_vs_python: vs_python,
-        }
-    };
     vec![
         flow(
             "q_1x1_64",
@@ -151,8 +161,39 @@ fn cases(quick: bool) -> Vec<Case> {
             Some(5.0),
         ),
         flow("q_1x1_1m", 1, 1, MIB, Unit::MBPerSec, 1_000, 500, None),
+        flow(
+            "q_1x1_64_bytes",
+            1,
+            1,
+            SMALL,
+            Unit::MsgPerSec,
+            2_000_000,
+            100_000,
+            Some(5.0),
+        ),
+        flow(
+            "q_4x4_64_bytes",
+            4,
+            4,
+            SMALL,
+            Unit::MsgPerSec,
+            2_000_000,
+            100_000,
+            Some(5.0),
+        ),
+        flow(
+            "q_1x1_1m_bytes",
+            1,
+            1,
+            MIB,
+            Unit::MBPerSec,
+            1_000,
+            500,
+            None,
+        ),
         Case {
             name: "qsize_100k",
+            py_name: "qsize_100k",
             kind: Kind::Qsize { items: 100_000 },
             unit: Unit::Us,
             // Calls of a few nanoseconds: the counts stay in quick mode.
@@ -510,37 +551,62 @@ impl Get for Box<dyn Get> {
 struct OursPut {
     queue: Queue<ByteBuf>,
     item: ByteBuf,
+    bytes: bool,
 }
 
 impl Put for OursPut {
     fn put(&mut self, index: u64) {
         set_index(&mut self.item, index);
-        self.queue.put(&self.item).expect("Queue::put");
+        if self.bytes {
+            self.queue.put_bytes(&self.item).expect("Queue::put_bytes");
+        } else {
+            self.queue.put(&self.item).expect("Queue::put");
+        }
     }
 }
 
 struct OursGet {
     queue: Queue<ByteBuf>,
+    /// For raw bytes: the buffer `get_bytes_into` reuses.
+    buf: Option<Vec<u8>>,
 }
 
 impl Get for OursGet {
     fn get(&mut self) -> (usize, u64) {
-        let got = self.queue.get().expect("Queue::get");
-        (got.len(), index_of(&got))
+        match &mut self.buf {
+            Some(buf) => {
+                let len = self
+                    .queue
+                    .get_bytes_into(buf)
+                    .expect("Queue::get_bytes_into");
+                (len, index_of(buf))
+            }
+            None => {
+                let got = self.queue.get().expect("Queue::get");
+                (got.len(), index_of(&got))
+            }
+        }
     }
 }
 
-fn ours_ends(producers: usize, consumers: usize, item: usize) -> Res<Ends<OursPut, OursGet>> {
+fn ours_ends(
+    producers: usize,
+    consumers: usize,
+    item: usize,
+    bytes: bool,
+) -> Res<Ends<OursPut, OursGet>> {
     let queue: Queue<ByteBuf> = Queue::new()?;
     let puts = (0..producers)
         .map(|_| OursPut {
             queue: queue.clone(),
             item: ByteBuf::from(crate::item(item)),
+            bytes,
         })
         .collect();
     let gets = (0..consumers)
         .map(|_| OursGet {
             queue: queue.clone(),
+            buf: bytes.then(Vec::new),
         })
         .collect();
     Ok((puts, gets))
@@ -667,8 +733,14 @@ fn flow_floor(producers: usize, consumers: usize, item: usize, per: [usize; 2]) 
     flow(puts, gets, item, per)
 }
 
-fn flow_ours(producers: usize, consumers: usize, item: usize, per: [usize; 2]) -> Res<f64> {
-    let (puts, gets) = ours_ends(producers, consumers, item)?;
+fn flow_ours(
+    producers: usize,
+    consumers: usize,
+    item: usize,
+    bytes: bool,
+    per: [usize; 2],
+) -> Res<f64> {
+    let (puts, gets) = ours_ends(producers, consumers, item, bytes)?;
     flow(puts, gets, item, per)
 }
 
@@ -749,6 +821,7 @@ fn run_case(case: &Case, reps: usize, mut py: Option<&mut Python>) -> Res<Row> {
                     producers,
                     consumers,
                     item,
+                    bytes,
                 },
                 _,
             ) => {
@@ -756,7 +829,7 @@ fn run_case(case: &Case, reps: usize, mut py: Option<&mut Python>) -> Res<Row> {
                 let items = per[1] * producers;
                 let floor = flow_floor(producers, consumers, item, per)?;
                 row.floor.push(flow_rate(case.unit, items, item, floor));
-                let ours = flow_ours(producers, consumers, item, per)?;
+                let ours = flow_ours(producers, consumers, item, bytes, per)?;
                 row.ours.push(flow_rate(case.unit, items, item, ours));
             }
             (Kind::Qsize { items }, Some(filled)) => {
@@ -770,7 +843,7 @@ fn run_case(case: &Case, reps: usize, mut py: Option<&mut Python>) -> Res<Row> {
             (Kind::Qsize { .. }, None) => unreachable!("qsize cases fill their queues"),
         }
         if let (Some(py), Some(results)) = (py.as_deref_mut(), row.python.as_mut()) {
-            results.push(py.run(case.name, case.py_warmup, case.py_n)?);
+            results.push(py.run(case.py_name, case.py_warmup, case.py_n)?);
         }
     }
     Ok(row)

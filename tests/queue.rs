@@ -1851,6 +1851,63 @@ fn memory_follows_the_backlog_while_the_producer_lives() -> TestResult {
     Ok(())
 }
 
+/// A consumer remembers how far a producer's items go, to skip looking at the tail: once
+/// another process took them all, and more, that memory must not make it take one again.
+/// A thread of the parent takes 1 of 10 items, puts 5 more, a child process takes the other
+/// 14, and the thread then finds the queue empty (promptly: no spinning on an item that is
+/// not there), and gets exactly the next item put after.
+fn items_taken_elsewhere_are_not_taken_again() -> TestResult {
+    let q = Queue::<u32>::new()?;
+    // The child first: no forking once the parent runs a second thread.
+    let (mut go, mut wait_go) = Pipe::new()?;
+    let consumer = q.clone();
+    let mut p = child(move || {
+        let _: () = wait_go.recv().unwrap();
+        for i in 1..15 {
+            assert_eq!(consumer.get_timeout(HANG).unwrap(), i);
+        }
+    })?;
+    let (to_thread, from_main) = std::sync::mpsc::channel::<()>();
+    let (to_main, from_thread) = std::sync::mpsc::channel();
+    let ours = q.clone();
+    // One thread does all of the parent's gets: what it remembers is per thread.
+    std::thread::spawn(move || {
+        let first = (|| {
+            for i in 0..10 {
+                ours.put(&i)?;
+            }
+            let got = ours.get()?;
+            for i in 10..15 {
+                ours.put(&i)?;
+            }
+            Ok::<_, multiproc::Error>(got)
+        })();
+        let _ = to_main.send(first.map_err(|e| e.kind()));
+        if from_main.recv().is_err() {
+            return;
+        }
+        let _ = to_main.send(ours.try_get().map_err(|e| e.kind()));
+        let _ = to_main.send(
+            ours.put(&15)
+                .and_then(|()| ours.get())
+                .map_err(|e| e.kind()),
+        );
+        let _ = to_main.send(ours.try_get().map_err(|e| e.kind()));
+    });
+    assert_eq!(from_thread.recv_timeout(HANG)?, Ok(0));
+    go.send(&())?;
+    finish(&mut p)?;
+    to_thread.send(())?;
+    let Ok(after) = from_thread.recv_timeout(HANG) else {
+        fail!("try_get on a drained queue did not return");
+    };
+    assert_eq!(after, Err(ErrorKind::Empty));
+    assert_eq!(from_thread.recv_timeout(HANG)?, Ok(15));
+    assert_eq!(from_thread.recv_timeout(HANG)?, Err(ErrorKind::Empty));
+    assert_eq!((q.qsize(), q.empty()), (0, true));
+    Ok(())
+}
+
 tests_main!(
     fifo_per_producer_across_processes,
     exactly_once_4_producers_4_consumers_100k_items,
@@ -1890,4 +1947,5 @@ tests_main!(
     raw_bytes_between_processes_and_mixed_with_typed_items,
     raw_bytes_timeouts_limits_and_shutdown,
     memory_follows_the_backlog_while_the_producer_lives,
+    items_taken_elsewhere_are_not_taken_again,
 );

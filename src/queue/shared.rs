@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     producer: Mutex<Producer>,
     /// Where the next scan of the logs starts, so consumers spread over producers.
     next_log: AtomicUsize,
+    /// Tells this handle's entries in the threads' [`SEEN`] caches apart from others'.
+    id: u64,
 }
 
 /// This process's log, if it has claimed one, and the log's memory chunks.
@@ -103,6 +105,7 @@ impl Shared {
             maxsize,
             producer: Mutex::new(Producer::default()),
             next_log: AtomicUsize::new(std::process::id() as usize),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -653,10 +656,18 @@ impl Shared {
         loop {
             let head_word = self.head(log).load(Ordering::Acquire);
             let head = Mark::unpack(head_word);
-            let tail = Mark::unpack(self.tail(log).load(Ordering::Acquire));
-            if head.count == tail.count {
-                return false;
-            }
+            let tail = match seen_tail(self.id, log, head_word) {
+                Some(tail) => tail,
+                None => {
+                    let word = self.tail(log).load(Ordering::Acquire);
+                    let tail = Mark::unpack(word);
+                    if head.count == tail.count {
+                        return false;
+                    }
+                    remember_tail(self.id, log, word, head_word);
+                    tail
+                }
+            };
             let mut header = [0u8; 8];
             self.read_into(log, head.pos, &mut header);
             let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
@@ -684,7 +695,9 @@ impl Shared {
                 )
                 .is_ok()
             {
-                if head.items_to(tail) == 1 {
+                let after = head.advance(size);
+                took_to(self.id, log, after.pack());
+                if after.count == tail.count {
                     self.free_if_released(log);
                 }
                 return true;
@@ -933,6 +946,78 @@ pub(crate) fn release_logs_at_exit() {
         let mut producer = shared.producer.lock().unwrap_or_else(|p| p.into_inner());
         shared.release_log(&mut producer);
     }
+}
+
+/// Numbers the handles of this process, for [`SEEN`].
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// What this thread last saw of each log of one queue handle: a tail word, and the head word
+/// it held right after this thread's last look or take. While the head still holds exactly
+/// that word, no one else took from the log since, so every item up to that tail is still
+/// there: the next take needs no look at the tail, whose cache line the producer writes on
+/// every put (a consumer reading it on every get kept pulling it from the producer's CPU).
+/// The head is read afresh on every take, so a stale entry is noticed, never trusted: once
+/// others took past the remembered tail, the 24-bit counts alone could no longer tell
+/// (they wrap), which is why the head must match exactly.
+struct Seen {
+    id: u64,
+    /// Bit `log`: the entries of `log` hold something seen.
+    known: u128,
+    tails: [u64; l::MAX_LOGS],
+    heads: [u64; l::MAX_LOGS],
+}
+
+thread_local! {
+    static SEEN: std::cell::RefCell<Seen> = const {
+        std::cell::RefCell::new(Seen {
+            id: 0,
+            known: 0,
+            tails: [0; l::MAX_LOGS],
+            heads: [0; l::MAX_LOGS],
+        })
+    };
+}
+
+/// The tail this thread saw of `log`, if the head is still where it left it (`head_word`)
+/// and items are left before that tail.
+fn seen_tail(id: u64, log: usize, head_word: u64) -> Option<Mark> {
+    SEEN.try_with(|seen| {
+        let seen = seen.try_borrow().ok()?;
+        if seen.id != id || seen.known & (1 << log) == 0 || seen.heads[log] != head_word {
+            return None;
+        }
+        let tail = Mark::unpack(seen.tails[log]);
+        let items = Mark::unpack(head_word).items_to(tail);
+        (items > 0 && items < l::MAX_ITEMS_PER_LOG).then_some(tail)
+    })
+    .ok()
+    .flatten()
+}
+
+/// Remembers the tail word just read of `log`, with the head word it was read against.
+fn remember_tail(id: u64, log: usize, tail_word: u64, head_word: u64) {
+    let _ = SEEN.try_with(|seen| {
+        if let Ok(mut seen) = seen.try_borrow_mut() {
+            if seen.id != id {
+                seen.id = id;
+                seen.known = 0;
+            }
+            seen.known |= 1 << log;
+            seen.tails[log] = tail_word;
+            seen.heads[log] = head_word;
+        }
+    });
+}
+
+/// This thread took from `log`, leaving its head at `head_word`.
+fn took_to(id: u64, log: usize, head_word: u64) {
+    let _ = SEEN.try_with(|seen| {
+        if let Ok(mut seen) = seen.try_borrow_mut() {
+            if seen.id == id {
+                seen.heads[log] = head_word;
+            }
+        }
+    });
 }
 
 /// Time left until `deadline`; `None` for none.
