@@ -81,11 +81,12 @@ impl EntryPoint {
         }
         let trampoline = base().wrapping_add_signed(self.trampoline);
         let entry = base().wrapping_add_signed(self.entry);
-        // SAFETY: this process runs the same executable as the parent that computed the
-        // offsets (the caller checked the executable's identity, and the fingerprint above
-        // matches), both functions were checked to live in that executable's image, and the
-        // image moves as a whole, so `trampoline` is the address of `trampoline::<A>` for the
-        // parent's `A`: a function of exactly the `Trampoline` type.
+        // This process runs the same executable as the parent that computed the offsets
+        // (the caller checked the executable's identity, and the fingerprint above matches),
+        // both functions were checked to live in that executable's image, and the image
+        // moves as a whole.
+        // SAFETY: so `trampoline` is the address of `trampoline::<A>` for the parent's `A`:
+        // a function of exactly the `Trampoline` type.
         let trampoline: Trampoline =
             unsafe { std::mem::transmute::<usize, Trampoline>(trampoline) };
         trampoline(entry, args)

@@ -136,10 +136,11 @@ pub(crate) fn spawn(
 ) -> io::Result<std::process::Child> {
     use std::os::unix::process::CommandExt;
     let keep = keep.to_vec();
-    // SAFETY: the closure runs in the forked child before `exec`, where only
-    // async-signal-safe calls are allowed: it makes raw `close_range`, `fcntl` and `prctl`
-    // system calls and reads the `keep` vector allocated before the fork; it allocates
-    // nothing, takes no lock and touches no other shared state.
+    // The closure runs in the forked child before `exec`, where only async-signal-safe
+    // calls are allowed.
+    // SAFETY: it makes raw `close_range`, `fcntl` and `prctl` system calls and reads the
+    // `keep` vector allocated before the fork; it allocates nothing, takes no lock and
+    // touches no other shared state.
     unsafe {
         command.pre_exec(move || {
             cloexec_from_3();
