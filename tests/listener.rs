@@ -557,6 +557,70 @@ fn listener_is_ready_in_wait_set_and_mio() -> TestResult {
     Ok(())
 }
 
+#[test]
+fn a_silent_client_queued_first_does_not_hold_back_the_next_behind_an_edge() -> TestResult {
+    // mio reports the listener's epoll fd edge-triggered: "try_accept until None" must leave
+    // no connection queued in the kernel, or one behind a silent client would wait for an
+    // arrival that may never come.
+    let mut listener = Listener::bind("127.0.0.1:0", Some(KEY))?;
+    listener.set_handshake_timeout(HANG);
+    let addr = tcp_addr(&listener)?;
+    let mut poll = mio::Poll::new()?;
+    let mut events = mio::Events::with_capacity(8);
+    poll.registry()
+        .register(&mut listener, mio::Token(1), mio::Interest::READABLE)?;
+    // Both are in the accept queue (loopback connects complete within `connect`) before the
+    // listener looks.
+    let mut silent = TcpStream::connect(addr)?;
+    let good = TcpStream::connect(addr)?;
+    let client = thread::spawn(move || raw_client_handshake(good));
+    let deadline = Instant::now() + HANG;
+    let conn = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        poll.poll(&mut events, Some(left))?;
+        if events.is_empty() {
+            return Err("no event: the second client was left in the accept queue".into());
+        }
+        if let Some(conn) = listener.try_accept()? {
+            break conn;
+        }
+    };
+    drop(conn);
+    join(client)??;
+    // The silent one got its challenge and is still waiting for its deadline.
+    silent.set_read_timeout(Some(HANG))?;
+    assert!(read_frame(&mut silent)?.starts_with(b"#CHALLENGE#"));
+    assert!(
+        open_and_quiet(&mut silent)?,
+        "the silent client was dropped"
+    );
+    Ok(())
+}
+
+/// The client's half of the handshake by hand over `stream` (answering a SHA-256
+/// challenge, then challenging the server the legacy way; its answer is not checked).
+fn raw_client_handshake(mut stream: TcpStream) -> io::Result<TcpStream> {
+    use hmac::{Hmac, Mac};
+    stream.set_read_timeout(Some(HANG))?;
+    let frame = |payload: &[u8]| [&(payload.len() as u32).to_be_bytes()[..], payload].concat();
+    let challenge = read_frame(&mut stream)?;
+    let message = challenge
+        .strip_prefix(b"#CHALLENGE#")
+        .filter(|m| m.starts_with(b"{sha256}"))
+        .ok_or_else(|| io::Error::other(format!("unexpected challenge {challenge:?}")))?;
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(KEY).map_err(io::Error::other)?;
+    mac.update(message);
+    let answer = [&b"{sha256}"[..], &mac.finalize().into_bytes()].concat();
+    stream.write_all(&frame(&answer))?;
+    if read_frame(&mut stream)? != b"#WELCOME#" {
+        return Err(io::Error::other("the server rejected our answer"));
+    }
+    stream.write_all(&frame(&[&b"#CHALLENGE#"[..], &[9u8; 20]].concat()))?;
+    let _answer = read_frame(&mut stream)?;
+    stream.write_all(&frame(b"#WELCOME#"))?;
+    Ok(stream)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Handshakes: deadlines and misbehaving clients
 
@@ -730,6 +794,58 @@ fn client_rejects_a_server_that_cannot_answer_its_challenge() -> TestResult {
         "{err}"
     );
     assert_eq!(join(fake)??, b"#FAILURE#");
+    Ok(())
+}
+
+#[test]
+fn client_does_not_stall_on_a_nagle_server_that_welcomes_and_answers_apart() -> TestResult {
+    // CPython's listener: Nagle's algorithm on, and `#WELCOME#` and its answer to our
+    // challenge in two writes. The small answer is held until the small `#WELCOME#` is
+    // acknowledged, so a client that leaves that ACK to the kernel's delayed-ACK timer
+    // (40 ms at least) stalls every such handshake by as much.
+    use hmac::{Hmac, Mac};
+    const CONNECTIONS: usize = 8;
+    let server = TcpListener::bind("127.0.0.1:0")?;
+    let addr = server.local_addr()?;
+    let fake = thread::spawn(move || -> Result<(), String> {
+        let frame = |payload: &[u8]| [&(payload.len() as u32).to_be_bytes()[..], payload].concat();
+        for _ in 0..CONNECTIONS {
+            let (mut s, _) = server.accept().map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(HANG)).map_err(|e| e.to_string())?;
+            let io = |e: io::Error| e.to_string();
+            s.write_all(&frame(&[&b"#CHALLENGE#"[..], &[7u8; 20]].concat()))
+                .map_err(io)?;
+            let _answer = read_frame(&mut s).map_err(io)?;
+            s.write_all(&frame(b"#WELCOME#")).map_err(io)?;
+            let challenge = read_frame(&mut s).map_err(io)?;
+            let message = challenge
+                .strip_prefix(b"#CHALLENGE#")
+                .ok_or_else(|| format!("not a challenge: {challenge:?}"))?;
+            let mut mac =
+                <Hmac<sha2::Sha256> as Mac>::new_from_slice(KEY).map_err(|e| e.to_string())?;
+            mac.update(message);
+            let reply = [&b"{sha256}"[..], &mac.finalize().into_bytes()].concat();
+            s.write_all(&frame(&reply)).map_err(io)?;
+            let verdict = read_frame(&mut s).map_err(io)?;
+            if verdict != b"#WELCOME#" {
+                return Err(format!("verdict {verdict:?}"));
+            }
+        }
+        Ok(())
+    });
+    let mut fastest = Duration::MAX;
+    for _ in 0..CONNECTIONS {
+        let start = Instant::now();
+        let conn = Client::new(addr).authkey(KEY).timeout(HANG).open();
+        fastest = fastest.min(start.elapsed());
+        conn?;
+    }
+    join(fake)??;
+    // A stall delays every handshake; without one, the fastest of them takes well under 1 ms.
+    assert!(
+        fastest < Duration::from_millis(20),
+        "the fastest of {CONNECTIONS} handshakes took {fastest:?}"
+    );
     Ok(())
 }
 

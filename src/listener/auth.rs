@@ -200,13 +200,15 @@ pub(crate) fn parse_challenge(frame: &[u8]) -> Result<&[u8]> {
 }
 
 fn recv(conn: &mut Connection, deadline: Instant) -> Result<Vec<u8>> {
-    conn.recv_reply_deadline(deadline).map_err(|e| {
-        if e.is_timeout() {
-            auth_error("handshake timed out")
-        } else {
-            auth_error(format!("handshake failed: {e}"))
-        }
-    })
+    conn.recv_reply_deadline(deadline).map_err(handshake_error)
+}
+
+fn handshake_error(e: Error) -> Error {
+    if e.is_timeout() {
+        auth_error("handshake timed out")
+    } else {
+        auth_error(format!("handshake failed: {e}"))
+    }
 }
 
 /// The client's side, blocking until `deadline`: answer the server's challenge, then
@@ -220,10 +222,18 @@ pub(crate) fn client_handshake(
     key: &[u8],
     digest: Digest,
     deadline: Instant,
+    tcp: bool,
+    challenge_here: bool,
 ) -> Result<()> {
     let limit = conn.max_message_len();
     conn.set_max_message_len(MAX_FRAME);
-    let frame = recv(conn, deadline)?;
+    let frame = if challenge_here {
+        // Readable already (`connect_tcp` waited for it): read before any `poll`.
+        conn.recv_bytes_deadline(deadline)
+            .map_err(handshake_error)?
+    } else {
+        recv(conn, deadline)?
+    };
     let reply = answer(key, parse_challenge(&frame)?)?;
     let message = new_challenge(digest)?;
     conn.queue_frame(&reply)?;
@@ -231,6 +241,13 @@ pub(crate) fn client_handshake(
     conn.flush_blocking()?;
     if recv(conn, deadline)? != WELCOME {
         return Err(auth_error("digest sent was rejected"));
+    }
+    if tcp && conn.buffered_len() == 0 {
+        // The `#WELCOME#` came alone: the server writes its answer separately (CPython
+        // does), and a server with Nagle's algorithm on (CPython's) holds that small
+        // answer until its small `#WELCOME#` is acknowledged, which our delayed ACK would
+        // put off by 40 ms or more. Acknowledge now.
+        let _ = rustix::net::sockopt::set_tcp_quickack(&*conn, true);
     }
     let reply = recv(conn, deadline)?;
     if let Err(e) = verify(key, &message, &reply) {

@@ -28,7 +28,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use rustix::event::epoll;
+use rustix::event::{PollFd, PollFlags, epoll};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use slab::Slab;
 
@@ -267,12 +267,13 @@ impl Listener {
         // On the stack, not in `self`: rustix's `epoll::Event` holds a raw pointer (its data
         // is a union with one), which would make `Listener` neither `Send` nor `Sync`.
         let mut events = [const { MaybeUninit::<epoll::Event>::uninit() }; EVENTS];
-        let tokens: Vec<u64> = match epoll::wait(&self.epoll, &mut events, timeout.as_ref()) {
-            Ok((ready, _)) => ready.iter().map(|e| e.data.u64()).collect(),
-            Err(rustix::io::Errno::INTR) => Vec::new(),
+        let ready: &[epoll::Event] = match epoll::wait(&self.epoll, &mut events, timeout.as_ref()) {
+            Ok((ready, _)) => ready,
+            Err(rustix::io::Errno::INTR) => &[],
             Err(e) => return Err(e.into()),
         };
-        for token in tokens {
+        for event in ready {
+            let token = event.data.u64();
             if token == LISTENING {
                 self.accept_new()?;
             } else {
@@ -292,7 +293,10 @@ impl Listener {
         Ok(())
     }
 
-    /// Accepts every connection waiting in the kernel.
+    /// Accepts every connection waiting in the kernel. All of them, to `EAGAIN`, not one per
+    /// turn: the listener's epoll fd may be registered edge-triggered (mio, `WaitSet`), which
+    /// is told of new arrivals only, so a connection left in the queue would wait for the
+    /// next one to arrive.
     fn accept_new(&mut self) -> Result<()> {
         loop {
             let Some(socket) = &self.socket else {
@@ -306,34 +310,43 @@ impl Listener {
                 Err(rustix::io::Errno::MFILE | rustix::io::Errno::NFILE) => return Ok(()),
                 Err(e) => return Err(e.into()),
             };
-            if matches!(self.address, Address::Tcp(_)) {
-                let _ = rustix::net::sockopt::set_tcp_nodelay(&fd, true);
-            }
-            let mut conn = Connection::from_socket(fd);
-            if self.authkey.is_none() {
-                self.ready.push_back(Ok(conn));
-                continue;
-            }
-            let deadline = Instant::now() + self.handshake_timeout;
-            let handshake = match ServerHandshake::start(&mut conn, self.digest, deadline) {
-                Ok(h) => h,
-                Err(e) => {
-                    self.ready
-                        .push_back(Err(auth::auth_error(format!("handshake failed: {e}"))));
-                    continue;
-                }
-            };
-            let entry = self.pending.vacant_entry();
-            let index = entry.key();
-            epoll::add(
-                &self.epoll,
-                &conn,
-                epoll::EventData::new_u64(index as u64 + 1),
-                epoll::EventFlags::IN,
-            )?;
-            // No read yet: the answer to a challenge sent this instant cannot be there.
-            entry.insert(Pending { conn, handshake });
+            self.start_handshake(fd)?;
         }
+    }
+
+    /// Takes a freshly accepted socket: ready at once without a key, else its handshake
+    /// starts.
+    fn start_handshake(&mut self, fd: OwnedFd) -> Result<()> {
+        // Linux copies `TCP_NODELAY` from the listening socket (see `listen`).
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        if matches!(self.address, Address::Tcp(_)) {
+            let _ = rustix::net::sockopt::set_tcp_nodelay(&fd, true);
+        }
+        let mut conn = Connection::from_socket(fd);
+        if self.authkey.is_none() {
+            self.ready.push_back(Ok(conn));
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.handshake_timeout;
+        let handshake = match ServerHandshake::start(&mut conn, self.digest, deadline) {
+            Ok(h) => h,
+            Err(e) => {
+                self.ready
+                    .push_back(Err(auth::auth_error(format!("handshake failed: {e}"))));
+                return Ok(());
+            }
+        };
+        let entry = self.pending.vacant_entry();
+        let index = entry.key();
+        epoll::add(
+            &self.epoll,
+            &conn,
+            epoll::EventData::new_u64(index as u64 + 1),
+            epoll::EventFlags::IN,
+        )?;
+        // No read yet: the answer to a challenge sent this instant cannot be there.
+        entry.insert(Pending { conn, handshake });
+        Ok(())
     }
 
     fn advance(&mut self, index: usize) {
@@ -468,6 +481,9 @@ fn listen(address: &Address) -> Result<(OwnedFd, Address, Option<SocketFile>)> {
             };
             let socket = rustix::net::socket_with(family, SocketType::STREAM, flags, None)?;
             rustix::net::sockopt::set_socket_reuseaddr(&socket, true)?;
+            // Accepted sockets inherit it on Linux: one `setsockopt` per connection fewer.
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            rustix::net::sockopt::set_tcp_nodelay(&socket, true)?;
             rustix::net::bind(&socket, addr)?;
             rustix::net::listen(&socket, BACKLOG)?;
             let local = rustix::net::getsockname(&socket)?;
@@ -647,11 +663,14 @@ impl Client {
         let deadline = Instant::now()
             .checked_add(self.timeout)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
+        let tcp = matches!(address, Address::Tcp(_));
+        // Whether the server's first message (its challenge) is already here.
+        let mut readable = false;
         let fd: OwnedFd = match &address {
             Address::Tcp(addr) => {
-                let stream = std::net::TcpStream::connect_timeout(addr, self.timeout)?;
-                stream.set_nodelay(true)?;
-                stream.into()
+                let (fd, now_readable) = connect_tcp(addr, deadline, self.authkey.is_some())?;
+                readable = now_readable;
+                fd
             }
             Address::Unix(path) => {
                 connect_unix(&rustix::net::SocketAddrUnix::new(path.as_path())?, deadline)?
@@ -666,10 +685,69 @@ impl Client {
         };
         let mut conn = Connection::from_socket(fd);
         if let Some(key) = &self.authkey {
-            auth::client_handshake(&mut conn, key, self.digest, deadline)?;
+            auth::client_handshake(&mut conn, key, self.digest, deadline, tcp, readable)?;
         }
         Ok(conn)
     }
+}
+
+/// `connect(2)` over TCP, waiting at most until `deadline`: the socket connects without
+/// blocking, then goes back to blocking mode (a `Connection` never sets `O_NONBLOCK`, which
+/// the processes sharing the fd would all see), and one `poll` waits for the connection:
+/// with `then_readable` (a handshake follows, which starts with the server's message) for
+/// its first bytes too, so that no `poll` is spent on a connection that loopback completes
+/// within `connect`. Returns the socket and whether it is readable (always false without
+/// `then_readable`).
+fn connect_tcp(
+    addr: &std::net::SocketAddr,
+    deadline: Instant,
+    then_readable: bool,
+) -> Result<(OwnedFd, bool)> {
+    let family = if addr.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let fd = rustix::net::socket_with(
+        family,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    let connected = match rustix::net::connect(&fd, addr) {
+        Ok(()) => true,
+        // The connection goes on in the background either way.
+        Err(rustix::io::Errno::INPROGRESS | rustix::io::Errno::INTR) => false,
+        Err(e) => return Err(e.into()),
+    };
+    rustix::io::ioctl_fionbio(&fd, false)?;
+    rustix::net::sockopt::set_tcp_nodelay(&fd, true)?;
+    if connected && !then_readable {
+        return Ok((fd, false));
+    }
+    let wanted = if then_readable {
+        PollFlags::IN
+    } else {
+        PollFlags::OUT
+    };
+    let mut fds = [PollFd::new(&fd, wanted)];
+    if crate::sys::fd::poll_until(&mut fds, Some(deadline))? == 0 {
+        // Out of time. Connected but not readable: the handshake reports its own timeout.
+        if connected || crate::sys::fd::poll_now(fd.as_fd(), PollFlags::OUT)? {
+            return Ok((fd, false));
+        }
+        return Err(Error::with_message(
+            ErrorKind::Timeout,
+            "timed out connecting",
+        ));
+    }
+    let revents = fds[0].revents();
+    if revents.intersects(PollFlags::ERR | PollFlags::HUP) {
+        // A failed connect (refused, unreachable) is an I/O error, as from `connect`; a
+        // connection the server closed at once goes on to the handshake, which says so.
+        rustix::net::sockopt::socket_error(&fd)??;
+    }
+    Ok((fd, then_readable && revents.contains(PollFlags::IN)))
 }
 
 /// `connect(2)` on a Unix socket, waiting at most until `deadline`. A listener whose accept
@@ -712,5 +790,18 @@ mod tests {
         fn check<T: Send + Sync>() {}
         check::<super::Listener>();
         check::<super::Client>();
+    }
+
+    #[test]
+    fn tcp_connections_have_nodelay_on_both_ends() {
+        for key in [None, Some(&b"k"[..])] {
+            let mut listener = super::Listener::bind("127.0.0.1:0", key).unwrap();
+            let address = listener.local_addr().clone();
+            let client = std::thread::spawn(move || super::Client::connect(&address, key));
+            let server_side = listener.accept().unwrap();
+            let client_side = client.join().unwrap().unwrap();
+            assert!(rustix::net::sockopt::tcp_nodelay(&server_side).unwrap());
+            assert!(rustix::net::sockopt::tcp_nodelay(&client_side).unwrap());
+        }
     }
 }
