@@ -902,8 +902,9 @@ fn main() -> Res<()> {
         load(),
     );
     println!(
-        "items: ours Queue<ByteBuf> (unbounded), floor raw records in a plain shared ring \
-         (8192 slots; 8 for 1 MiB), python multiprocessing.Queue of bytes; MB = 10^6 bytes"
+        "items: ours Queue<ByteBuf> (unbounded; put_bytes/get_bytes_into in the _bytes cases), \
+         floor raw records in a plain shared ring (8192 slots; 8 for 1 MiB), python \
+         multiprocessing.Queue of bytes; MB = 10^6 bytes"
     );
 
     let started = Instant::now();
