@@ -568,28 +568,31 @@ fn signal(p: &Process, signal: rustix::process::Signal) -> TestResult {
     Ok(())
 }
 
-/// Starts a producer that puts 4 MiB items into `q` (bounded to 1) for ever, and stops it
-/// (SIGSTOP) at a moment it holds the queue's only place reserved but has not published
+/// Starts a producer that puts 16 MiB raw items into `q` (bounded to 1) for ever, and stops
+/// it (SIGSTOP) at a moment it holds the queue's only place reserved but has not published
 /// its item yet: `full()` with `qsize() == 0`. Found by stopping it at random moments after
-/// a get let it in, until one is such a moment.
+/// a get let it in, until one is such a moment. (Raw items: the get frees the place the
+/// moment it returns, and the producer's copy of 16 MiB into the queue, the window to hit,
+/// lasts a millisecond or more.)
 fn stopped_while_holding_the_only_place(q: &Queue<ByteBuf>) -> Res<Process> {
+    const ITEM: usize = 16 * MIB;
     assert_eq!(q.maxsize(), Some(1));
     let producer = q.clone();
     let p = child(move || {
-        let item = ByteBuf::from(pattern(4 * MIB, 7));
+        let item = pattern(ITEM, 7);
         loop {
-            producer.put(&item).unwrap();
+            producer.put_bytes(&item).unwrap();
         }
     })?;
     let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
+    let mut buf = Vec::new();
     let deadline = Instant::now() + HANG;
     for attempt in 0.. {
         if Instant::now() > deadline {
             fail!("never caught the producer holding the place ({attempt} attempts)");
         }
-        let item = q.get_timeout(HANG)?;
-        assert_eq!(item.len(), 4 * MIB);
-        // The get woke the producer: it reserves, then writes 4 MiB. Stop it somewhere.
+        assert_eq!(q.get_bytes_timeout(&mut buf, HANG)?, ITEM);
+        // The get woke the producer: it reserves, then copies 16 MiB. Stop it somewhere.
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
