@@ -1911,6 +1911,64 @@ fn items_taken_elsewhere_are_not_taken_again() -> TestResult {
     Ok(())
 }
 
+/// Large items are decoded where they lie in the queue (small ones after a copy): typed
+/// items on both sides of that line (64 KiB) and across chunk boundaries arrive intact from
+/// another process, and a large raw item that is no `T`, or a `T` followed by more bytes, is
+/// a `Decode` error that takes the item, with the queue fine afterwards.
+fn large_typed_items_decode_in_place_and_fail_cleanly() -> TestResult {
+    let sizes = [
+        64 * 1024 - 100,
+        64 * 1024 - 3,
+        64 * 1024,
+        64 * 1024 + 1,
+        200_001,
+        3 * MIB,
+    ];
+    let q = Queue::<ByteBuf>::new()?;
+    let producer = q.clone();
+    let mut p = child(move || {
+        for (i, len) in sizes.into_iter().enumerate() {
+            producer
+                .put(&ByteBuf::from(pattern(len, i as u64)))
+                .unwrap();
+        }
+    })?;
+    finish(&mut p)?;
+    for (i, len) in sizes.into_iter().enumerate() {
+        let got = q.get()?;
+        if !is_pattern(&got, len, i as u64) {
+            fail!(
+                "item of {len} bytes came out as {} bytes, or corrupt",
+                got.len()
+            );
+        }
+    }
+    // Not CBOR at all: a "break" byte where a value starts, then 128 KiB.
+    let mut not_cbor = vec![0xff];
+    not_cbor.extend(std::iter::repeat_n(1u8, 128 * 1024));
+    q.put_bytes(&not_cbor)?;
+    let Err(err) = q.get() else {
+        fail!("a 128 KiB item that is not CBOR decoded");
+    };
+    assert_eq!(err.kind(), ErrorKind::Decode, "{err}");
+    // A valid byte string with 70 000 bytes after it.
+    let mut trailing = vec![0x43, 1, 2, 3];
+    trailing.extend(std::iter::repeat_n(0u8, 70_000));
+    q.put_bytes(&trailing)?;
+    let Err(err) = q.get() else {
+        fail!("an item with 70 000 bytes after its value decoded");
+    };
+    assert_eq!(err.kind(), ErrorKind::Decode, "{err}");
+    assert!(
+        err.to_string().contains("70000 bytes after the value"),
+        "{err}"
+    );
+    assert!(q.empty(), "failed decodes still take their items");
+    q.put(&ByteBuf::from(pattern(100_000, 9)))?;
+    assert!(is_pattern(&q.get()?, 100_000, 9));
+    Ok(())
+}
+
 tests_main!(
     fifo_per_producer_across_processes,
     exactly_once_4_producers_4_consumers_100k_items,
@@ -1951,4 +2009,5 @@ tests_main!(
     raw_bytes_timeouts_limits_and_shutdown,
     memory_follows_the_backlog_while_the_producer_lives,
     items_taken_elsewhere_are_not_taken_again,
+    large_typed_items_decode_in_place_and_fail_cleanly,
 );

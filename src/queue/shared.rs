@@ -618,8 +618,10 @@ impl Shared {
     // ---------------------------------------------------------------------------------
     // Get
 
-    /// Takes one item into `out` (cleared first) if there is one.
-    pub(crate) fn try_get(&self, out: &mut Vec<u8>) -> Result<bool> {
+    /// Takes one item if there is one: `take` reads it where it lies (see [`Payload`]), and
+    /// what it returns is kept only if the item was claimed (else `take` runs again, on the
+    /// next item).
+    pub(crate) fn try_take<R>(&self, take: &mut dyn FnMut(Payload<'_>) -> R) -> Result<Option<R>> {
         let flags = self.flags();
         if flags & l::FLAG_IMMEDIATE != 0 {
             return Err(Error::new(ErrorKind::ShutDown));
@@ -634,25 +636,26 @@ impl Shared {
             .store(start.wrapping_add(1), Ordering::Relaxed);
         for i in 0..logs {
             let log = (start + i) % logs;
-            if self.take_from(log, out) {
+            if let Some(taken) = self.take_from(log, take) {
                 if self.maxsize > 0 {
                     self.after_get();
                 }
-                return Ok(true);
+                return Ok(Some(taken));
             }
         }
         self.empty_result(flags)
     }
 
-    fn empty_result(&self, flags: u32) -> Result<bool> {
+    fn empty_result<R>(&self, flags: u32) -> Result<Option<R>> {
         if flags & l::FLAG_SHUTDOWN != 0 {
             return Err(Error::new(ErrorKind::ShutDown));
         }
-        Ok(false)
+        Ok(None)
     }
 
-    /// Copies the frame at `log`'s head, then claims it; false if the log is empty.
-    fn take_from(&self, log: usize, out: &mut Vec<u8>) -> bool {
+    /// Reads the frame at `log`'s head with `take`, then claims it; `None` if the log is
+    /// empty.
+    fn take_from<R>(&self, log: usize, take: &mut dyn FnMut(Payload<'_>) -> R) -> Option<R> {
         loop {
             let head_word = self.head(log).load(Ordering::Acquire);
             let head = Mark::unpack(head_word);
@@ -662,7 +665,7 @@ impl Shared {
                     let word = self.tail(log).load(Ordering::Acquire);
                     let tail = Mark::unpack(word);
                     if head.count == tail.count {
-                        return false;
+                        return None;
                     }
                     remember_tail(self.id, log, word, head_word);
                     tail
@@ -678,13 +681,12 @@ impl Shared {
                 std::hint::spin_loop();
                 continue;
             }
-            out.clear();
-            self.read_append(
+            let taken = take(Payload {
+                shared: self,
                 log,
-                l::forward(head.pos, l::FRAME_HEADER),
-                len as usize,
-                out,
-            );
+                pos: l::forward(head.pos, l::FRAME_HEADER),
+                left: len as usize,
+            });
             if self
                 .head(log)
                 .compare_exchange(
@@ -700,7 +702,7 @@ impl Shared {
                 if after.count == tail.count {
                     self.free_if_released(log);
                 }
-                return true;
+                return Some(taken);
             }
         }
     }
@@ -724,15 +726,27 @@ impl Shared {
     /// Takes one item into `out`, waiting until `deadline` (`None`: as long as it takes).
     /// `Ok(false)` at the deadline.
     pub(crate) fn get(&self, out: &mut Vec<u8>, deadline: Option<Instant>) -> Result<bool> {
+        Ok(self
+            .take(deadline, &mut |mut item| item.copy_into(out))?
+            .is_some())
+    }
+
+    /// Takes one item as [`try_take`](Self::try_take) does, waiting until `deadline`
+    /// (`None`: as long as it takes). `Ok(None)` at the deadline.
+    pub(crate) fn take<R>(
+        &self,
+        deadline: Option<Instant>,
+        take: &mut dyn FnMut(Payload<'_>) -> R,
+    ) -> Result<Option<R>> {
         let mut spins = 0;
         loop {
-            if self.try_get(out)? {
-                return Ok(true);
+            if let Some(taken) = self.try_take(take)? {
+                return Ok(Some(taken));
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                // Found empty: leave the readiness fd re-armed, as `try_get` does.
+                // Found empty: leave the readiness fd re-armed, as `Queue::try_get` does.
                 self.quiesce_events();
-                return Ok(false);
+                return Ok(None);
             }
             spins += 1;
             if spins < SPINS {
@@ -778,9 +792,8 @@ impl Shared {
         let bits = l::FLAG_SHUTDOWN | if immediate { l::FLAG_IMMEDIATE } else { 0 };
         self.h32(l::H_FLAGS).fetch_or(bits, Ordering::SeqCst);
         if immediate {
-            let mut scratch = Vec::new();
             for log in 0..self.used_logs() {
-                while self.take_from(log, &mut scratch) {}
+                while self.take_from(log, &mut |_| ()).is_some() {}
             }
         }
         for seq in [l::H_ITEMS_SEQ, l::H_SPACE_SEQ, l::H_JOIN_SEQ] {
@@ -945,6 +958,42 @@ pub(crate) fn release_logs_at_exit() {
     for shared in handles.iter().filter_map(Weak::upgrade) {
         let mut producer = shared.producer.lock().unwrap_or_else(|p| p.into_inner());
         shared.release_log(&mut producer);
+    }
+}
+
+/// An item's payload where it lies in the ring, handed to the reader of
+/// [`Shared::try_take`] before the item is claimed: its bytes may be changing under the read
+/// (another consumer took the item and its memory was reused), in which case the claim fails
+/// and whatever was made of them is dropped. Readable once, front to back.
+pub(crate) struct Payload<'a> {
+    shared: &'a Shared,
+    log: usize,
+    pos: u64,
+    left: usize,
+}
+
+impl Payload<'_> {
+    /// Bytes not read yet.
+    pub(crate) fn len(&self) -> usize {
+        self.left
+    }
+
+    /// Replaces `out`'s contents with the rest of the payload.
+    pub(crate) fn copy_into(&mut self, out: &mut Vec<u8>) {
+        out.clear();
+        self.shared.read_append(self.log, self.pos, self.left, out);
+        self.pos = l::forward(self.pos, self.left as u64);
+        self.left = 0;
+    }
+}
+
+impl std::io::Read for Payload<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.left);
+        self.shared.read_into(self.log, self.pos, &mut buf[..n]);
+        self.pos = l::forward(self.pos, n as u64);
+        self.left -= n;
+        Ok(n)
     }
 }
 
