@@ -953,9 +953,10 @@ fn items_of_0_bytes_1_mib_and_100_mib_arrive_intact() -> TestResult {
 }
 
 /// Over 1 GiB of ~1 MiB items (odd sizes) streams through a queue of 4 from a producer
-/// process: positions pass the end of the producer's 1 GiB ring, so some frames are split
-/// across it. Every item arrives intact and in order, and memory behind the consumer is
-/// given back as it goes (and all of it once the drained log is freed).
+/// process: positions pass 1 GiB, so every entry of the producer's chunk map is reused, and
+/// frames are split across chunks. Every item arrives intact and in order, memory stays
+/// within a few items' worth as chunks go round (and all of it is given back once the
+/// drained log is freed).
 fn ring_wraps_with_frames_split_across_its_end() -> TestResult {
     const ITEMS: u64 = 1_100;
     let len_of = |i: u64| MIB + (i as usize % 7) * 1_013 + 5;
