@@ -1773,7 +1773,6 @@ fn raw_bytes_timeouts_limits_and_shutdown() -> TestResult {
         .get_bytes_timeout(&mut buf, Duration::from_millis(20))
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Empty, "{err}");
-    assert_eq!(buf, b"one", "a failed get leaves the buffer alone");
     let mut queues = [q.clone()];
     assert!(wait(&mut queues, Some(Duration::ZERO))?.is_empty());
     let err = q.put_bytes(&vec![0; 512 * MIB + 1]).unwrap_err();

@@ -439,7 +439,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// ```
     ///
     /// # Errors
-    /// As [`get_bytes`](Self::get_bytes).
+    /// As [`get_bytes`](Self::get_bytes). After an error `buf` holds no item of yours: its
+    /// contents are unspecified (a copy of an item another consumer took first may be left
+    /// there).
     pub fn get_bytes_into(&self, buf: &mut Vec<u8>) -> Result<usize> {
         self.shared.get(buf, None)?;
         Ok(buf.len())
@@ -460,7 +462,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// ```
     ///
     /// # Errors
-    /// `Empty` if nothing came in time; otherwise as [`get_bytes`](Self::get_bytes).
+    /// `Empty` if nothing came in time; otherwise as [`get_bytes`](Self::get_bytes). After
+    /// an error `buf`'s contents are unspecified, as for
+    /// [`get_bytes_into`](Self::get_bytes_into).
     pub fn get_bytes_timeout(&self, buf: &mut Vec<u8>, timeout: Duration) -> Result<usize> {
         if self.shared.get(buf, deadline_after(timeout))? {
             Ok(buf.len())
