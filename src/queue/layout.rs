@@ -70,7 +70,7 @@ pub(crate) const CHUNK: u64 = 64 * 1024;
 /// Chunks per log (a power of two).
 pub(crate) const CHUNKS: u64 = SPAN / CHUNK;
 const MAPS: usize = 64 * 1024;
-const MAP_LEN: usize = CHUNKS as usize * 4;
+pub(crate) const MAP_LEN: usize = CHUNKS as usize * 4;
 pub(crate) const DATA: usize = MAPS + MAX_LOGS * MAP_LEN;
 /// The whole file.
 pub(crate) const FILE_LEN: usize = DATA + MAX_LOGS * SPAN as usize;
@@ -97,9 +97,14 @@ pub(crate) fn entry(log: usize) -> usize {
     TABLE + log * ENTRY
 }
 
+/// Where `log`'s chunk map starts (page-aligned, [`MAP_LEN`] bytes).
+pub(crate) fn map_start(log: usize) -> usize {
+    MAPS + log * MAP_LEN
+}
+
 /// Where `log`'s map entry for the chunk of positions holding `pos` is.
 pub(crate) fn map_entry(log: usize, pos: u64) -> usize {
-    MAPS + log * MAP_LEN + ((pos / CHUNK) % CHUNKS) as usize * 4
+    map_start(log) + ((pos / CHUNK) % CHUNKS) as usize * 4
 }
 
 /// Where chunk `chunk` of `log`'s memory starts (`chunk` is taken modulo [`CHUNKS`], so

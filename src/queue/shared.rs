@@ -498,6 +498,16 @@ impl Shared {
             *producer = Producer::default();
         }
         let log = self.claim_log()?;
+        // The log's chunk map gets its memory now, as chunks do before they are written: out
+        // of memory is an error from `put`, never a SIGBUS on a later write. (A no-op for a
+        // map used before: freeing a log leaves its map.)
+        if let Err(e) = self
+            .map
+            .populate(self.file(), l::map_start(log), l::MAP_LEN)
+        {
+            self.free_log(log);
+            return Err(e.into());
+        }
         let tail = Mark::unpack(self.tail(log).load(Ordering::Acquire));
         let head = Mark::unpack(self.head(log).load(Ordering::Acquire));
         producer.log = Some(log);
