@@ -1920,10 +1920,11 @@ fn items_taken_elsewhere_are_not_taken_again() -> TestResult {
     Ok(())
 }
 
-/// Large items are decoded where they lie in the queue (small ones after a copy): typed
-/// items on both sides of that line (64 KiB) and across chunk boundaries arrive intact from
-/// another process, and a large raw item that is no `T`, or a `T` followed by more bytes, is
-/// a `Decode` error that takes the item, with the queue fine afterwards.
+/// Large byte strings are decoded where they lie in the queue (other items after a copy):
+/// typed items on both sides of that line (64 KiB) and across chunk boundaries arrive intact
+/// from another process, and a large raw item that is not CBOR, a byte string shorter than
+/// its header says, or a `T` followed by more bytes, is a `Decode` error that takes the item,
+/// with the queue fine afterwards.
 fn large_typed_items_decode_in_place_and_fail_cleanly() -> TestResult {
     let sizes = [
         64 * 1024 - 100,
@@ -1958,6 +1959,14 @@ fn large_typed_items_decode_in_place_and_fail_cleanly() -> TestResult {
     q.put_bytes(&not_cbor)?;
     let Err(err) = q.get() else {
         fail!("a 128 KiB item that is not CBOR decoded");
+    };
+    assert_eq!(err.kind(), ErrorKind::Decode, "{err}");
+    // A byte string (decoded in place) that claims 4 GiB and has 128 KiB.
+    let mut short = vec![0x5a, 0xff, 0xff, 0xff, 0xff];
+    short.extend(std::iter::repeat_n(2u8, 128 * 1024));
+    q.put_bytes(&short)?;
+    let Err(err) = q.get() else {
+        fail!("a byte string shorter than its header says decoded");
     };
     assert_eq!(err.kind(), ErrorKind::Decode, "{err}");
     // A valid byte string with 70 000 bytes after it.

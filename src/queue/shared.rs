@@ -988,6 +988,15 @@ impl Payload<'_> {
         self.left
     }
 
+    /// The next byte, without reading it.
+    pub(crate) fn first_byte(&self) -> Option<u8> {
+        let mut byte = [0u8];
+        (self.left > 0).then(|| {
+            self.shared.read_into(self.log, self.pos, &mut byte);
+            byte[0]
+        })
+    }
+
     /// Replaces `out`'s contents with the rest of the payload.
     pub(crate) fn copy_into(&mut self, out: &mut Vec<u8>) {
         out.clear();
