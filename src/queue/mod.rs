@@ -1,39 +1,7 @@
 //! `Queue`, `SimpleQueue`, `JoinableQueue`: cross-process multi-producer multi-consumer
 //! queues in shared memory. Python: `multiprocessing.Queue` and friends.
 //!
-//! A queue lives in one anonymous shared file. Every producer process appends to a ring of
-//! its own; consumers take from any ring with a compare-and-swap (see `shared.rs` for why
-//! that is crash-safe). So, unlike Python's:
-//!
-//! - **`put` is synchronous and final.** The item is encoded in the caller (an encode error
-//!   is returned to it) and is in shared memory when `put` returns: the producer may exit at
-//!   once and the item is still delivered. There is no feeder thread, nothing to flush or
-//!   join at exit, and no exit deadlock.
-//! - **An unbounded queue never blocks `put`**, with or without a consumer: memory grows with
-//!   what is queued (up to 1 GiB or 16 million items per producer process, then `Full`) and
-//!   shrinks as it drains, down to 4 MiB kept per producer process for reuse (given back
-//!   as that producer goes on putting, or when it exits or closes and its items are taken).
-//! - **A process killed inside `put` or `get` blocks no one.** Items are never torn or
-//!   interleaved; at most the killed process's own in-flight item is lost; a bounded queue's
-//!   room comes back once a putter notices the dead producer.
-//! - **`qsize`, `empty` and `full` are exact** while no process dies in the middle of an
-//!   operation. (Exact as of the moment each producer's share is read: `qsize` adds the
-//!   producers' shares one after another, so while other processes put and get it is the
-//!   size of a moment no longer than the call; a bounded queue never reports more than its
-//!   bound.) A producer killed between reserving room in a bounded queue and publishing
-//!   its item keeps that room counted until a putter finds the queue full and checks; a
-//!   consumer killed after taking an item has taken it (`qsize` counts it gone).
-//! - **A queue is waitable**: [`wait`](crate::wait), [`WaitSet`](crate::WaitSet), the
-//!   [`Reactor`](crate::Reactor) (`when_ready`) and your own mio loop see it turn ready when
-//!   an item arrives. With several consumers, one may be told "ready" and then find another
-//!   took the item: `try_get` then says `Empty`.
-//!
-//! Items keep their order per producer (FIFO per producer process, and per thread within
-//! it); between producers there is no global order, as with several Python feeders.
-//!
-//! Handles are cheap to clone and usable from many threads. Pass a queue to a child by
-//! capturing it ([`Process::fork`](crate::Process::fork)) or inside the arguments of
-//! [`Process::spawn`](crate::Process::spawn).
+//! What a queue promises is documented on [`Queue`], the public face of this module.
 //!
 //! Linux only for now (memfd, futex, eventfd).
 
@@ -61,7 +29,47 @@ use shared::{Payload, Shared};
 pub use simple::SimpleQueue;
 
 /// A multi-producer multi-consumer queue between processes. Python:
-/// `multiprocessing.Queue`. See the [module docs](self) for what it promises.
+/// `multiprocessing.Queue`.
+///
+/// A queue lives in one anonymous shared file. Every producer process appends to a ring of
+/// its own; consumers take from any ring with a compare-and-swap (docs/design.md in the
+/// repository says why that is crash-safe). So, unlike Python's:
+///
+/// - **`put` is synchronous and final.** The item is encoded in the caller (an encode error
+///   is returned to it) and is in shared memory when `put` returns: the producer may exit at
+///   once and the item is still delivered. There is no feeder thread, nothing to flush or
+///   join at exit, and no exit deadlock.
+/// - **An unbounded queue never blocks `put`**, with or without a consumer: memory grows with
+///   what is queued (up to 1 GiB or 16 million items per producer process, then `Full`) and
+///   shrinks as it drains, down to 4 MiB kept per producer process for reuse (given back
+///   as that producer goes on putting, or when it exits or closes and its items are taken).
+/// - **A process killed inside `put` or `get` blocks no one.** Items are never torn or
+///   interleaved; at most the killed process's own in-flight item is lost; a bounded queue's
+///   room comes back once a putter notices the dead producer.
+/// - **`qsize`, `empty` and `full` are exact** while no process dies in the middle of an
+///   operation. (Exact as of the moment each producer's share is read: `qsize` adds the
+///   producers' shares one after another, so while other processes put and get it is the
+///   size of a moment no longer than the call; a bounded queue never reports more than its
+///   bound.) A producer killed between reserving room in a bounded queue and publishing
+///   its item keeps that room counted until a putter finds the queue full and checks; a
+///   consumer killed after taking an item has taken it (`qsize` counts it gone).
+/// - **A queue is waitable**: [`wait`](crate::wait), [`WaitSet`](crate::WaitSet), the
+///   [`Reactor`](crate::Reactor) (`when_ready`) and your own mio loop see it turn ready when
+///   an item arrives. With several consumers, one may be told "ready" and then find another
+///   took the item: `try_get` then says `Empty`.
+///
+/// Items keep their order per producer (FIFO per producer process, and per thread within
+/// it); between producers there is no global order, as with several Python feeders.
+///
+/// Handles are cheap to clone and usable from many threads. Pass a queue to a child by
+/// capturing it ([`Process::fork`](crate::Process::fork)) or inside the arguments of
+/// [`Process::spawn`](crate::Process::spawn).
+///
+/// Items are any serde type, encoded as CBOR; [`put_bytes`](Self::put_bytes) and
+/// [`get_bytes_into`](Self::get_bytes_into) move raw bytes without a codec, the fastest way
+/// to move bytes (as `send_bytes` is next to `send` on a connection).
+///
+/// Linux only for now (memfd, futex, eventfd).
 ///
 /// # Examples
 /// The tutorial's producer and consumer:
@@ -245,7 +253,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// Puts `item`, waiting for room in a bounded queue. When it returns `Ok`, the item is
-    /// in the queue (see the module docs). Python: `put(obj)`.
+    /// in the queue (see [`Queue`]). Python: `put(obj)`.
     ///
     /// # Examples
     /// ```
@@ -480,7 +488,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// How many items are in the queue. Python: `qsize()` (which is unreliable; this is
-    /// exact, see the module docs). Costs the same whatever the number of items.
+    /// exact, see [`Queue`]). Costs the same whatever the number of items.
     ///
     /// # Examples
     /// ```
