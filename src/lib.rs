@@ -10,7 +10,7 @@
 //! Messages are either raw bytes (`send_bytes`/`recv_bytes`) or any serde type
 //! (`send`/`recv`, encoded as CBOR).
 //!
-//! To serve many connections from one thread: [`wait`] (Python's
+//! To serve many connections from one thread: [`wait`](fn@wait) (Python's
 //! `multiprocessing.connection.wait`), a persistent [`WaitSet`], or a [`Reactor`] that drives
 //! non-blocking receives and buffered sends through [`Handler`] callbacks, with timers and
 //! backpressure. Every `Connection` is also a `mio::event::Source`, for your own mio loop.

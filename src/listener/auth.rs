@@ -270,8 +270,8 @@ enum Stage {
     Verdict,
 }
 
-/// A server-side handshake driven without blocking: feed it with [`advance`] whenever its
-/// connection may have data.
+/// A server-side handshake driven without blocking: feed it with
+/// [`advance`](Self::advance) whenever its connection may have data.
 #[derive(Debug)]
 pub(crate) struct ServerHandshake {
     stage: Stage,

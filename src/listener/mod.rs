@@ -13,7 +13,7 @@
 //!   authentication" (Python treats an empty key as none).
 //! - A failed handshake is an [`ErrorKind::Authentication`] error from `accept` for that
 //!   client; the listener carries on.
-//! - The listener is waitable ([`wait`](crate::wait), [`WaitSet`](crate::WaitSet),
+//! - The listener is waitable ([`wait`](fn@crate::wait), [`WaitSet`](crate::WaitSet),
 //!   [`Reactor::when_ready`](crate::Reactor::when_ready), mio): ready when `try_accept` may
 //!   have a connection (or a failure) to hand out.
 
@@ -222,7 +222,7 @@ impl Listener {
     }
 
     /// An authenticated connection if one is ready now, without waiting. Use it when the
-    /// listener is ready in [`wait`](crate::wait), a `WaitSet` or mio.
+    /// listener is ready in [`wait`](fn@crate::wait), a `WaitSet` or mio.
     ///
     /// # Examples
     /// ```

@@ -5,8 +5,9 @@
 //!
 //! - **spawn** ([`Process::spawn`], the default to reach for): re-executes this executable
 //!   and calls an entry function `fn(A)` with serde arguments. Safe from threaded programs;
-//!   [`Connection`]s inside the arguments are passed to the child, and no other fd is. The
-//!   program's `main` must call [`init`] first (see there for libtest tests).
+//!   [`Connection`](crate::Connection)s inside the arguments are passed to the child, and
+//!   no other fd is. The program's `main` must call [`init`] first (see there for libtest
+//!   tests).
 //! - **fork** ([`Process::fork`]): runs a closure in a forked copy of this process. Fast, and
 //!   the closure captures what it likes, but only from a single-threaded process: in a forked
 //!   child only the forking thread exists, and any lock another thread held at that moment
@@ -127,7 +128,7 @@ impl Process {
     /// `entry` is a plain function (or a closure capturing nothing). `args` are serialised
     /// at `start`; [`Connection`](crate::Connection)s in them arrive in the child usable,
     /// and the parent's copies are closed. The program's `main` must begin with
-    /// [`init`](crate::init).
+    /// [`crate::init`].
     ///
     /// # Examples
     /// ```
@@ -214,7 +215,7 @@ impl Process {
     }
 
     /// Renames the process; a spawned or forked child sees the name in
-    /// [`current_process`](crate::current_process).
+    /// [`crate::current_process`].
     ///
     /// # Examples
     /// ```
@@ -282,7 +283,7 @@ impl Process {
     /// ```
     ///
     /// # Errors
-    /// `InvalidInput` if already started, or for a spawn when [`init`](crate::init) was
+    /// `InvalidInput` if already started, or for a spawn when [`crate::init`] was
     /// never called; `Unsupported` for a fork while this process runs more than one thread,
     /// or a spawn entry living in a dynamic library; `Encode` if spawn arguments refuse to
     /// serialise (a `Connection` with unread bytes, say); `Io` if the system refuses.

@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use crate::error::Result;
 
 /// Becomes ready (readable) when its process exits, and stays ready. Python:
-/// `Process.sentinel`. Works in [`wait`](crate::wait), a [`WaitSet`](crate::WaitSet), a
+/// `Process.sentinel`. Works in [`wait`](fn@crate::wait), a [`WaitSet`](crate::WaitSet), a
 /// [`Reactor`](crate::Reactor) (see `Reactor::when_ready`) and a user's own `poll`/mio loop,
 /// mixed with connections.
 ///

@@ -53,7 +53,7 @@ pub use simple::SimpleQueue;
 ///   bound.) A producer killed between reserving room in a bounded queue and publishing
 ///   its item keeps that room counted until a putter finds the queue full and checks; a
 ///   consumer killed after taking an item has taken it (`qsize` counts it gone).
-/// - **A queue is waitable**: [`wait`](crate::wait), [`WaitSet`](crate::WaitSet), the
+/// - **A queue is waitable**: [`wait`](fn@crate::wait), [`WaitSet`](crate::WaitSet), the
 ///   [`Reactor`](crate::Reactor) (`when_ready`) and your own mio loop see it turn ready when
 ///   an item arrives. With several consumers, one may be told "ready" and then find another
 ///   took the item: `try_get` then says `Empty`.
