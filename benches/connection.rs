@@ -45,12 +45,12 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
 
 use multiproc::{Connection, Pipe, Process};
-use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
 use serde::{Deserialize, Serialize};
 
 mod common;
 use common::{
-    Python, Row, Unit, cpu_model, kernel, median, read_exact, socketpair, spread, write_all,
+    Python, Row, RunOptions, Unit, first_allowed_cpu, median, pinned, read_exact, socketpair,
+    spread, write_all,
 };
 
 type Res<T> = Result<T, Box<dyn Error>>;
@@ -253,18 +253,6 @@ fn join(mut p: Process, what: &str) -> Res<()> {
     }
 }
 
-/// Runs `f` with this thread (and so every child forked meanwhile) pinned to `cpu`.
-fn pinned<T>(cpu: Option<usize>, f: impl FnOnce() -> Res<T>) -> Res<T> {
-    let Some(cpu) = cpu else { return f() };
-    let saved = sched_getaffinity(None)?;
-    let mut one = CpuSet::new();
-    one.set(cpu);
-    sched_setaffinity(None, &one)?;
-    let out = f();
-    sched_setaffinity(None, &saved)?;
-    out
-}
-
 // ---------------------------------------------------------------------------------------
 // Round trips.
 
@@ -450,45 +438,15 @@ fn measure(case: &Case, imp: Imp, cpu: Option<usize>, py: Option<&mut Python>) -
 }
 
 fn main() -> Res<()> {
-    let quick = std::env::var_os("BENCH_QUICK").is_some_and(|v| v != "0" && !v.is_empty());
-    // cargo passes `--bench`; anything not starting with `-` filters cases by name.
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let reps = if quick { 3 } else { 7 };
+    let opts = RunOptions::from_env();
+    let (quick, reps) = (opts.quick, opts.reps);
     let all = cases(quick);
-    let selected: Vec<&Case> = all
-        .iter()
-        .filter(|c| filters.is_empty() || filters.iter().any(|f| c.name.contains(f.as_str())))
-        .collect();
+    let selected: Vec<&Case> = all.iter().filter(|c| opts.selects(c.name)).collect();
 
-    // Start Python before any fork: it is a plain subprocess, and no thread is involved.
     let mut python = Python::start("connection.py")?;
-    if python.is_none() {
-        if std::env::var_os("MULTIPROC_REQUIRE_PYTHON").is_some_and(|v| v == "1") {
-            return Err("python3 not found and MULTIPROC_REQUIRE_PYTHON=1".into());
-        }
-        eprintln!(
-            "\n*** python3 NOT FOUND: the PYTHON column is skipped and its JSON fields are null \
-             ***\n"
-        );
-    }
-    let allowed = sched_getaffinity(None)?;
-    let cpu = (0..CpuSet::MAX_CPU)
-        .find(|&c| allowed.is_set(c))
-        .ok_or("empty CPU affinity mask")?;
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!(
-        "connection bench: {} mode, {reps} repetitions per implementation, interleaved",
-        if quick { "quick" } else { "full" }
-    );
-    println!(
-        "machine: {nproc} CPUs, {}, kernel {}; python {}; rtt_64 pinned to CPU {cpu}",
-        cpu_model(),
-        kernel(),
-        python.as_ref().map_or("absent", |p| p.version.as_str()),
-    );
+    let cpu = first_allowed_cpu()?;
+    opts.print_header("connection", python.as_ref());
+    println!("rtt_64 pinned to CPU {cpu}");
 
     let mut cbor = Vec::new();
     ciborium::into_writer(&Obj::nth(FLOOR_OBJ_ID), &mut cbor)?;

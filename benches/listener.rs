@@ -40,12 +40,11 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use multiproc::{Address, Client, Listener, Pipe, Process};
-use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
 
 // This bench uses only part of what the benches share (its floors use std's TCP types).
 #[allow(dead_code)]
 mod common;
-use common::{Python, Row, Unit, children_left, cpu_model, kernel, load, print_rows};
+use common::{Python, Row, RunOptions, Unit, children_left, first_allowed_cpu, pinned, print_rows};
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -136,18 +135,6 @@ fn abandon<T>(mut p: Process, e: Box<dyn Error>) -> Res<T> {
     let _ = p.kill();
     let _ = p.join();
     Err(e)
-}
-
-/// Runs `f` with this thread (and so every child forked meanwhile) pinned to `cpu`.
-fn pinned<T>(cpu: Option<usize>, f: impl FnOnce() -> Res<T>) -> Res<T> {
-    let Some(cpu) = cpu else { return f() };
-    let saved = sched_getaffinity(None)?;
-    let mut one = CpuSet::new();
-    one.set(cpu);
-    sched_setaffinity(None, &one)?;
-    let out = f();
-    sched_setaffinity(None, &saved)?;
-    out
 }
 
 /// Per second of `once`: `warmup` untimed calls, then `n` timed ones.
@@ -384,46 +371,14 @@ fn main() -> Res<()> {
     // Nothing here spawns, but `Process` wants `init` first in `main` all the same.
     multiproc::init();
 
-    let quick = std::env::var_os("BENCH_QUICK").is_some_and(|v| v != "0" && !v.is_empty());
-    // cargo passes `--bench`; anything not starting with `-` filters cases by name.
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let reps = if quick { 3 } else { 7 };
+    let opts = RunOptions::from_env();
+    let (quick, reps) = (opts.quick, opts.reps);
     let all = cases(quick);
-    let selected: Vec<&Case> = all
-        .iter()
-        .filter(|c| filters.is_empty() || filters.iter().any(|f| c.name.contains(f.as_str())))
-        .collect();
+    let selected: Vec<&Case> = all.iter().filter(|c| opts.selects(c.name)).collect();
 
-    // Start Python before any fork: it is a plain subprocess, and no thread is involved.
     let mut python = Python::start("listener.py")?;
-    if python.is_none() {
-        if std::env::var_os("MULTIPROC_REQUIRE_PYTHON").is_some_and(|v| v == "1") {
-            return Err("python3 not found and MULTIPROC_REQUIRE_PYTHON=1".into());
-        }
-        eprintln!(
-            "\n*** python3 NOT FOUND: the PYTHON column is skipped and its JSON fields are null \
-             ***\n"
-        );
-    }
-    let allowed = sched_getaffinity(None)?;
-    let cpu = (0..CpuSet::MAX_CPU)
-        .find(|&c| allowed.is_set(c))
-        .ok_or("empty CPU affinity mask")?;
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!(
-        "listener bench: {} mode, {reps} repetitions per implementation, interleaved",
-        if quick { "quick" } else { "full" }
-    );
-    println!(
-        "machine: {nproc} CPUs, {}, kernel {}; python {}; load average {} at start",
-        cpu_model(),
-        kernel(),
-        python.as_ref().map_or("absent", |p| p.version.as_str()),
-        load(),
-    );
+    let cpu = first_allowed_cpu()?;
+    opts.print_header("listener", python.as_ref());
     println!(
         "loopback TCP, both processes pinned to CPU {cpu}; ours and python with an authkey, \
          the floor without (connect_auth's floor: no handshake)"

@@ -36,7 +36,7 @@ use multiproc::bench_support::raw_fork_wait;
 // This bench uses only part of what the benches share (no socket helpers).
 #[allow(dead_code)]
 mod common;
-use common::{Python, Row, Unit, children_left, cpu_model, kernel, load, print_rows};
+use common::{Python, Row, RunOptions, Unit, children_left, print_rows};
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -220,40 +220,13 @@ fn main() -> Res<()> {
     // In a child of `Process::spawn` this runs `noop_entry` and exits.
     multiproc::init();
 
-    let quick = std::env::var_os("BENCH_QUICK").is_some_and(|v| v != "0" && !v.is_empty());
-    // cargo passes `--bench`; anything not starting with `-` filters cases by name.
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let selected = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f));
-    let reps = if quick { 3 } else { 7 };
+    let opts = RunOptions::from_env();
+    let (quick, reps) = (opts.quick, opts.reps);
     let all = cases(quick);
     let exe: PathBuf = std::env::current_exe()?;
 
-    // A plain subprocess, started by posix_spawn: no thread, so forking stays allowed.
     let mut python = Python::start("process.py")?;
-    if python.is_none() {
-        if std::env::var_os("MULTIPROC_REQUIRE_PYTHON").is_some_and(|v| v == "1") {
-            return Err("python3 not found and MULTIPROC_REQUIRE_PYTHON=1".into());
-        }
-        eprintln!(
-            "\n*** python3 NOT FOUND: the PYTHON column is skipped and its JSON fields are null \
-             ***\n"
-        );
-    }
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!(
-        "process bench: {} mode, {reps} repetitions per implementation, interleaved",
-        if quick { "quick" } else { "full" }
-    );
-    println!(
-        "machine: {nproc} CPUs, {}, kernel {}; python {}; load average {} at start",
-        cpu_model(),
-        kernel(),
-        python.as_ref().map_or("absent", |p| p.version.as_str()),
-        load(),
-    );
+    opts.print_header("process", python.as_ref());
     println!(
         "unit: child processes started and joined per second; command_join's python is \
          subprocess.run([\"{TRUE}\"])"
@@ -261,7 +234,7 @@ fn main() -> Res<()> {
 
     let started = Instant::now();
     let mut rows = Vec::new();
-    for case in all.iter().filter(|c| selected(c.name)) {
+    for case in all.iter().filter(|c| opts.selects(c.name)) {
         rows.push(run_case(case, reps, &exe, python.as_mut())?);
         eprintln!(
             "  {:<13} done after {:.1}s",

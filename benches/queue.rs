@@ -59,8 +59,8 @@ use serde_bytes::ByteBuf;
 
 mod common;
 use common::{
-    Python, Row, Unit, children_left, cpu_model, kernel, load, median, print_rows, read_exact,
-    socketpair, write_all,
+    Python, Row, RunOptions, Unit, children_left, median, print_rows, read_exact, socketpair,
+    write_all,
 };
 
 type Res<T> = Result<T, Box<dyn Error>>;
@@ -868,39 +868,12 @@ fn qsize_scaling(reps: usize) -> Res<(f64, f64)> {
 fn main() -> Res<()> {
     multiproc::init();
 
-    let quick = std::env::var_os("BENCH_QUICK").is_some_and(|v| v != "0" && !v.is_empty());
-    // cargo passes `--bench`; anything not starting with `-` filters cases by name.
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let selected = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f));
-    let reps = if quick { 3 } else { 7 };
+    let opts = RunOptions::from_env();
+    let (quick, reps) = (opts.quick, opts.reps);
     let all = cases(quick);
 
-    // Start Python before any fork: it is a plain subprocess, and no thread is involved.
     let mut python = Python::start("queue.py")?;
-    if python.is_none() {
-        if std::env::var_os("MULTIPROC_REQUIRE_PYTHON").is_some_and(|v| v == "1") {
-            return Err("python3 not found and MULTIPROC_REQUIRE_PYTHON=1".into());
-        }
-        eprintln!(
-            "\n*** python3 NOT FOUND: the PYTHON column is skipped and its JSON fields are null \
-             ***\n"
-        );
-    }
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!(
-        "queue bench: {} mode, {reps} repetitions per implementation, interleaved",
-        if quick { "quick" } else { "full" }
-    );
-    println!(
-        "machine: {nproc} CPUs, {}, kernel {}; python {}; load average {} at start",
-        cpu_model(),
-        kernel(),
-        python.as_ref().map_or("absent", |p| p.version.as_str()),
-        load(),
-    );
+    opts.print_header("queue", python.as_ref());
     println!(
         "items: ours Queue<ByteBuf> (unbounded; put_bytes/get_bytes_into in the _bytes cases), \
          floor raw records in a plain shared ring (8192 slots; 8 for 1 MiB), python \
@@ -909,7 +882,7 @@ fn main() -> Res<()> {
 
     let started = Instant::now();
     let mut rows = Vec::new();
-    for case in all.iter().filter(|c| selected(c.name)) {
+    for case in all.iter().filter(|c| opts.selects(c.name)) {
         rows.push(run_case(case, reps, python.as_mut())?);
         eprintln!(
             "  {:<11} done after {:.1}s",
@@ -917,7 +890,7 @@ fn main() -> Res<()> {
             started.elapsed().as_secs_f64()
         );
     }
-    let scaling = if selected("qsize_100k") {
+    let scaling = if opts.selects("qsize_100k") {
         Some(qsize_scaling(reps)?)
     } else {
         None

@@ -56,8 +56,7 @@ use rustix::process::{
 
 mod common;
 use common::{
-    Python, Row, Unit, cpu_model, kernel, load, median, print_rows, read_exact, socketpair, spread,
-    write_all,
+    Python, Row, RunOptions, Unit, median, print_rows, read_exact, socketpair, spread, write_all,
 };
 
 type Res<T> = Result<T, Box<dyn Error>>;
@@ -961,14 +960,8 @@ fn run_backends(n_objs: usize, reps: usize, quick: bool) -> Res<BackendRow> {
 }
 
 fn main() -> Res<()> {
-    let quick = std::env::var_os("BENCH_QUICK").is_some_and(|v| v != "0" && !v.is_empty());
-    // cargo passes `--bench`; anything not starting with `-` filters cases by name.
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let selected = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f));
-    let reps = if quick { 3 } else { 7 };
+    let opts = RunOptions::from_env();
+    let (quick, reps) = (opts.quick, opts.reps);
     let all = cases(quick);
 
     // 2 fds per connection of the largest case, plus the fan-in's and some slack. Raised
@@ -976,33 +969,12 @@ fn main() -> Res<()> {
     let max_objs = *SIZES.iter().max().expect("sizes") as u64;
     raise_nofile(2 * max_objs + 4 * FANIN as u64 + 64)?;
 
-    // Start Python before any fork: it is a plain subprocess, and no thread is involved.
     let mut python = Python::start("wait.py")?;
-    if python.is_none() {
-        if std::env::var_os("MULTIPROC_REQUIRE_PYTHON").is_some_and(|v| v == "1") {
-            return Err("python3 not found and MULTIPROC_REQUIRE_PYTHON=1".into());
-        }
-        eprintln!(
-            "\n*** python3 NOT FOUND: the PYTHON column is skipped and its JSON fields are null \
-             ***\n"
-        );
-    }
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!(
-        "wait bench: {} mode, {reps} repetitions per implementation, interleaved",
-        if quick { "quick" } else { "full" }
-    );
-    println!(
-        "machine: {nproc} CPUs, {}, kernel {}; python {}; load average {} at start",
-        cpu_model(),
-        kernel(),
-        python.as_ref().map_or("absent", |p| p.version.as_str()),
-        load(),
-    );
+    opts.print_header("wait", python.as_ref());
 
     let started = Instant::now();
     let mut rows = Vec::new();
-    for case in all.iter().filter(|c| selected(&c.name)) {
+    for case in all.iter().filter(|c| opts.selects(&c.name)) {
         rows.push(run_case(case, reps, python.as_mut())?);
         eprintln!(
             "  {:<18} done after {:.1}s",
@@ -1015,7 +987,7 @@ fn main() -> Res<()> {
     }
     let mut backends = Vec::new();
     for n_objs in BACKEND_SIZES {
-        if selected(&format!("oneshot_{n_objs}")) {
+        if opts.selects(&format!("oneshot_{n_objs}")) {
             backends.push(run_backends(n_objs, reps, quick)?);
             eprintln!(
                 "  {:<18} done after {:.1}s",

@@ -10,6 +10,76 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
+/// What a run was asked for: quick mode (`BENCH_QUICK`), case-name filters (cargo passes
+/// `--bench`; every argument not starting with `-` is a filter), and the repetitions.
+pub struct RunOptions {
+    pub quick: bool,
+    pub reps: usize,
+    filters: Vec<String>,
+}
+
+impl RunOptions {
+    pub fn from_env() -> RunOptions {
+        let quick = std::env::var_os("BENCH_QUICK").is_some_and(|v| v != "0" && !v.is_empty());
+        RunOptions {
+            quick,
+            reps: if quick { 3 } else { 7 },
+            filters: std::env::args()
+                .skip(1)
+                .filter(|a| !a.starts_with('-'))
+                .collect(),
+        }
+    }
+
+    /// Whether the case `name` runs: no filters, or one of them is part of it.
+    pub fn selects(&self, name: &str) -> bool {
+        self.filters.is_empty() || self.filters.iter().any(|f| name.contains(f.as_str()))
+    }
+
+    /// Prints the run's first lines: the bench, its mode and repetitions, and the machine.
+    pub fn print_header(&self, bench: &str, python: Option<&Python>) {
+        let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+        println!(
+            "{bench} bench: {} mode, {} repetitions per implementation, interleaved",
+            if self.quick { "quick" } else { "full" },
+            self.reps
+        );
+        println!(
+            "machine: {nproc} CPUs, {}, kernel {}; python {}; load average {} at start",
+            cpu_model(),
+            kernel(),
+            python.map_or("absent", |p| p.version.as_str()),
+            load(),
+        );
+    }
+}
+
+/// The first CPU this process may run on: where the pinned cases run.
+#[allow(dead_code)]
+pub fn first_allowed_cpu() -> Result<usize, Box<dyn Error>> {
+    let allowed = rustix::thread::sched_getaffinity(None)?;
+    Ok((0..rustix::thread::CpuSet::MAX_CPU)
+        .find(|&c| allowed.is_set(c))
+        .ok_or("empty CPU affinity mask")?)
+}
+
+/// Runs `f` with this thread (and so every child forked meanwhile) pinned to `cpu`.
+#[allow(dead_code)]
+pub fn pinned<T>(
+    cpu: Option<usize>,
+    f: impl FnOnce() -> Result<T, Box<dyn Error>>,
+) -> Result<T, Box<dyn Error>> {
+    use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
+    let Some(cpu) = cpu else { return f() };
+    let saved = sched_getaffinity(None)?;
+    let mut one = CpuSet::new();
+    one.set(cpu);
+    sched_setaffinity(None, &one)?;
+    let out = f();
+    sched_setaffinity(None, &saved)?;
+    out
+}
+
 pub fn median(xs: &[f64]) -> f64 {
     let mut v = xs.to_vec();
     v.sort_by(f64::total_cmp);
@@ -324,8 +394,25 @@ pub struct Python {
 }
 
 impl Python {
-    /// Starts `benches/python/<script> --serve`; `Ok(None)` when there is no `python3`.
+    /// Starts `benches/python/<script> --serve`. Without `python3`: `Ok(None)` and a loud
+    /// message that the python column is skipped, or an error with
+    /// `MULTIPROC_REQUIRE_PYTHON=1`. Start it before any fork: it is a plain subprocess,
+    /// and no thread is involved, so forking stays allowed.
     pub fn start(script: &str) -> Result<Option<Python>, Box<dyn Error>> {
+        let python = Python::spawn(script)?;
+        if python.is_none() {
+            if std::env::var_os("MULTIPROC_REQUIRE_PYTHON").is_some_and(|v| v == "1") {
+                return Err("python3 not found and MULTIPROC_REQUIRE_PYTHON=1".into());
+            }
+            eprintln!(
+                "\n*** python3 NOT FOUND: the PYTHON column is skipped and its JSON fields are \
+                 null ***\n"
+            );
+        }
+        Ok(python)
+    }
+
+    fn spawn(script: &str) -> Result<Option<Python>, Box<dyn Error>> {
         let script = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("benches/python")
             .join(script);
