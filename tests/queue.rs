@@ -280,29 +280,42 @@ fn fifo_per_producer_across_processes() -> TestResult {
 
     // Several consumers, and producers that block on a small bound.
     let q = Queue::bounded(16)?;
-    let mut consumers = Vec::new();
-    for _ in 0..3 {
+    let lists = producers_to_consumers(&q, 3, 3, EACH)?;
+    check_exactly_once(&lists, 3, EACH)
+}
+
+/// Runs `consumers` consumer processes (blocking in `get` until the queue is shut down) and
+/// `producers` producer processes putting `each` items into `q`, then shuts it down: what
+/// each consumer took, each list checked to keep every producer's order.
+fn producers_to_consumers(
+    q: &Queue<Tagged>,
+    producers: u32,
+    consumers: usize,
+    each: u32,
+) -> Res<Vec<Vec<Tagged>>> {
+    let mut taking = Vec::new();
+    for _ in 0..consumers {
         let (ours, theirs) = Pipe::new()?;
         let q = q.clone();
-        consumers.push((child(move || consume_until_shutdown(q, theirs))?, ours));
+        taking.push((child(move || consume_until_shutdown(q, theirs))?, ours));
     }
-    let mut producers = Vec::new();
-    for producer in 0..3 {
+    let mut putting = Vec::new();
+    for producer in 0..producers {
         let q = q.clone();
-        producers.push(child(move || produce(&q, producer, EACH))?);
+        putting.push(child(move || produce(&q, producer, each))?);
     }
-    for p in &mut producers {
+    for p in &mut putting {
         finish(p)?;
     }
     q.shutdown(false);
     let mut lists = Vec::new();
-    for (i, (p, conn)) in consumers.iter_mut().enumerate() {
+    for (i, (p, conn)) in taking.iter_mut().enumerate() {
         let got: Vec<Tagged> = conn.recv_timeout(HANG)?;
         check_fifo_per_producer(i, &got)?;
         lists.push(got);
         finish(p)?;
     }
-    check_exactly_once(&lists, 3, EACH)
+    Ok(lists)
 }
 
 /// 4 producer processes x 25,000 items, 4 consumer processes blocking in `get` until the
@@ -311,28 +324,7 @@ fn fifo_per_producer_across_processes() -> TestResult {
 fn exactly_once_4_producers_4_consumers_100k_items() -> TestResult {
     const EACH: u32 = 25_000;
     let q = Queue::new()?;
-    let mut consumers = Vec::new();
-    for _ in 0..4 {
-        let (ours, theirs) = Pipe::new()?;
-        let q = q.clone();
-        consumers.push((child(move || consume_until_shutdown(q, theirs))?, ours));
-    }
-    let mut producers = Vec::new();
-    for producer in 0..4 {
-        let q = q.clone();
-        producers.push(child(move || produce(&q, producer, EACH))?);
-    }
-    for p in &mut producers {
-        finish(p)?;
-    }
-    q.shutdown(false);
-    let mut lists = Vec::new();
-    for (i, (p, conn)) in consumers.iter_mut().enumerate() {
-        let got: Vec<Tagged> = conn.recv_timeout(HANG)?;
-        check_fifo_per_producer(i, &got)?;
-        lists.push(got);
-        finish(p)?;
-    }
+    let lists = producers_to_consumers(&q, 4, 4, EACH)?;
     let total: usize = lists.iter().map(Vec::len).sum();
     assert_eq!(total, 100_000);
     check_exactly_once(&lists, 4, EACH)?;
