@@ -1917,7 +1917,7 @@ fn items_taken_elsewhere_are_not_taken_again() -> TestResult {
 /// from another process, and a large raw item that is not CBOR, a byte string shorter than
 /// its header says, or a `T` followed by more bytes, is a `Decode` error that takes the item,
 /// with the queue fine afterwards.
-fn large_typed_items_decode_in_place_and_fail_cleanly() -> TestResult {
+fn large_typed_items_decode_and_fail_cleanly() -> TestResult {
     let sizes = [
         64 * 1024 - 100,
         64 * 1024 - 3,
@@ -1953,7 +1953,7 @@ fn large_typed_items_decode_in_place_and_fail_cleanly() -> TestResult {
         fail!("a 128 KiB item that is not CBOR decoded");
     };
     assert_eq!(err.kind(), ErrorKind::Decode, "{err}");
-    // A byte string (decoded in place) that claims 4 GiB and has 128 KiB.
+    // A byte string that claims 4 GiB and has 128 KiB.
     let mut short = vec![0x5a, 0xff, 0xff, 0xff, 0xff];
     short.extend(std::iter::repeat_n(2u8, 128 * 1024));
     q.put_bytes(&short)?;
@@ -1976,6 +1976,66 @@ fn large_typed_items_decode_in_place_and_fail_cleanly() -> TestResult {
     assert!(q.empty(), "failed decodes still take their items");
     q.put(&ByteBuf::from(pattern(100_000, 9)))?;
     assert!(is_pattern(&q.get()?, 100_000, 9));
+    Ok(())
+}
+
+/// Strings and byte strings, the values that skip ciborium on both sides, arrive whole from
+/// another process at every CBOR header size; and where the target type wants something
+/// else from a string, the answer is ciborium's, error or value.
+fn lone_strings_arrive_whole_and_other_targets_get_ciboriums_answer() -> TestResult {
+    let sizes = [0, 1, 23, 24, 255, 256, 65_535, 65_536, 200_001, 3 * MIB];
+    let texts = Queue::<Option<String>>::new()?;
+    let bytes = Queue::<ByteBuf>::new()?;
+    let (t, b) = (texts.clone(), bytes.clone());
+    let mut p = child(move || {
+        for (i, len) in sizes.into_iter().enumerate() {
+            let text: String = (0..len)
+                .map(|j| char::from(b'a' + ((i + j) % 26) as u8))
+                .collect();
+            t.put(&Some(text)).unwrap();
+            b.put(&ByteBuf::from(pattern(len, i as u64))).unwrap();
+        }
+        t.put(&None).unwrap();
+    })?;
+    finish(&mut p)?;
+    for (i, len) in sizes.into_iter().enumerate() {
+        let text = texts.get()?.ok_or("a None before the last string")?;
+        let expected: String = (0..len)
+            .map(|j| char::from(b'a' + ((i + j) % 26) as u8))
+            .collect();
+        if text != expected {
+            fail!(
+                "a string of {len} bytes came out as {} bytes, or changed",
+                text.len()
+            );
+        }
+        let got = bytes.get()?;
+        if !is_pattern(&got, len, i as u64) {
+            fail!("bytes of {len} came out as {} bytes, or corrupt", got.len());
+        }
+    }
+    assert_eq!(texts.get()?, None);
+
+    // A byte string taken as a plain `Vec<u8>`: ciborium makes it a sequence.
+    let plain = Queue::<Vec<u8>>::new()?;
+    let mut encoded = Vec::new();
+    ciborium::into_writer(&ByteBuf::from(vec![1u8, 2, 3]), &mut encoded)?;
+    plain.put_bytes(&encoded)?;
+    assert_eq!(plain.get()?, [1, 2, 3]);
+    // A byte string taken as a `String`, text as bytes, text that is not UTF-8: errors.
+    let strings = Queue::<String>::new()?;
+    strings.put_bytes(&encoded)?;
+    assert_eq!(strings.get().unwrap_err().kind(), ErrorKind::Decode);
+    let mut text = Vec::new();
+    ciborium::into_writer(&"abc", &mut text)?;
+    bytes.put_bytes(&text)?;
+    assert_eq!(bytes.get().unwrap_err().kind(), ErrorKind::Decode);
+    strings.put_bytes(&[0x62, 0xff, 0xfe])?;
+    assert_eq!(strings.get().unwrap_err().kind(), ErrorKind::Decode);
+    // The failed decodes took their items; the queues still work.
+    assert!(strings.empty() && bytes.empty());
+    strings.put(&"after".to_owned())?;
+    assert_eq!(strings.get()?, "after");
     Ok(())
 }
 
@@ -2019,5 +2079,6 @@ tests_main!(
     raw_bytes_timeouts_limits_and_shutdown,
     memory_follows_the_backlog_while_the_producer_lives,
     items_taken_elsewhere_are_not_taken_again,
-    large_typed_items_decode_in_place_and_fail_cleanly,
+    large_typed_items_decode_and_fail_cleanly,
+    lone_strings_arrive_whole_and_other_targets_get_ciboriums_answer,
 );

@@ -29,31 +29,6 @@ impl Cbor {
     }
 }
 
-impl Cbor {
-    /// Decodes one value from `reader`, which must hold exactly that value: `left` says how
-    /// many bytes it has not given yet, once the value is read.
-    pub(crate) fn decode_from<T: DeserializeOwned, R: std::io::Read>(
-        &mut self,
-        reader: &mut R,
-        left: impl FnOnce(&R) -> usize,
-    ) -> Result<T> {
-        if self.scratch.is_empty() {
-            self.scratch = vec![0; SCRATCH];
-        }
-        let value = ciborium::de::from_reader_with_buffer(&mut *reader, &mut self.scratch)
-            .map_err(|e| {
-                Error::with_source(ErrorKind::Decode, "could not decode the message", e)
-            })?;
-        match left(reader) {
-            0 => Ok(value),
-            n => Err(Error::with_message(
-                ErrorKind::Decode,
-                format!("could not decode the message: {n} bytes after the value"),
-            )),
-        }
-    }
-}
-
 impl Codec for Cbor {
     fn encode<T: Serialize + ?Sized>(&mut self, value: &T, out: &mut Vec<u8>) -> Result<()> {
         ciborium::into_writer(value, out)

@@ -3,10 +3,12 @@
 //! A small internal seam, so another engine can be measured (or offered) without touching the
 //! connection code. Implementations:
 //!
-//! - [`cbor`]: CBOR through ciborium, the default.
+//! - [`cbor`]: CBOR through ciborium, the default; [`cbor_string`] is its fast path for
+//!   values that are one byte or text string.
 //! - [`pickle`]: Python's pickle through serde-pickle (feature `pickle`), plain data only.
 
 pub(crate) mod cbor;
+pub(crate) mod cbor_string;
 #[cfg(feature = "pickle")]
 pub(crate) mod pickle;
 #[cfg(feature = "pickle")]

@@ -22,6 +22,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec::Codec;
 use crate::codec::cbor::Cbor;
+use crate::codec::cbor_string;
 use crate::error::{Error, ErrorKind, Result};
 pub use joinable::JoinableQueue;
 pub(crate) use shared::release_logs_at_exit;
@@ -65,9 +66,12 @@ pub use simple::SimpleQueue;
 /// capturing it ([`Process::fork`](crate::Process::fork)) or inside the arguments of
 /// [`Process::spawn`](crate::Process::spawn).
 ///
-/// Items are any serde type, encoded as CBOR; [`put_bytes`](Self::put_bytes) and
-/// [`get_bytes_into`](Self::get_bytes_into) move raw bytes without a codec, the fastest way
-/// to move bytes (as `send_bytes` is next to `send` on a connection).
+/// Items are any serde type, encoded as CBOR. A value that is one byte or text string
+/// (`serde_bytes::ByteBuf`, `String`, or either inside an `Option` or a newtype) skips the
+/// encoder: its bytes are copied once into the queue and once out, into the value `get`
+/// returns. [`put_bytes`](Self::put_bytes) and [`get_bytes_into`](Self::get_bytes_into) move
+/// raw bytes without a codec, into a buffer you reuse: the fastest way to move bytes (as
+/// `send_bytes` is next to `send` on a connection).
 ///
 /// Linux only for now (memfd, futex, eventfd).
 ///
@@ -118,11 +122,6 @@ impl<T> fmt::Debug for Queue<T> {
 
 /// The most a thread's codec buffers keep between items (each).
 const KEPT: usize = 4 << 20;
-
-/// Byte and text strings this long or longer are decoded straight from the queue's memory
-/// instead of being copied out first. (Shorter items, and other values, are copied: one
-/// `memcpy` beats the decoder's many small reads through the queue's chunk map.)
-const DIRECT: usize = 64 << 10;
 
 /// A thread's reused codec buffers: the encoded item, and the decoder with its scratch.
 /// Without them every put allocated the encoding (and grew it twice), and every get its
@@ -209,47 +208,61 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         })
     }
 
-    /// Runs `put` on the encoding of `item`, made in this thread's reused buffer.
-    fn with_encoded(item: &T, put: impl FnOnce(&[u8]) -> Result<()>) -> Result<()> {
+    /// Runs `put(head, body)` on the encoding of `item`: a lone byte or text string goes as
+    /// its CBOR header and its own bytes (see [`cbor_string`]), anything else is encoded in
+    /// this thread's reused buffer.
+    fn with_encoded(item: &T, put: impl Fn(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+        if let Some(done) = cbor_string::encode(item, &put) {
+            return done;
+        }
         with_buffers(|b| {
             b.bytes.clear();
             let done = b
                 .cbor
                 .encode(item, &mut b.bytes)
-                .and_then(|()| put(&b.bytes));
+                .and_then(|()| put(&[], &b.bytes));
             b.trim();
             done
         })
     }
 
     /// Takes an item with `take` and decodes it; `None` when `take` says there was none.
-    /// Items are copied into this thread's reused buffer and decoded there, except large byte
-    /// or text strings, which are decoded where they lie in the queue: a copy saved (see
-    /// [`DIRECT`]).
+    /// A lone byte or text string is read once, into the vector it becomes (see
+    /// [`cbor_string`]); other items are copied into this thread's reused buffer and
+    /// decoded there.
     fn take_decoded(
         take: impl FnOnce(&mut dyn FnMut(Payload<'_>) -> Result<T>) -> Result<Option<Result<T>>>,
     ) -> Result<Option<T>> {
         with_buffers(|b| {
             let Buffers { bytes, cbor } = b;
             let taken = take(&mut |mut item: Payload<'_>| {
+                if let Some(value) = Self::decode_string(item.clone()) {
+                    return Ok(value);
+                }
                 // A scratch as long as the item lets ciborium read a byte or text string in
                 // one piece: in 4 KiB pieces a 1 MiB one decodes 7x slower.
                 cbor.reserve_scratch(item.len().min(KEPT));
-                // In place only for a large byte or text string (CBOR major types 2 and 3),
-                // which the decoder reads in one piece. Anything else it reads a few bytes
-                // at a time, which is faster from a plain slice: a 1 MiB `Vec<f64>` decoded
-                // 25-35% slower in place, even through a `BufReader`.
-                let string = item.first_byte().is_some_and(|b| matches!(b >> 5, 2 | 3));
-                if item.len() >= DIRECT && string {
-                    cbor.decode_from(&mut item, Payload::len)
-                } else {
-                    item.copy_into(bytes);
-                    cbor.decode(bytes)
-                }
+                item.copy_into(bytes);
+                cbor.decode(bytes)
             });
             b.trim();
             taken?.transpose()
         })
+    }
+
+    /// `item` decoded by [`cbor_string`], if it is one byte or text string that `T` takes
+    /// as such.
+    fn decode_string(mut item: Payload<'_>) -> Option<T> {
+        let mut prefix = [0u8; cbor_string::MAX_HEADER];
+        let n = item.peek(&mut prefix);
+        let (kind, used, len) = cbor_string::parse_header(&prefix[..n])?;
+        if used as u64 + len != item.len() as u64 {
+            return None;
+        }
+        item.skip(used);
+        let mut bytes = Vec::new();
+        item.copy_into(&mut bytes);
+        cbor_string::decode(kind, bytes)
     }
 
     /// Puts `item`, waiting for room in a bounded queue. When it returns `Ok`, the item is
@@ -270,7 +283,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// for an item over 512 MiB; `Full` if this process already has 1 GiB or 16 million items
     /// waiting in it; `Io` if memory for the item cannot be had.
     pub fn put(&self, item: &T) -> Result<()> {
-        Self::with_encoded(item, |bytes| self.shared.put(bytes, None))
+        Self::with_encoded(item, |head, body| self.shared.put(head, body, None))
     }
 
     /// Puts `item`, waiting at most `timeout` for room. Python: `put(obj, timeout=t)`.
@@ -289,9 +302,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// `Full` if there was no room in time; otherwise as [`put`](Self::put).
     pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<()> {
-        Self::with_encoded(item, |bytes| {
-            self.shared.put(bytes, deadline_after(timeout))
-        })
+        let deadline = deadline_after(timeout);
+        Self::with_encoded(item, |head, body| self.shared.put(head, body, deadline))
     }
 
     /// Puts `item` only if there is room now. Python: `put_nowait(obj)`.
@@ -310,7 +322,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// `Full` if there is no room; otherwise as [`put`](Self::put).
     #[doc(alias = "put_nowait")]
     pub fn try_put(&self, item: &T) -> Result<()> {
-        Self::with_encoded(item, |bytes| self.shared.put(bytes, Some(Instant::now())))
+        let now = Some(Instant::now());
+        Self::with_encoded(item, |head, body| self.shared.put(head, body, now))
     }
 
     /// Takes the next item, waiting for one. Python: `get()`.
@@ -394,7 +407,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// As [`put`](Self::put), without `Encode`.
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<()> {
-        self.shared.put(bytes, None)
+        self.shared.put(&[], bytes, None)
     }
 
     /// Puts `bytes` as one item, waiting at most `timeout` for room.
@@ -413,7 +426,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// As [`put_timeout`](Self::put_timeout), without `Encode`.
     pub fn put_bytes_timeout(&self, bytes: &[u8], timeout: Duration) -> Result<()> {
-        self.shared.put(bytes, deadline_after(timeout))
+        self.shared.put(&[], bytes, deadline_after(timeout))
     }
 
     /// Takes the next item as the bytes it is stored as, waiting for one.

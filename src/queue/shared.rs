@@ -185,10 +185,11 @@ impl Shared {
     // ---------------------------------------------------------------------------------
     // Put
 
-    /// Puts one item, waiting until `deadline` for room in a bounded queue (`None`: as long
-    /// as it takes; a past deadline: not at all).
-    pub(crate) fn put(&self, item: &[u8], deadline: Option<Instant>) -> Result<()> {
-        if item.len() as u64 > l::MAX_ITEM {
+    /// Puts one item, `head` then `body` (either may be empty), waiting until `deadline` for
+    /// room in a bounded queue (`None`: as long as it takes; a past deadline: not at all).
+    pub(crate) fn put(&self, head: &[u8], body: &[u8], deadline: Option<Instant>) -> Result<()> {
+        let item = Item { head, body };
+        if item.len() > l::MAX_ITEM {
             return Err(Error::with_message(
                 ErrorKind::InvalidInput,
                 format!(
@@ -248,8 +249,8 @@ impl Shared {
     }
 
     /// Writes the frame past the tail and publishes it.
-    fn write_frame(&self, producer: &mut Producer, log: usize, item: &[u8]) -> Result<()> {
-        let len = item.len() as u64;
+    fn write_frame(&self, producer: &mut Producer, log: usize, item: Item<'_>) -> Result<()> {
+        let len = item.len();
         let size = l::frame_size(len);
         let tail = Mark::unpack(self.tail(log).load(Ordering::Relaxed));
         let end = l::forward(tail.pos, size);
@@ -292,7 +293,9 @@ impl Shared {
         header[..4].copy_from_slice(&(len as u32).to_le_bytes());
         header[4..].copy_from_slice(&l::check_word(len as u32, tail.pos).to_le_bytes());
         self.write_at(log, tail.pos, &header);
-        self.write_at(log, l::forward(tail.pos, l::FRAME_HEADER), item);
+        let at = l::forward(tail.pos, l::FRAME_HEADER);
+        self.write_at(log, at, item.head);
+        self.write_at(log, l::forward(at, item.head.len() as u64), item.body);
         // A swap, not a store: its full barrier also orders the publication before the
         // look at the sleepers' flag in `after_put` (see `wake_published`), for less than a
         // store and a fence cost.
@@ -972,9 +975,24 @@ pub(crate) fn release_logs_at_exit() {
 }
 
 /// An item's payload where it lies in the ring, handed to the reader of
+/// An item to put, in two pieces (so that an encoding's header and the bytes it is about
+/// need not be copied together first).
+#[derive(Clone, Copy)]
+struct Item<'a> {
+    head: &'a [u8],
+    body: &'a [u8],
+}
+
+impl Item<'_> {
+    fn len(&self) -> u64 {
+        (self.head.len() + self.body.len()) as u64
+    }
+}
+
 /// [`Shared::try_take`] before the item is claimed: its bytes may be changing under the read
 /// (another consumer took the item and its memory was reused), in which case the claim fails
-/// and whatever was made of them is dropped. Readable once, front to back.
+/// and whatever was made of them is dropped. Read front to back; a clone reads it again.
+#[derive(Clone)]
 pub(crate) struct Payload<'a> {
     shared: &'a Shared,
     log: usize,
@@ -988,13 +1006,18 @@ impl Payload<'_> {
         self.left
     }
 
-    /// The next byte, without reading it.
-    pub(crate) fn first_byte(&self) -> Option<u8> {
-        let mut byte = [0u8];
-        (self.left > 0).then(|| {
-            self.shared.read_into(self.log, self.pos, &mut byte);
-            byte[0]
-        })
+    /// Fills as much of `buf` as the payload has left, without reading it; returns how much.
+    pub(crate) fn peek(&self, buf: &mut [u8]) -> usize {
+        let n = buf.len().min(self.left);
+        self.shared.read_into(self.log, self.pos, &mut buf[..n]);
+        n
+    }
+
+    /// Passes over the next `n` bytes (at most what is left).
+    pub(crate) fn skip(&mut self, n: usize) {
+        let n = n.min(self.left);
+        self.pos = l::forward(self.pos, n as u64);
+        self.left -= n;
     }
 
     /// Replaces `out`'s contents with the rest of the payload.
@@ -1003,16 +1026,6 @@ impl Payload<'_> {
         self.shared.read_append(self.log, self.pos, self.left, out);
         self.pos = l::forward(self.pos, self.left as u64);
         self.left = 0;
-    }
-}
-
-impl std::io::Read for Payload<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = buf.len().min(self.left);
-        self.shared.read_into(self.log, self.pos, &mut buf[..n]);
-        self.pos = l::forward(self.pos, n as u64);
-        self.left -= n;
-        Ok(n)
     }
 }
 
