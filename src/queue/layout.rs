@@ -5,6 +5,8 @@
 //! 4096     log table: MAX_LOGS entries of 256 bytes (owner; head; tail), each on its own
 //!          cache lines
 //! MAPS     log i's chunk map at MAPS + i * MAP_LEN: CHUNKS u32s, one per chunk of positions
+//! STATES   log i's chunk states at STATES + i * MAP_LEN: CHUNKS u32s, one per chunk of
+//!          memory (see `ChunkState`)
 //! DATA     log i's chunks at DATA + i * SPAN: CHUNKS chunks of CHUNK bytes
 //! ```
 //!
@@ -20,7 +22,7 @@
 //! round and round, already in memory and in every process's page tables.
 
 /// Identifies a multiproc queue file, and its layout version.
-pub(crate) const MAGIC: u64 = 0x6d70_7175_6575_0002; // "mpque" v2
+pub(crate) const MAGIC: u64 = 0x6d70_7175_6575_0003; // "mpque" v3
 
 /// Header offsets.
 pub(crate) const H_MAGIC: usize = 0;
@@ -62,6 +64,14 @@ pub(crate) const L_PENDING: usize = 16;
 pub(crate) const L_RELEASED: usize = 20;
 pub(crate) const L_HEAD: usize = 64;
 pub(crate) const L_TAIL: usize = 128;
+/// Chunks with memory, as the owner last counted them (a trimmer subtracts what it gives
+/// back): consumers trim only logs holding many.
+pub(crate) const L_HELD: usize = 192;
+/// Chunks `L_FRESH..CHUNKS` were never used by the owner: trimmers look below.
+pub(crate) const L_FRESH: usize = 196;
+/// The consumer trimming the log: its pid, and the low 32 bits of its start time above
+/// (0: none).
+pub(crate) const L_TRIMMER: usize = 200;
 
 /// The memory of each log: 1 GiB, backed only where chunks are in use or kept.
 pub(crate) const SPAN: u64 = 1 << 30;
@@ -71,7 +81,8 @@ pub(crate) const CHUNK: u64 = 64 * 1024;
 pub(crate) const CHUNKS: u64 = SPAN / CHUNK;
 const MAPS: usize = 64 * 1024;
 pub(crate) const MAP_LEN: usize = CHUNKS as usize * 4;
-pub(crate) const DATA: usize = MAPS + MAX_LOGS * MAP_LEN;
+const STATES: usize = MAPS + MAX_LOGS * MAP_LEN;
+pub(crate) const DATA: usize = STATES + MAX_LOGS * MAP_LEN;
 /// The whole file.
 pub(crate) const FILE_LEN: usize = DATA + MAX_LOGS * SPAN as usize;
 /// Free chunks a producer keeps in memory for reuse (4 MiB) before it gives more back.
@@ -105,6 +116,58 @@ pub(crate) fn map_start(log: usize) -> usize {
 /// Where `log`'s map entry for the chunk of positions holding `pos` is.
 pub(crate) fn map_entry(log: usize, pos: u64) -> usize {
     map_start(log) + ((pos / CHUNK) % CHUNKS) as usize * 4
+}
+
+/// Where `log`'s chunk states start (page-aligned, [`MAP_LEN`] bytes).
+pub(crate) fn states_start(log: usize) -> usize {
+    STATES + log * MAP_LEN
+}
+
+/// Where the state of chunk `chunk` of `log`'s memory is.
+pub(crate) fn state_entry(log: usize, chunk: u32) -> usize {
+    states_start(log) + (u64::from(chunk) % CHUNKS) as usize * 4
+}
+
+/// Who may do what with a chunk of a log's memory: the owner and trimming consumers move
+/// it between these states, each move a compare-and-swap, so that a consumer gives back
+/// only memory that no position at or after the head uses, and the owner never writes
+/// where a consumer is giving memory back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChunkState {
+    /// Without memory for all anyone knows; the owner's to take (never used, given back).
+    Unused,
+    /// Holds the chunk of positions starting at this position.
+    Used(u64),
+    /// Free, with memory, kept by the owner for reuse. A trimmer may give it back.
+    Spare,
+    /// A trimmer is giving its memory back; nobody else touches it while the trimmer lives.
+    Punching,
+    /// A trimmer gave its memory back: as `Unused`.
+    Punched,
+}
+
+impl ChunkState {
+    pub(crate) fn pack(self) -> u32 {
+        match self {
+            ChunkState::Unused => 0,
+            // Positions are 43 bits, chunks 16: the chunk number fits in 27 bits.
+            ChunkState::Used(start) => ((start / CHUNK) as u32) << 3 | 1,
+            ChunkState::Spare => 2,
+            ChunkState::Punching => 3,
+            ChunkState::Punched => 4,
+        }
+    }
+
+    pub(crate) fn unpack(word: u32) -> ChunkState {
+        match word & 7 {
+            1 => ChunkState::Used(u64::from(word >> 3) * CHUNK),
+            2 => ChunkState::Spare,
+            3 => ChunkState::Punching,
+            4 => ChunkState::Punched,
+            // 0, and anything a corrupt word holds: memory the owner re-populates.
+            _ => ChunkState::Unused,
+        }
+    }
 }
 
 /// Where chunk `chunk` of `log`'s memory starts (`chunk` is taken modulo [`CHUNKS`], so

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use super::layout::{self as l, Mark};
+use super::layout::{self as l, ChunkState, Mark};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys::shm::{self, SharedMap};
 
@@ -35,6 +35,15 @@ const MAX_SLEEP: Duration = Duration::from_millis(100);
 
 /// Spins of a getter or putter before it sleeps.
 const SPINS: u32 = 200;
+
+/// A consumer that finds the queue empty gives back the memory of producers holding more
+/// chunks than this (see [`Shared::trim_idle`]).
+const TRIM_ABOVE: u32 = 2 * l::KEEP_CHUNKS as u32;
+
+/// The most chunks a consumer gives back in one go (16 MiB, about 6 ms here: giving back
+/// shared memory costs the kernel 1-2 µs a page), and in one `fallocate` (4 MiB).
+const TRIM_BUDGET: u32 = 256;
+const TRIM_RUN: u32 = 64;
 
 /// One process's view of a queue: the mapping, its fds, and its producer state.
 #[derive(Debug)]
@@ -65,6 +74,8 @@ struct Producer {
     spare: Vec<u32>,
     /// Free chunks whose memory was given back.
     given_back: Vec<u32>,
+    /// Chunks a trimming consumer took while they were free: ours again once it is done.
+    trimmed: Vec<u32>,
     /// Chunks `fresh..CHUNKS` were never used by this producer.
     fresh: u32,
     /// The log's head word as this producer last read it.
@@ -353,38 +364,65 @@ impl Shared {
     /// yet, written into the log's map before any item there is published.
     fn map_chunks(&self, producer: &mut Producer, log: usize, end: u64) -> Result<()> {
         while Self::is_ahead(end, producer.mapped) {
-            let chunk = self.take_chunk(producer, log)?;
+            let chunk = self.take_chunk(producer, log, producer.mapped)?;
             self.map
                 .u32_at(l::map_entry(log, producer.mapped))
                 .store(chunk, Ordering::Release);
             producer.in_use.push_back((producer.mapped, chunk));
             producer.mapped = l::forward(producer.mapped, l::CHUNK);
         }
+        self.publish_held(producer, log);
         Ok(())
     }
 
-    /// A free chunk with memory: a kept one if any, else one given memory now.
-    fn take_chunk(&self, producer: &mut Producer, log: usize) -> Result<u32> {
-        if let Some(chunk) = producer.spare.pop() {
-            return Ok(chunk);
+    /// A free chunk with memory for the positions from `start`: a kept one if any, else
+    /// one given memory now.
+    fn take_chunk(&self, producer: &mut Producer, log: usize, start: u64) -> Result<u32> {
+        while let Some(chunk) = producer.spare.pop() {
+            if self.move_chunk(log, chunk, ChunkState::Spare, ChunkState::Used(start)) {
+                return Ok(chunk);
+            }
+            producer.trimmed.push(chunk); // a trimmer is giving its memory back
         }
-        let chunk = match producer.given_back.pop() {
-            Some(chunk) => chunk,
-            None if u64::from(producer.fresh) < l::CHUNKS => {
-                producer.fresh += 1;
-                producer.fresh - 1
+        let mut trimmer_alive = None;
+        if let Some(i) = (0..producer.trimmed.len())
+            .find(|&i| self.claim_chunk(log, producer.trimmed[i], start, &mut trimmer_alive))
+        {
+            let chunk = producer.trimmed.swap_remove(i);
+            return self.populated(producer, log, chunk);
+        }
+        loop {
+            let chunk = match producer.given_back.pop() {
+                Some(chunk) => chunk,
+                None if u64::from(producer.fresh) < l::CHUNKS => {
+                    producer.fresh += 1;
+                    self.map
+                        .u32_at(l::entry(log) + l::L_FRESH)
+                        .store(producer.fresh, Ordering::Release);
+                    producer.fresh - 1
+                }
+                None => {
+                    return Err(Error::with_message(
+                        ErrorKind::Full,
+                        "this process's share of the queue has no memory chunk left",
+                    ));
+                }
+            };
+            if self.claim_chunk(log, chunk, start, &mut trimmer_alive) {
+                return self.populated(producer, log, chunk);
             }
-            None => {
-                return Err(Error::with_message(
-                    ErrorKind::Full,
-                    "this process's share of the queue has no memory chunk left",
-                ));
-            }
-        };
+            producer.trimmed.push(chunk);
+        }
+    }
+
+    /// `chunk`, just claimed, with its memory made present (else given back, and the error).
+    fn populated(&self, producer: &mut Producer, log: usize, chunk: u32) -> Result<u32> {
         if let Err(e) =
             self.map
                 .populate(self.file(), l::chunk_offset(log, chunk), l::CHUNK as usize)
         {
+            self.state(log, chunk)
+                .store(ChunkState::Unused.pack(), Ordering::Release);
             producer.given_back.push(chunk);
             return Err(e.into());
         }
@@ -399,15 +437,90 @@ impl Shared {
                 break;
             }
             producer.in_use.pop_front();
+            if !self.move_chunk(log, chunk, ChunkState::Used(start), ChunkState::Spare) {
+                producer.trimmed.push(chunk); // a trimmer got to it first
+                continue;
+            }
             producer.spare.push(chunk);
             if producer.spare.len() > l::KEEP_CHUNKS {
                 // The one freed longest ago: the least likely to be in cache.
                 let old = producer.spare.remove(0);
-                let offset = l::chunk_offset(log, old) as u64;
-                if shm::release(self.file(), offset, l::CHUNK).is_ok() {
+                if self.move_chunk(log, old, ChunkState::Spare, ChunkState::Unused) {
+                    let offset = l::chunk_offset(log, old) as u64;
+                    // Should the punch fail, the chunk is populated again before reuse.
+                    let _ = shm::release(self.file(), offset, l::CHUNK);
                     producer.given_back.push(old);
+                } else {
+                    producer.trimmed.push(old);
                 }
             }
+        }
+        self.publish_held(producer, log);
+    }
+
+    /// Tells trimming consumers how many chunks this producer holds memory in.
+    fn publish_held(&self, producer: &Producer, log: usize) {
+        let held = (producer.in_use.len() + producer.spare.len()) as u32;
+        self.map
+            .u32_at(l::entry(log) + l::L_HELD)
+            .store(held, Ordering::Relaxed);
+    }
+
+    fn state(&self, log: usize, chunk: u32) -> &AtomicU32 {
+        self.map.u32_at(l::state_entry(log, chunk))
+    }
+
+    /// Moves `chunk` from state `from` to `to`; false if it was not in `from`.
+    fn move_chunk(&self, log: usize, chunk: u32, from: ChunkState, to: ChunkState) -> bool {
+        self.state(log, chunk)
+            .compare_exchange(from.pack(), to.pack(), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Takes `chunk`, whatever state it is in, for the positions from `start`, unless a
+    /// live trimmer is giving its memory back (`trimmer_alive` caches that answer).
+    fn claim_chunk(
+        &self,
+        log: usize,
+        chunk: u32,
+        start: u64,
+        trimmer_alive: &mut Option<bool>,
+    ) -> bool {
+        let word = self.state(log, chunk);
+        loop {
+            let state = word.load(Ordering::Acquire);
+            if ChunkState::unpack(state) == ChunkState::Punching
+                && *trimmer_alive.get_or_insert_with(|| self.trimmer_alive(log))
+            {
+                return false;
+            }
+            // A dead trimmer's `Punching` chunk may or may not have been punched: it gets
+            // memory again, as every claimed chunk does.
+            let used = ChunkState::Used(start).pack();
+            if word
+                .compare_exchange(state, used, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return true;
+            }
+        }
+    }
+
+    /// Whether a consumer trimming `log` may be running (unknown counts as yes).
+    fn trimmer_alive(&self, log: usize) -> bool {
+        let word = self
+            .map
+            .u64_at(l::entry(log) + l::L_TRIMMER)
+            .load(Ordering::Acquire);
+        if word == 0 {
+            return false;
+        }
+        let (pid, start) = (word as u32, (word >> 32) as u32);
+        match shm::process_start_time(pid) {
+            // Start times are compared in their low 32 bits, as the word holds them.
+            Ok(Some(t)) => start == 0 || t as u32 == start,
+            Ok(None) => false,
+            Err(_) => true,
         }
     }
 
@@ -501,13 +614,17 @@ impl Shared {
             *producer = Producer::default();
         }
         let log = self.claim_log()?;
-        // The log's chunk map gets its memory now, as chunks do before they are written: out
-        // of memory is an error from `put`, never a SIGBUS on a later write. (A no-op for a
-        // map used before: freeing a log leaves its map.)
-        if let Err(e) = self
+        // The log's chunk map and chunk states get their memory now, as chunks do before
+        // they are written: out of memory is an error from `put`, never a SIGBUS on a later
+        // write. (A no-op for a log used before: freeing a log leaves both.)
+        let populated = self
             .map
             .populate(self.file(), l::map_start(log), l::MAP_LEN)
-        {
+            .and_then(|()| {
+                self.map
+                    .populate(self.file(), l::states_start(log), l::MAP_LEN)
+            });
+        if let Err(e) = populated {
             self.free_log(log);
             return Err(e.into());
         }
@@ -543,6 +660,11 @@ impl Shared {
                     self.map
                         .u32_at(l::entry(log) + l::L_RELEASED)
                         .store(0, Ordering::Release);
+                    for word in [l::L_HELD, l::L_FRESH] {
+                        self.map
+                            .u32_at(l::entry(log) + word)
+                            .store(0, Ordering::Release);
+                    }
                     self.map
                         .u32_at(l::entry(log) + l::L_PENDING)
                         .store(0, Ordering::SeqCst);
@@ -600,6 +722,12 @@ impl Shared {
         self.map
             .u32_at(l::entry(log) + l::L_PENDING)
             .store(0, Ordering::SeqCst);
+        // The start time goes before the owner word frees the log: a claimer writes its own
+        // just after taking the log, and until then, one checking the new owner must see 0
+        // ("any process with this pid"), not the old owner's, which would make it dead.
+        self.map
+            .u64_at(l::entry(log) + l::L_START)
+            .store(0, Ordering::Release);
         owner.store(0, Ordering::Release);
     }
 
@@ -766,6 +894,7 @@ impl Shared {
                 std::hint::spin_loop();
                 continue;
             }
+            self.trim_idle();
             // Read only on the way to sleep, before `sleep_on`'s last look: putters write
             // the word only when a sleeper raised its flag, so it stays in every cache.
             let seq = self.h32(l::H_ITEMS_SEQ).load(Ordering::SeqCst);
@@ -793,6 +922,128 @@ impl Shared {
         });
         if !self.is_empty() || self.flags() != 0 {
             signal_events(efd, self.events());
+        }
+        self.trim_idle();
+    }
+
+    // ---------------------------------------------------------------------------------
+    // Trimming
+
+    /// Gives back the memory of drained chunks that producers hold on to: called by a
+    /// consumer that found the queue empty. A producer recycles its chunks only when it
+    /// puts, so one that put a large backlog and then stopped putting (but lives on) would
+    /// keep the memory of its peak; here consumers give it back instead, once the producer
+    /// holds more than [`TRIM_ABOVE`] chunks, down to the [`l::KEEP_CHUNKS`] it would keep
+    /// itself. Chunks are given back only while wholly behind the head (every item in them
+    /// was taken) or kept spare; see [`ChunkState`] for how the producer and a trimmer never
+    /// both get a chunk.
+    fn trim_idle(&self) {
+        let mut budget = TRIM_BUDGET;
+        for log in 0..self.used_logs() {
+            if budget == 0 {
+                return;
+            }
+            let held = self
+                .map
+                .u32_at(l::entry(log) + l::L_HELD)
+                .load(Ordering::Relaxed);
+            if held > TRIM_ABOVE {
+                // As much as the producer itself keeps stays: it reuses that memory at once
+                // if it puts again.
+                let excess = held - l::KEEP_CHUNKS as u32;
+                budget -= self.trim_log(log, budget.min(excess));
+            }
+        }
+    }
+
+    /// Trims `log` (see [`trim_idle`](Self::trim_idle)), giving back at most `budget`
+    /// chunks; returns how many it gave back.
+    fn trim_log(&self, log: usize, budget: u32) -> u32 {
+        if !self.lock_trim(log) {
+            return 0;
+        }
+        let head = Mark::unpack(self.head(log).load(Ordering::Acquire));
+        let fresh = self
+            .map
+            .u32_at(l::entry(log) + l::L_FRESH)
+            .load(Ordering::Acquire)
+            .min(l::CHUNKS as u32);
+        let (mut done, mut held) = (0, 0);
+        // A run of consecutive chunks marked `Punching`, given back in one call.
+        let (mut first, mut len) = (0, 0);
+        for chunk in 0..fresh {
+            let word = self.state(log, chunk);
+            let state = word.load(Ordering::Acquire);
+            let free = match ChunkState::unpack(state) {
+                ChunkState::Spare => true,
+                ChunkState::Used(start) => {
+                    let behind = Self::is_ahead(head.pos, l::forward(start, l::CHUNK - 1));
+                    held += u32::from(!behind);
+                    behind
+                }
+                _ => false,
+            };
+            if !free || done + len == budget {
+                held += u32::from(free);
+                continue;
+            }
+            let punching = ChunkState::Punching.pack();
+            if word
+                .compare_exchange(state, punching, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                continue; // the producer took it back meanwhile
+            }
+            if len > 0 && (first + len != chunk || len == TRIM_RUN) {
+                self.punch_run(log, first, len);
+                done += len;
+                len = 0;
+            }
+            if len == 0 {
+                first = chunk;
+            }
+            len += 1;
+        }
+        if len > 0 {
+            self.punch_run(log, first, len);
+            done += len;
+        }
+        // What is left: chunks in use ahead of the head, kept ones beyond the budget.
+        self.map
+            .u32_at(l::entry(log) + l::L_HELD)
+            .store(held, Ordering::Relaxed);
+        self.map
+            .u64_at(l::entry(log) + l::L_TRIMMER)
+            .store(0, Ordering::Release);
+        done
+    }
+
+    /// Becomes `log`'s one trimmer, taking over from a dead one; false if another is at it.
+    /// The lock word holds the trimmer's pid and (low 32 bits of) start time together, so
+    /// that nobody ever sees one without the other and takes a live trimmer for dead.
+    fn lock_trim(&self, log: usize) -> bool {
+        let pid = std::process::id();
+        let trimmer = self.map.u64_at(l::entry(log) + l::L_TRIMMER);
+        let current = trimmer.load(Ordering::Acquire);
+        if current != 0 && (current as u32 == pid || self.trimmer_alive(log)) {
+            return false;
+        }
+        let start = shm::process_start_time(pid).ok().flatten().unwrap_or(0);
+        let word = u64::from(pid) | (start & 0xffff_ffff) << 32;
+        trimmer
+            .compare_exchange(current, word, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Gives back chunks `first..first + len` of `log`, all marked `Punching` by us.
+    fn punch_run(&self, log: usize, first: u32, len: u32) {
+        let offset = l::chunk_offset(log, first) as u64;
+        // Should the punch fail, the memory stays; the owner populates the chunks again
+        // before reuse all the same.
+        let _ = shm::release(self.file(), offset, u64::from(len) * l::CHUNK);
+        for chunk in first..first + len {
+            self.state(log, chunk)
+                .store(ChunkState::Punched.pack(), Ordering::Release);
         }
     }
 
