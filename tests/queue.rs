@@ -2032,6 +2032,16 @@ fn large_typed_items_decode_and_fail_cleanly() -> TestResult {
         fail!("a byte string shorter than its header says decoded");
     };
     assert_eq!(err.kind(), ErrorKind::Decode, "{err}");
+    // Strings claiming u64::MAX bytes, decoded from a copy and where they lie.
+    for tail in [0, 128 * 1024] {
+        let mut claim = vec![0x5b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        claim.extend(std::iter::repeat_n(3u8, tail));
+        q.put_bytes(&claim)?;
+        let Err(err) = q.get() else {
+            fail!("a byte string claiming u64::MAX bytes decoded");
+        };
+        assert_eq!(err.kind(), ErrorKind::Decode, "{err}");
+    }
     // A valid byte string with 70 000 bytes after it.
     let mut trailing = vec![0x43, 1, 2, 3];
     trailing.extend(std::iter::repeat_n(0u8, 70_000));

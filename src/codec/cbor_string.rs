@@ -113,6 +113,16 @@ pub(crate) fn decode<T: DeserializeOwned>(kind: StringKind, bytes: Vec<u8>) -> O
     T::deserialize(Whole { kind, bytes }).ok()
 }
 
+/// [`decode`] of a whole encoding held in memory: `None` unless it is exactly one string
+/// (and `T` takes it as such).
+pub(crate) fn decode_encoding<T: DeserializeOwned>(encoding: &[u8]) -> Option<T> {
+    let (kind, used, len) = parse_header(encoding)?;
+    if (used as u64).checked_add(len) != Some(encoding.len() as u64) {
+        return None;
+    }
+    decode(kind, encoding[used..].to_vec())
+}
+
 /// "Not a lone string": the signal to step aside, never shown to a user.
 #[derive(Debug)]
 struct NotAString;
@@ -354,9 +364,7 @@ mod tests {
 
     /// Decodes a whole encoding through the fast path.
     fn decoded<T: DeserializeOwned>(encoding: &[u8]) -> Option<T> {
-        let (kind, used, len) = parse_header(encoding)?;
-        assert_eq!(used as u64 + len, encoding.len() as u64);
-        decode(kind, encoding[used..].to_vec())
+        decode_encoding(encoding)
     }
 
     #[derive(Serialize, Deserialize, Debug, PartialEq)]
@@ -397,6 +405,10 @@ mod tests {
         let text = ciborium(&"abc");
         assert_eq!(decoded::<ByteBuf>(&text), None);
         assert_eq!(decoded::<String>(&[0x62, 0xff, 0xfe]), None, "bad UTF-8");
+        assert_eq!(decoded::<ByteBuf>(&[0x43, 1, 2]), None, "cut short");
+        assert_eq!(decoded::<ByteBuf>(&[0x41, 1, 2]), None, "bytes after the string");
+        let claim = [0x7b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        assert_eq!(decoded::<String>(&claim), None, "text of u64::MAX bytes");
     }
 
     #[test]

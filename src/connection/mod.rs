@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::codec::Codec;
+use crate::codec::{Codec, cbor_string};
 use crate::codec::{Codecs, Encoding};
 use crate::error::{Error, ErrorKind, Result};
 use crate::frame::{Frame, FrameDecoder, Header};
@@ -181,9 +181,20 @@ impl Connection {
     /// is gone), `Io`.
     pub fn send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
         self.check_writable()?;
+        if self.codec.encoding() == Encoding::Cbor {
+            // A lone byte or text string goes out from where it lies, after its CBOR
+            // header: no encoding buffer (see `codec::cbor_string`).
+            let sent = cbor_string::encode(value, |head, body| {
+                self.flush_blocking()?;
+                write_frame(self.fd()?, self.kind, head, body)
+            });
+            if let Some(sent) = sent {
+                return sent;
+            }
+        }
         self.with_encoded(value, |conn, payload| {
             conn.flush_blocking()?;
-            write_frame(conn.fd()?, conn.kind, payload)
+            write_frame(conn.fd()?, conn.kind, &[], payload)
         })
     }
 
@@ -212,10 +223,17 @@ impl Connection {
     }
 
     fn decode_frame<T: DeserializeOwned>(&mut self, frame: Frame) -> Result<T> {
-        match frame {
-            Frame::Buffered { start, end } => self.codec.decode(self.decoder.slice(start, end)),
-            Frame::Owned(body) => self.codec.decode(&body),
+        let payload = match &frame {
+            Frame::Buffered { start, end } => self.decoder.slice(*start, *end),
+            Frame::Owned(body) => body.as_slice(),
+        };
+        if self.codec.encoding() == Encoding::Cbor {
+            // A lone byte or text string becomes its value in one copy.
+            if let Some(value) = cbor_string::decode_encoding(payload) {
+                return Ok(value);
+            }
         }
+        self.codec.decode(payload)
     }
 
     fn frame_to_vec(&self, frame: Frame) -> Vec<u8> {
@@ -252,7 +270,7 @@ impl Connection {
     pub fn send_bytes(&mut self, buf: &[u8]) -> Result<()> {
         self.check_writable()?;
         self.flush_blocking()?;
-        write_frame(self.fd()?, self.kind, buf)
+        write_frame(self.fd()?, self.kind, &[], buf)
     }
 
     /// Sends `size` bytes of `buf` starting at `offset` (all the rest when `size` is `None`).
@@ -579,19 +597,23 @@ impl Connection {
 }
 
 /// Writes one whole frame, blocking until it is all out.
-fn write_frame(fd: BorrowedFd<'_>, kind: FdKind, payload: &[u8]) -> Result<()> {
-    let header = Header::for_len(payload.len());
+/// Writes one frame whose payload is `head` then `body` (either may be empty).
+fn write_frame(fd: BorrowedFd<'_>, kind: FdKind, head: &[u8], body: &[u8]) -> Result<()> {
+    let payload_len = head.len() + body.len();
+    let header = Header::for_len(payload_len);
     let header = header.as_bytes();
-    if payload.len() <= SMALL_FRAME {
+    if payload_len <= SMALL_FRAME {
         // One contiguous buffer and send(2)/write(2): for small frames the kernel's copy-in
         // of a msghdr and an iovec array costs more than copying the payload here.
         let mut frame = [0u8; 12 + SMALL_FRAME];
-        let len = header.len() + payload.len();
-        frame[..header.len()].copy_from_slice(header);
-        frame[header.len()..len].copy_from_slice(payload);
+        let mut len = 0;
+        for part in [header, head, body] {
+            frame[len..len + part.len()].copy_from_slice(part);
+            len += part.len();
+        }
         sys::fd::write_all_contiguous(fd, kind, &frame[..len])?;
     } else {
-        let mut bufs = [IoSlice::new(header), IoSlice::new(payload)];
+        let mut bufs = [IoSlice::new(header), IoSlice::new(head), IoSlice::new(body)];
         sys::fd::write_all(fd, kind, &mut bufs)?;
     }
     Ok(())

@@ -246,7 +246,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 if item.len() <= COPY_FIRST {
                     // One read of the queue's memory, then a copy of a few bytes.
                     item.copy_into(bytes);
-                    if let Some(value) = Self::decode_string_copy(bytes) {
+                    if let Some(value) = cbor_string::decode_encoding(bytes) {
                         return Ok(value);
                     }
                 } else {
@@ -271,22 +271,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let mut prefix = [0u8; cbor_string::MAX_HEADER];
         let n = item.peek(&mut prefix);
         let (kind, used, len) = cbor_string::parse_header(&prefix[..n])?;
-        if used as u64 + len != item.len() as u64 {
+        if (used as u64).checked_add(len) != Some(item.len() as u64) {
             return None;
         }
         item.skip(used);
         let mut bytes = Vec::new();
         item.copy_into(&mut bytes);
         cbor_string::decode(kind, bytes)
-    }
-
-    /// As [`decode_string`](Self::decode_string), from a copy of the item.
-    fn decode_string_copy(encoding: &[u8]) -> Option<T> {
-        let (kind, used, len) = cbor_string::parse_header(encoding)?;
-        if used as u64 + len != encoding.len() as u64 {
-            return None;
-        }
-        cbor_string::decode(kind, encoding[used..].to_vec())
     }
 
     /// Puts `item`, waiting for room in a bounded queue. When it returns `Ok`, the item is
