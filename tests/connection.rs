@@ -399,6 +399,76 @@ fn float_specials_round_trip() -> TestResult {
     join_ok(p)
 }
 
+/// Byte and text strings (sent and received without ciborium) go on the wire exactly as
+/// ciborium writes them, at every CBOR header size and on both sides of the small-frame
+/// and read-ahead sizes; where the target type wants something else from a string, the
+/// answer is ciborium's, and the connection stays usable after a decode error.
+fn lone_strings_travel_as_ciborium_writes_them() -> TestResult {
+    use serde_bytes::ByteBuf;
+    let sizes = [
+        0,
+        23,
+        24,
+        255,
+        256,
+        1000,
+        1100,
+        65_535,
+        65_536,
+        READ_AHEAD + 1,
+        300_000,
+    ];
+    let text = |len: usize| -> String {
+        (0..len)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect()
+    };
+    let (mut parent, mut child) = Pipe::new()?;
+    let p = spawn(move || {
+        for _ in 0..2 {
+            for (i, len) in sizes.into_iter().enumerate() {
+                child.send(&ByteBuf::from(pattern(len, i as u8))).unwrap();
+                child.send(&text(len)).unwrap();
+            }
+        }
+        child.send(&ByteBuf::from(vec![1u8, 2, 3])).unwrap();
+        child.send(&ByteBuf::from(vec![1u8, 2, 3])).unwrap();
+        child.send(&"after".to_owned()).unwrap();
+    })?;
+    for (i, len) in sizes.into_iter().enumerate() {
+        let mut expected = Vec::new();
+        ciborium::into_writer(&ByteBuf::from(pattern(len, i as u8)), &mut expected)?;
+        if parent.recv_bytes()? != expected {
+            fail!("bytes of {len} differ on the wire from ciborium's encoding");
+        }
+        expected.clear();
+        ciborium::into_writer(&text(len), &mut expected)?;
+        if parent.recv_bytes()? != expected {
+            fail!("text of {len} differs on the wire from ciborium's encoding");
+        }
+    }
+    for (i, len) in sizes.into_iter().enumerate() {
+        let bytes: ByteBuf = parent.recv()?;
+        if bytes.as_slice() != pattern(len, i as u8).as_slice() {
+            fail!(
+                "bytes of {len} came back as {} bytes, or changed",
+                bytes.len()
+            );
+        }
+        if parent.recv::<String>()? != text(len) {
+            fail!("text of {len} came back changed");
+        }
+    }
+    // A plain `Vec<u8>` takes a byte string as a sequence (ciborium's answer).
+    assert_eq!(parent.recv::<Vec<u8>>()?, [1, 2, 3]);
+    assert_eq!(
+        parent.recv::<String>().unwrap_err().kind(),
+        ErrorKind::Decode
+    );
+    assert_eq!(parent.recv::<String>()?, "after");
+    join_ok(p)
+}
+
 /// `#[serde(with = "serde_bytes")]` makes a byte field a CBOR byte string (1 byte per byte);
 /// a plain `Vec<u8>` is an array of integers (up to 2 bytes per byte).
 fn serde_bytes_field_is_sent_as_a_byte_string() -> TestResult {
@@ -1296,6 +1366,7 @@ tests_main!(
     typed_values_round_trip,
     float_specials_round_trip,
     serde_bytes_field_is_sent_as_a_byte_string,
+    lone_strings_travel_as_ciborium_writes_them,
     undecodable_frame_is_decode_error_and_next_message_arrives,
     deeply_nested_cbor_is_decode_error_without_stack_overflow,
     huge_cbor_length_claims_are_decode_errors_without_huge_allocation,

@@ -406,7 +406,11 @@ mod tests {
         assert_eq!(decoded::<ByteBuf>(&text), None);
         assert_eq!(decoded::<String>(&[0x62, 0xff, 0xfe]), None, "bad UTF-8");
         assert_eq!(decoded::<ByteBuf>(&[0x43, 1, 2]), None, "cut short");
-        assert_eq!(decoded::<ByteBuf>(&[0x41, 1, 2]), None, "bytes after the string");
+        assert_eq!(
+            decoded::<ByteBuf>(&[0x41, 1, 2]),
+            None,
+            "bytes after the string"
+        );
         let claim = [0x7b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
         assert_eq!(decoded::<String>(&claim), None, "text of u64::MAX bytes");
     }
