@@ -36,12 +36,13 @@ const HANG: Duration = Duration::from_secs(20);
 const STALL: Duration = Duration::from_secs(10);
 const PRODUCERS: usize = 3;
 const CONSUMERS: usize = 3;
-/// Items up to a little over twice the size from which byte strings are decoded in place
-/// (64 KiB), so both ways of reading an item are under fire.
+/// Items up to 160 KiB: those up to 4 KiB are copied out of the queue before they are
+/// decoded, larger ones are read where they lie, so both ways of reading are under fire.
 const MAX_PAYLOAD: u64 = 160 * 1024;
 /// Mean time between kills.
 const KILL_EVERY_MS: u64 = 15;
-/// Unbounded runs: producers hold back while this many items wait, to bound memory.
+/// Unbounded runs: producers hold back while this many items wait, to bound memory, except
+/// in a burst (see [`is_burst`]).
 const THROTTLE: usize = 128;
 /// The producer id of the items that tell a consumer to stop.
 const STOP: u32 = u32::MAX;
@@ -50,7 +51,7 @@ const STOP: u32 = u32::MAX;
 // Items
 
 /// An item travels as one CBOR byte string (producer, sequence number and checksum, then
-/// the payload), so that large ones are decoded where they lie in the queue and small ones
+/// the payload), so that large ones are read where they lie in the queue and small ones
 /// after a copy: both ways of reading are under fire.
 struct Item {
     producer: u32,
@@ -128,12 +129,22 @@ fn block() -> &'static [u8] {
 fn shape(seed: u64, producer: u32, seq: u32) -> (usize, usize) {
     let h = mix(seed ^ (u64::from(producer) << 32 | u64::from(seq)));
     let len = match h % 8 {
+        _ if is_burst(producer, seq) => MAX_PAYLOAD - (h >> 8) % 4096,
         0 => 0,
         1 | 2 => (h >> 8) % 64,
         3 | 4 => (h >> 8) % 4096,
         _ => (h >> 8) % (MAX_PAYLOAD + 1),
     };
     (len as usize, ((h >> 40) % block().len() as u64) as usize)
+}
+
+/// Whether item `seq` of `producer` belongs to a burst. Every third producer starts with a
+/// burst of 128 items near the largest size (20 MiB) put without holding back, then waits
+/// for the queue to be empty before it goes on: so consumers find the queue empty while a
+/// producer (alive, or killed by then) holds far more memory than it keeps, and give that
+/// memory back (trim) while processes are killed around them.
+fn is_burst(producer: u32, seq: u32) -> bool {
+    producer % 3 == 0 && seq < 128
 }
 
 /// `len` bytes of the block repeated from `start`.
@@ -228,7 +239,12 @@ fn producer(mut a: ProducerArgs) {
         if stop(&mut a.conn) {
             return;
         }
-        while !a.bounded && a.queue.qsize() > THROTTLE {
+        let limit = match seq {
+            _ if is_burst(a.id, seq) => usize::MAX,
+            128 if is_burst(a.id, 0) => 0,
+            _ => THROTTLE,
+        };
+        while !a.bounded && a.queue.qsize() > limit {
             if stop(&mut a.conn) {
                 return;
             }
