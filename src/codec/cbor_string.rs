@@ -183,6 +183,12 @@ impl<F: FnOnce(&[u8], &[u8]) -> R, R> ser::Serializer for &mut Probe<F, R> {
     type SerializeStruct = Impossible<(), NotAString>;
     type SerializeStructVariant = Impossible<(), NotAString>;
 
+    /// As ciborium: types with a compact form (addresses, times...) use it, and that is
+    /// never a lone string where ciborium's would be one.
+    fn is_human_readable(&self) -> bool {
+        false
+    }
+
     fn serialize_bytes(self, v: &[u8]) -> Result<(), NotAString> {
         self.put(StringKind::Bytes, v)
     }
@@ -283,6 +289,11 @@ macro_rules! step_aside {
 
 impl<'de> de::Deserializer<'de> for Whole {
     type Error = NotAString;
+
+    /// As ciborium (see the serializer's).
+    fn is_human_readable(&self) -> bool {
+        false
+    }
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NotAString> {
         self.visit(visitor)
@@ -397,6 +408,10 @@ mod tests {
         assert_eq!(ours(&None::<String>), None);
         assert_eq!(ours(&("a", "b")), None);
         assert_eq!(ours(&'c'), None, "ciborium writes a char as it likes");
+        // Not human-readable, as ciborium: an address is its compact form, never its text.
+        let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+        assert_eq!(ours(&ip), None);
+        assert_eq!(decoded::<std::net::IpAddr>(&ciborium(&"127.0.0.1")), None);
         // A string that the target type does not take as such is ciborium's to judge.
         let bytes = ciborium(&ByteBuf::from(b"abc".to_vec()));
         assert_eq!(decoded::<String>(&bytes), None);
