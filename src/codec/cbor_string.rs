@@ -7,11 +7,14 @@
 //! encoder hands the string's own bytes, next to their CBOR header, to whoever stores them,
 //! and the decoder gives the visitor a vector filled once, at its final size.
 //!
-//! Both sides produce exactly what ciborium would, or step aside: [`encode`] returns `None`
-//! for any value that is not a string, and [`decode`] returns `None` whenever the target
-//! type asks for anything but the string it found (or rejects it), so that the caller runs
-//! ciborium, whose answer or error then stands. Nothing here trusts the input: a header
-//! that does not describe exactly the bytes given is `None` too.
+//! Both sides produce what ciborium would, or step aside: [`encode`] returns `None` for any
+//! value that is not a string, and [`decode`] returns `None` whenever the target type asks
+//! for anything but the string it found (or rejects it), so that the caller runs ciborium,
+//! whose answer or error then stands. One difference, on purpose: a type that asks for a
+//! borrowed `&str` or `&[u8]` (`deserialize_str`, `deserialize_bytes`: `url::Url`,
+//! `DisplayFromStr` fields, `ByteArray`) gets its string at any length here, where ciborium
+//! refuses one longer than its scratch buffer ("invalid type"). Nothing here trusts the
+//! input: a header that does not describe exactly the bytes given is `None` too.
 
 use serde::de::{self, DeserializeOwned, Visitor};
 use serde::ser::{self, Impossible, Serialize};
@@ -428,6 +431,35 @@ mod tests {
         );
         let claim = [0x7b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
         assert_eq!(decoded::<String>(&claim), None, "text of u64::MAX bytes");
+    }
+
+    /// A type that asks for a borrowed `&str`, as those parsing their text form do.
+    #[derive(Debug, PartialEq)]
+    struct Parsed(usize);
+
+    impl<'de> Deserialize<'de> for Parsed {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Parsed, D::Error> {
+            struct Len;
+            impl serde::de::Visitor<'_> for Len {
+                type Value = Parsed;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("text")
+                }
+                fn visit_str<E>(self, v: &str) -> Result<Parsed, E> {
+                    Ok(Parsed(v.len()))
+                }
+            }
+            d.deserialize_str(Len)
+        }
+    }
+
+    #[test]
+    fn a_long_string_reaches_a_type_that_borrows_it() {
+        // ciborium refuses this one (longer than its 4 KiB scratch); the fast path gives it.
+        let text = ciborium(&"x".repeat(5000));
+        assert!(ciborium::from_reader::<Parsed, _>(text.as_slice()).is_err());
+        assert_eq!(decoded::<Parsed>(&text), Some(Parsed(5000)));
+        assert_eq!(decoded::<Parsed>(&ciborium(&"short")), Some(Parsed(5)));
     }
 
     #[test]

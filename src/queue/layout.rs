@@ -54,7 +54,7 @@ const TABLE: usize = 4096;
 const ENTRY: usize = 256;
 
 /// Log entry offsets (relative to the entry).
-/// Owner's pid (0: free).
+/// The owner word: the owner's pid, and above it the number of its claim (0: free).
 pub(crate) const L_OWNER: usize = 0;
 /// Owner's start time (clock ticks since boot), telling a recycled pid apart.
 pub(crate) const L_START: usize = 8;
@@ -62,6 +62,8 @@ pub(crate) const L_START: usize = 8;
 pub(crate) const L_PENDING: usize = 16;
 /// The owner let go of the log while items remained; whoever drains it frees it.
 pub(crate) const L_RELEASED: usize = 20;
+/// Claims of the log so far: numbers each owner word, so that no two claims have the same.
+pub(crate) const L_CLAIMS: usize = 24;
 pub(crate) const L_HEAD: usize = 64;
 pub(crate) const L_TAIL: usize = 128;
 /// Chunks with memory, as the owner last counted them (a trimmer subtracts what it gives
@@ -93,9 +95,10 @@ pub(crate) const KEEP_CHUNKS: usize = 64;
 pub(crate) const FRAME_HEADER: u64 = 8;
 /// The largest item: a ring must hold it with room to spare.
 pub(crate) const MAX_ITEM: u64 = SPAN / 2;
-/// The most a log may hold, in bytes: with the chunks at both ends partly used, the
-/// backlog never needs more chunks than a log has.
-pub(crate) const MAX_BACKLOG: u64 = SPAN - 4 * CHUNK;
+/// The most a log may hold, in bytes: with the chunks at both ends partly used, and a
+/// trimmer's run of chunks (64) in the middle of being given back, the backlog never needs
+/// more chunks than a log has.
+pub(crate) const MAX_BACKLOG: u64 = SPAN - (4 + 65) * CHUNK;
 
 const COUNT_BITS: u32 = 24;
 const POS_BITS: u32 = 40;

@@ -36,6 +36,10 @@ const MAX_SLEEP: Duration = Duration::from_millis(100);
 /// Spins of a getter or putter before it sleeps.
 const SPINS: u32 = 200;
 
+/// Failed looks at one log's head frame, the head unchanged, after which a consumer takes
+/// the frame for corrupt (no producer writes such a header) and passes the log by.
+const BAD_HEADER_LOOKS: u32 = 1 << 16;
+
 /// A consumer that finds the queue empty gives back the memory of producers holding more
 /// chunks than this (see [`Shared::trim_idle`]).
 const TRIM_ABOVE: u32 = 2 * l::KEEP_CHUNKS as u32;
@@ -63,6 +67,8 @@ pub(crate) struct Shared {
 #[derive(Debug, Default)]
 struct Producer {
     log: Option<usize>,
+    /// The owner word of this producer's claim of `log`.
+    owner: u64,
     /// The fork generation the log was claimed in: a forked child claims its own.
     generation: u64,
     /// Positions have memory up to here (a chunk boundary).
@@ -489,18 +495,24 @@ impl Shared {
         let word = self.state(log, chunk);
         loop {
             let state = word.load(Ordering::Acquire);
-            if ChunkState::unpack(state) == ChunkState::Punching
-                && *trimmer_alive.get_or_insert_with(|| self.trimmer_alive(log))
-            {
+            let punching = ChunkState::unpack(state) == ChunkState::Punching;
+            if punching && *trimmer_alive.get_or_insert_with(|| self.trimmer_alive(log)) {
                 return false;
             }
-            // A dead trimmer's `Punching` chunk may or may not have been punched: it gets
-            // memory again, as every claimed chunk does.
             let used = ChunkState::Used(start).pack();
             if word
                 .compare_exchange(state, used, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
+                if punching {
+                    // A dead trimmer's chunk may or may not have been punched, and should
+                    // its process have died with the punch under way in another thread,
+                    // that punch may still be running. Punch it again: that waits for any
+                    // punch of the file under way (it holds the file's lock), so that none
+                    // lands after the chunk gets memory again, as every claimed chunk does.
+                    let offset = l::chunk_offset(log, chunk) as u64;
+                    let _ = shm::release(self.file(), offset, l::CHUNK);
+                }
                 return true;
             }
         }
@@ -519,7 +531,9 @@ impl Shared {
         match shm::process_start_time(pid) {
             // Start times are compared in their low 32 bits, as the word holds them.
             Ok(Some(t)) => start == 0 || t as u32 == start,
-            Ok(None) => false,
+            // Gone, or a zombie: killed, its main thread exits first, while another thread
+            // may still be inside a punch. Dead once no thread is left.
+            Ok(None) => shm::thread_count(pid) > 1,
             Err(_) => true,
         }
     }
@@ -575,7 +589,7 @@ impl Shared {
             if pending.load(Ordering::SeqCst) == 0 {
                 continue;
             }
-            if self.owner_alive(log) == Some(false) {
+            if self.owner_alive(log, self.owner_word(log)) == Some(false) {
                 pending.store(0, Ordering::SeqCst);
                 released = true;
             }
@@ -583,12 +597,15 @@ impl Shared {
         released
     }
 
-    fn owner_alive(&self, log: usize) -> Option<bool> {
-        let owner = self
-            .map
+    fn owner_word(&self, log: usize) -> u64 {
+        self.map
             .u64_at(l::entry(log) + l::L_OWNER)
-            .load(Ordering::Acquire);
-        if owner == 0 {
+            .load(Ordering::Acquire)
+    }
+
+    /// Whether the process of owner word `owner` (as read from `log`) lives.
+    fn owner_alive(&self, log: usize, owner: u64) -> Option<bool> {
+        if owner == 0 || owner == FREEING {
             return Some(false);
         }
         let start = self
@@ -613,7 +630,7 @@ impl Shared {
             // Forked: the log is the parent's. Start afresh.
             *producer = Producer::default();
         }
-        let log = self.claim_log()?;
+        let (log, owner) = self.claim_log()?;
         // The log's chunk map and chunk states get their memory now, as chunks do before
         // they are written: out of memory is an error from `put`, never a SIGBUS on a later
         // write. (A no-op for a log used before: freeing a log leaves both.)
@@ -625,12 +642,13 @@ impl Shared {
                     .populate(self.file(), l::states_start(log), l::MAP_LEN)
             });
         if let Err(e) = populated {
-            self.free_log(log);
+            self.free_log(log, owner);
             return Err(e.into());
         }
         let tail = Mark::unpack(self.tail(log).load(Ordering::Acquire));
         let head = Mark::unpack(self.head(log).load(Ordering::Acquire));
         producer.log = Some(log);
+        producer.owner = owner;
         producer.generation = generation;
         // The chunk of the tail gets memory of its own at the first put; the previous
         // owner's chunks were given back when the log was freed.
@@ -639,7 +657,8 @@ impl Shared {
         Ok(log)
     }
 
-    fn claim_log(&self) -> Result<usize> {
+    /// Claims a free log: its index and our owner word.
+    fn claim_log(&self) -> Result<(usize, u64)> {
         let pid = u64::from(std::process::id());
         let start = shm::process_start_time(std::process::id())
             .ok()
@@ -648,11 +667,18 @@ impl Shared {
         for attempt in 0..2 {
             for log in 0..l::MAX_LOGS {
                 let owner = self.map.u64_at(l::entry(log) + l::L_OWNER);
-                let free = owner.load(Ordering::Acquire) == 0;
-                if free
-                    && owner
-                        .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok()
+                if owner.load(Ordering::Acquire) != 0 {
+                    continue;
+                }
+                // A pid is at most 22 bits: the word is never 0 nor `FREEING`.
+                let claim = self
+                    .map
+                    .u32_at(l::entry(log) + l::L_CLAIMS)
+                    .fetch_add(1, Ordering::AcqRel);
+                let word = pid | u64::from(claim) << 32;
+                if owner
+                    .compare_exchange(0, word, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
                 {
                     self.map
                         .u64_at(l::entry(log) + l::L_START)
@@ -670,7 +696,7 @@ impl Shared {
                         .store(0, Ordering::SeqCst);
                     self.h32(l::H_USED_LOGS)
                         .fetch_max(log as u32 + 1, Ordering::AcqRel);
-                    return Ok(log);
+                    return Ok((log, word));
                 }
             }
             if attempt == 0 {
@@ -689,6 +715,8 @@ impl Shared {
     /// Frees drained logs whose owner is gone or let go of them.
     fn reclaim_logs(&self) {
         for log in 0..self.used_logs() {
+            // The owner word first: what is checked next is checked of this claim.
+            let owner = self.owner_word(log);
             let head = Mark::unpack(self.head(log).load(Ordering::Acquire));
             let tail = Mark::unpack(self.tail(log).load(Ordering::Acquire));
             if head.count != tail.count {
@@ -699,21 +727,22 @@ impl Shared {
                 .u32_at(l::entry(log) + l::L_RELEASED)
                 .load(Ordering::Acquire)
                 != 0;
-            if released || self.owner_alive(log) == Some(false) {
-                self.free_log(log);
+            if released || self.owner_alive(log, owner) == Some(false) {
+                self.free_log(log, owner);
             }
         }
     }
 
-    /// Gives a drained log back: its memory, then its slot. Only one process frees a log:
-    /// the one that moves its owner word to `FREEING`.
-    fn free_log(&self, log: usize) {
+    /// Gives a drained log back, its memory then its slot, if `expected` (the owner word
+    /// read before the caller found the log drained and let go of, or its owner dead) still
+    /// owns it: a log freed and claimed again meanwhile belongs to its new owner. Only one
+    /// process frees a claim: the one that moves its owner word to `FREEING`.
+    fn free_log(&self, log: usize, expected: u64) {
         let owner = self.map.u64_at(l::entry(log) + l::L_OWNER);
-        let current = owner.load(Ordering::Acquire);
-        if current == 0
-            || current == FREEING
+        if expected == 0
+            || expected == FREEING
             || owner
-                .compare_exchange(current, FREEING, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange(expected, FREEING, Ordering::AcqRel, Ordering::Acquire)
                 .is_err()
         {
             return;
@@ -722,6 +751,12 @@ impl Shared {
         self.map
             .u32_at(l::entry(log) + l::L_PENDING)
             .store(0, Ordering::SeqCst);
+        // "Released" and "held" are of this claim: gone before the next can be made.
+        for word in [l::L_RELEASED, l::L_HELD] {
+            self.map
+                .u32_at(l::entry(log) + word)
+                .store(0, Ordering::Release);
+        }
         // The start time goes before the owner word frees the log: a claimer writes its own
         // just after taking the log, and until then, one checking the new owner must see 0
         // ("any process with this pid"), not the old owner's, which would make it dead.
@@ -752,7 +787,7 @@ impl Shared {
         let head = Mark::unpack(self.head(log).load(Ordering::Acquire));
         let tail = Mark::unpack(self.tail(log).load(Ordering::Acquire));
         if head.count == tail.count {
-            self.free_log(log);
+            self.free_log(log, producer.owner);
         }
     }
 
@@ -797,6 +832,8 @@ impl Shared {
     /// Reads the frame at `log`'s head with `take`, then claims it; `None` if the log is
     /// empty.
     fn take_from<R>(&self, log: usize, take: &mut dyn FnMut(Payload<'_>) -> R) -> Option<R> {
+        // Looks at a header that fails its check while the head stays the same word.
+        let (mut last_head, mut bad_looks) = (None, 0u32);
         loop {
             let head_word = self.head(log).load(Ordering::Acquire);
             let head = Mark::unpack(head_word);
@@ -817,8 +854,21 @@ impl Shared {
             let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
             let check = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
             let size = l::frame_size(u64::from(len));
-            if check != l::check_word(len, head.pos) || size > head.bytes_to(tail) {
-                // A stale head (someone took it while we read): look again.
+            if check != l::check_word(len, head.pos)
+                || size > head.bytes_to(tail)
+                || u64::from(len) > l::MAX_ITEM
+            {
+                // A stale head (someone took it while we read): look again. A header that
+                // keeps failing under the same head was not written by a producer (shared
+                // memory scribbled on): leave the log alone rather than spin on it forever.
+                if last_head == Some(head_word) {
+                    bad_looks += 1;
+                    if bad_looks == BAD_HEADER_LOOKS {
+                        return None;
+                    }
+                } else {
+                    (last_head, bad_looks) = (Some(head_word), 0);
+                }
                 std::hint::spin_loop();
                 continue;
             }
@@ -850,12 +900,14 @@ impl Shared {
 
     /// The last item of a log its owner let go of was taken: free the log.
     fn free_if_released(&self, log: usize) {
+        // The owner word first: the flag and the counts read next are of this claim.
+        let owner = self.owner_word(log);
         let released = self.map.u32_at(l::entry(log) + l::L_RELEASED);
         if released.load(Ordering::Acquire) != 0 {
             let head = Mark::unpack(self.head(log).load(Ordering::Acquire));
             let tail = Mark::unpack(self.tail(log).load(Ordering::Acquire));
             if head.count == tail.count {
-                self.free_log(log);
+                self.free_log(log, owner);
             }
         }
     }
@@ -994,6 +1046,18 @@ impl Shared {
             {
                 continue; // the producer took it back meanwhile
             }
+            if let ChunkState::Used(start) = ChunkState::unpack(state) {
+                // Once ours, the chunk stays put: look at the head again, in case the
+                // state we saw was a later use of the chunk for positions 8 TiB on (the
+                // state word holds positions modulo 2^43), reached while this thread
+                // stalled between its look and its swap.
+                let head = Mark::unpack(self.head(log).load(Ordering::Acquire));
+                if !Self::is_ahead(head.pos, l::forward(start, l::CHUNK - 1)) {
+                    word.store(state, Ordering::Release);
+                    held += 1;
+                    continue;
+                }
+            }
             if len > 0 && (first + len != chunk || len == TRIM_RUN) {
                 self.punch_run(log, first, len);
                 done += len;
@@ -1008,7 +1072,11 @@ impl Shared {
             self.punch_run(log, first, len);
             done += len;
         }
-        // What is left: chunks in use ahead of the head, kept ones beyond the budget.
+        // What is left: chunks in use ahead of the head, kept ones beyond the budget. If
+        // there was nothing to give back, say 0, so that the next consumer to find the
+        // queue empty does not look again (a dead producer's chunks ahead of the head stay
+        // until its log is freed); the producer counts again when it next takes a chunk.
+        let held = if done == 0 { 0 } else { held };
         self.map
             .u32_at(l::entry(log) + l::L_HELD)
             .store(held, Ordering::Relaxed);
@@ -1023,13 +1091,14 @@ impl Shared {
     /// that nobody ever sees one without the other and takes a live trimmer for dead.
     fn lock_trim(&self, log: usize) -> bool {
         let pid = std::process::id();
-        let trimmer = self.map.u64_at(l::entry(log) + l::L_TRIMMER);
-        let current = trimmer.load(Ordering::Acquire);
-        if current != 0 && (current as u32 == pid || self.trimmer_alive(log)) {
-            return false;
-        }
         let start = shm::process_start_time(pid).ok().flatten().unwrap_or(0);
         let word = u64::from(pid) | (start & 0xffff_ffff) << 32;
+        let trimmer = self.map.u64_at(l::entry(log) + l::L_TRIMMER);
+        let current = trimmer.load(Ordering::Acquire);
+        // Ours (another thread of this process is at it), or another live trimmer's.
+        if current != 0 && (current == word || self.trimmer_alive(log)) {
+            return false;
+        }
         trimmer
             .compare_exchange(current, word, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
@@ -1225,7 +1294,6 @@ pub(crate) fn release_logs_at_exit() {
     }
 }
 
-/// An item's payload where it lies in the ring, handed to the reader of
 /// An item to put, in two pieces (so that an encoding's header and the bytes it is about
 /// need not be copied together first).
 #[derive(Clone, Copy)]
@@ -1240,6 +1308,7 @@ impl Item<'_> {
     }
 }
 
+/// An item's payload where it lies in the ring, handed to the reader of
 /// [`Shared::try_take`] before the item is claimed: its bytes may be changing under the read
 /// (another consumer took the item and its memory was reused), in which case the claim fails
 /// and whatever was made of them is dropped. Read front to back; a clone reads it again.

@@ -246,6 +246,12 @@ pub(crate) fn process_alive(pid: u32, start_time: u64) -> Option<bool> {
     }
 }
 
+/// How many threads process `pid` still has (`/proc/<pid>/task`): 0 if it is gone. A killed
+/// process's main thread may be a zombie while others are still leaving a system call.
+pub(crate) fn thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |tasks| tasks.count())
+}
+
 /// Field 22 of `/proc/<pid>/stat`, or `None` if the process does not exist (or is a zombie:
 /// it runs no more).
 pub(crate) fn process_start_time(pid: u32) -> io::Result<Option<u64>> {
