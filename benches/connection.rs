@@ -49,8 +49,8 @@ use serde::{Deserialize, Serialize};
 
 mod common;
 use common::{
-    Python, Row, RunOptions, Unit, first_allowed_cpu, median, pinned, read_exact, socketpair,
-    spread, write_all,
+    Python, Row, RunOptions, Unit, first_allowed_cpu, pinned, print_rows, read_exact, socketpair,
+    write_all,
 };
 
 type Res<T> = Result<T, Box<dyn Error>>;
@@ -488,62 +488,7 @@ fn main() -> Res<()> {
     }
 
     println!();
-    println!(
-        "{:<16} {:>5} {:>12} {:>12} {:>12} {:>7} {:>9}  {:<17} targets",
-        "case", "unit", "floor", "ours", "python", "ratio", "vs_python", "spread f/o/p %"
-    );
-    let (mut met, mut missed, mut unchecked) = (0, 0, 0);
-    for row in &rows {
-        let py = row
-            .python
-            .as_ref()
-            .map_or("-".to_string(), |p| row.fmt_value(median(p)));
-        let vs_py = row
-            .vs_python()
-            .map_or("-".to_string(), |v| format!("{v:.2}"));
-        let spreads = format!(
-            "{:.0}/{:.0}/{}",
-            spread(&row.floor),
-            spread(&row.ours),
-            row.python
-                .as_ref()
-                .map_or("-".to_string(), |p| format!("{:.0}", spread(p)))
-        );
-        let targets: Vec<String> = row
-            .targets()
-            .into_iter()
-            .map(|(what, ok)| match ok {
-                Some(true) => {
-                    met += 1;
-                    format!("{what} met")
-                }
-                Some(false) => {
-                    missed += 1;
-                    format!("{what} MISSED")
-                }
-                None => {
-                    unchecked += 1;
-                    format!("{what} not checked (no python)")
-                }
-            })
-            .collect();
-        println!(
-            "{:<16} {:>5} {:>12} {:>12} {:>12} {:>7.2} {:>9}  {:<17} {}",
-            row.case,
-            row.unit.as_str(),
-            row.fmt_value(median(&row.floor)),
-            row.fmt_value(median(&row.ours)),
-            py,
-            row.ratio(),
-            vs_py,
-            spreads,
-            if targets.is_empty() {
-                "-".to_string()
-            } else {
-                targets.join(", ")
-            },
-        );
-    }
+    let (met, missed, unchecked) = print_rows(&rows);
     println!(
         "\nratio: ours vs floor, vs_python: ours vs CPython (above 1: ours better); medians of \
          {reps}; spread: (max-min)/median"
