@@ -49,8 +49,8 @@ use serde::{Deserialize, Serialize};
 
 mod common;
 use common::{
-    Python, Row, RunOptions, Unit, first_allowed_cpu, pinned, print_rows, read_exact, socketpair,
-    write_all,
+    Python, Row, RunOptions, Unit, first_allowed_cpu, pinned, print_json, print_rows, print_totals,
+    read_exact, socketpair, write_all,
 };
 
 type Res<T> = Result<T, Box<dyn Error>>;
@@ -489,14 +489,7 @@ fn main() -> Res<()> {
 
     println!();
     let (met, missed, unchecked) = print_rows(&rows);
-    println!(
-        "\nratio: ours vs floor, vs_python: ours vs CPython (above 1: ours better); medians of \
-         {reps}; spread: (max-min)/median"
-    );
-    println!("targets: {met} met, {missed} missed, {unchecked} not checked");
-    println!("total time {:.1}s\n", started.elapsed().as_secs_f64());
-    for row in &rows {
-        println!("{}", row.json());
-    }
+    print_totals(reps, (met, missed, unchecked));
+    print_json(&rows, started);
     Ok(())
 }

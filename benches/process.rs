@@ -36,7 +36,7 @@ use multiproc::bench_support::raw_fork_wait;
 // This bench uses only part of what the benches share (no socket helpers).
 #[allow(dead_code)]
 mod common;
-use common::{Python, Row, RunOptions, Unit, children_left, print_rows};
+use common::{Python, Row, RunOptions, Unit, children_left, print_json, print_rows, print_totals};
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -255,14 +255,7 @@ fn main() -> Res<()> {
 
     println!();
     let (met, missed, unchecked) = print_rows(&rows);
-    println!(
-        "\nratio: ours vs floor, vs_python: ours vs CPython (above 1: ours better); medians of \
-         {reps}; spread: (max-min)/median"
-    );
-    println!("targets: {met} met, {missed} missed, {unchecked} not checked");
-    println!("total time {:.1}s\n", started.elapsed().as_secs_f64());
-    for row in &rows {
-        println!("{}", row.json());
-    }
+    print_totals(reps, (met, missed, unchecked));
+    print_json(&rows, started);
     Ok(())
 }

@@ -59,8 +59,8 @@ use serde_bytes::ByteBuf;
 
 mod common;
 use common::{
-    Python, Row, RunOptions, Unit, children_left, median, print_rows, read_exact, socketpair,
-    write_all,
+    Python, Row, RunOptions, Unit, children_left, median, print_json, print_rows, print_totals,
+    read_exact, socketpair, write_all,
 };
 
 type Res<T> = Result<T, Box<dyn Error>>;
@@ -914,14 +914,7 @@ fn main() -> Res<()> {
             large / small
         );
     }
-    println!(
-        "\nratio: ours vs floor, vs_python: ours vs CPython (above 1: ours better); medians of \
-         {reps}; spread: (max-min)/median"
-    );
-    println!("targets: {met} met, {missed} missed, {unchecked} not checked");
-    println!("total time {:.1}s\n", started.elapsed().as_secs_f64());
-    for row in &rows {
-        println!("{}", row.json());
-    }
+    print_totals(reps, (met, missed, unchecked));
+    print_json(&rows, started);
     Ok(())
 }

@@ -56,7 +56,8 @@ use rustix::process::{
 
 mod common;
 use common::{
-    Python, Row, RunOptions, Unit, median, print_rows, read_exact, socketpair, spread, write_all,
+    Python, Row, RunOptions, Unit, median, print_json, print_rows, print_totals, read_exact,
+    socketpair, spread, write_all,
 };
 
 type Res<T> = Result<T, Box<dyn Error>>;
@@ -1018,11 +1019,7 @@ fn main() -> Res<()> {
             missed += 1;
         }
     }
-    println!(
-        "\nratio: ours vs floor, vs_python: ours vs CPython (above 1: ours better); medians of \
-         {reps}; spread: (max-min)/median"
-    );
-    println!("targets: {met} met, {missed} missed, {unchecked} not checked");
+    print_totals(reps, (met, missed, unchecked));
 
     if !backends.is_empty() {
         println!(
@@ -1052,10 +1049,7 @@ fn main() -> Res<()> {
             );
         }
     }
-    println!("total time {:.1}s\n", started.elapsed().as_secs_f64());
-    for row in &rows {
-        println!("{}", row.json());
-    }
+    print_json(&rows, started);
     for b in &backends {
         let m: Vec<f64> = b.figures.iter().map(|f| median(f)).collect();
         println!(

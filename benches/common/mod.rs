@@ -383,6 +383,26 @@ pub fn print_rows(rows: &[Row]) -> (usize, usize, usize) {
     (met, missed, unchecked)
 }
 
+/// Prints what the table's columns mean and how many targets were `met`, `missed` and not
+/// checked, after [`print_rows`] (and any lines a bench adds).
+#[allow(dead_code)]
+pub fn print_totals(reps: usize, (met, missed, unchecked): (usize, usize, usize)) {
+    println!(
+        "\nratio: ours vs floor, vs_python: ours vs CPython (above 1: ours better); medians of \
+         {reps}; spread: (max-min)/median"
+    );
+    println!("targets: {met} met, {missed} missed, {unchecked} not checked");
+}
+
+/// Prints the run's total time, then one JSON line per row: the lines runs are recorded by.
+#[allow(dead_code)]
+pub fn print_json(rows: &[Row], started: std::time::Instant) {
+    println!("total time {:.1}s\n", started.elapsed().as_secs_f64());
+    for row in rows {
+        println!("{}", row.json());
+    }
+}
+
 /// A CPython driver script (`benches/python/<name>`) kept running between requests, so its
 /// runs interleave with ours: one request line in (`CASE WARMUP N [CPU]`), one figure out.
 pub struct Python {
