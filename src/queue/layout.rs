@@ -22,7 +22,7 @@
 //! round and round, already in memory and in every process's page tables.
 
 /// Identifies a multiproc queue file, and its layout version.
-pub(crate) const MAGIC: u64 = 0x6d70_7175_6575_0003; // "mpque" v3
+pub(crate) const MAGIC: u64 = 0x6d70_7175_6575_0004; // "mpque" v4
 
 /// Header offsets.
 pub(crate) const H_MAGIC: usize = 0;

@@ -27,8 +27,19 @@ use super::layout::{self as l, ChunkState, Mark};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys::shm::{self, SharedMap};
 
-/// The owner word of a log being freed (never a pid).
-const FREEING: u64 = u64::MAX;
+/// Set in the owner word of a log being freed, which then holds the freer's pid and (above
+/// it, low 31 bits of) start time, so that a freer killed mid-way is noticed and its work
+/// redone. Owner words of claims never have it (claim numbers are 31 bits).
+const FREEING: u64 = 1 << 63;
+
+fn is_freeing(owner: u64) -> bool {
+    owner & FREEING != 0
+}
+
+/// The owner word of claim number `claim` by process `pid`.
+fn claim_word(pid: u64, claim: u32) -> u64 {
+    pid | u64::from(claim & 0x7fff_ffff) << 32
+}
 
 /// The longest a sleeper sleeps before it looks again (see `sleep_on`).
 const MAX_SLEEP: Duration = Duration::from_millis(100);
@@ -251,7 +262,7 @@ impl Shared {
             }
         };
         if self.maxsize > 0 {
-            pending.fetch_sub(1, Ordering::SeqCst);
+            give_back_reservation(pending);
         }
         written?;
         self.after_put();
@@ -490,13 +501,13 @@ impl Shared {
         log: usize,
         chunk: u32,
         start: u64,
-        trimmer_alive: &mut Option<bool>,
+        trimmer_alive: &mut Option<(u64, bool)>,
     ) -> bool {
         let word = self.state(log, chunk);
         loop {
             let state = word.load(Ordering::Acquire);
             let punching = ChunkState::unpack(state) == ChunkState::Punching;
-            if punching && *trimmer_alive.get_or_insert_with(|| self.trimmer_alive(log)) {
+            if punching && self.trimmer_alive_cached(log, trimmer_alive) {
                 return false;
             }
             let used = ChunkState::Used(start).pack();
@@ -518,12 +529,27 @@ impl Shared {
         }
     }
 
-    /// Whether a consumer trimming `log` may be running (unknown counts as yes).
-    fn trimmer_alive(&self, log: usize) -> bool {
+    /// [`trimmer_alive`](Self::trimmer_alive), asked again only when the lock word changed
+    /// since `cache` was filled: a new trimmer takes the lock before it marks any chunk, so
+    /// a chunk seen `Punching` is never judged by an older trimmer's verdict.
+    fn trimmer_alive_cached(&self, log: usize, cache: &mut Option<(u64, bool)>) -> bool {
         let word = self
             .map
             .u64_at(l::entry(log) + l::L_TRIMMER)
             .load(Ordering::Acquire);
+        match *cache {
+            Some((seen, alive)) if seen == word => alive,
+            _ => {
+                let alive = self.trimmer_alive(word);
+                *cache = Some((word, alive));
+                alive
+            }
+        }
+    }
+
+    /// Whether the consumer of trim lock word `word` may be running (unknown counts as
+    /// yes).
+    fn trimmer_alive(&self, word: u64) -> bool {
         if word == 0 {
             return false;
         }
@@ -550,7 +576,7 @@ impl Shared {
                 if self.occupied() <= self.maxsize {
                     return Ok(());
                 }
-                pending.fetch_sub(1, Ordering::SeqCst);
+                give_back_reservation(pending);
                 // Lower logs retry at once, higher ones after yielding: the tie breaks.
                 if log > 0 {
                     std::thread::yield_now();
@@ -605,7 +631,7 @@ impl Shared {
 
     /// Whether the process of owner word `owner` (as read from `log`) lives.
     fn owner_alive(&self, log: usize, owner: u64) -> Option<bool> {
-        if owner == 0 || owner == FREEING {
+        if owner == 0 || is_freeing(owner) {
             return Some(false);
         }
         let start = self
@@ -670,12 +696,13 @@ impl Shared {
                 if owner.load(Ordering::Acquire) != 0 {
                     continue;
                 }
-                // A pid is at most 22 bits: the word is never 0 nor `FREEING`.
+                // A pid is at most 22 bits and a claim number 31: the word is never 0 and
+                // never has the `FREEING` bit.
                 let claim = self
                     .map
                     .u32_at(l::entry(log) + l::L_CLAIMS)
                     .fetch_add(1, Ordering::AcqRel);
-                let word = pid | u64::from(claim) << 32;
+                let word = claim_word(pid, claim);
                 if owner
                     .compare_exchange(0, word, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
@@ -722,6 +749,19 @@ impl Shared {
             if head.count != tail.count {
                 continue;
             }
+            if is_freeing(owner) {
+                // Its freer died half-way, or is at it: take over from a dead one.
+                let (pid, start) = (owner as u32, (owner >> 32) as u32 & 0x7fff_ffff);
+                let alive = match shm::process_start_time(pid) {
+                    Ok(Some(t)) => start == 0 || t as u32 & 0x7fff_ffff == start,
+                    Ok(None) => shm::thread_count(pid) > 1,
+                    Err(_) => true,
+                };
+                if !alive {
+                    self.free_claim(log, owner);
+                }
+                continue;
+            }
             let released = self
                 .map
                 .u32_at(l::entry(log) + l::L_RELEASED)
@@ -736,13 +776,25 @@ impl Shared {
     /// Gives a drained log back, its memory then its slot, if `expected` (the owner word
     /// read before the caller found the log drained and let go of, or its owner dead) still
     /// owns it: a log freed and claimed again meanwhile belongs to its new owner. Only one
-    /// process frees a claim: the one that moves its owner word to `FREEING`.
+    /// process frees a claim: the one that moves its owner word to its own freeing word.
     fn free_log(&self, log: usize, expected: u64) {
+        // Being freed already: by a live freer, or by a dead one whose work only
+        // `reclaim_logs` redoes, once it made sure the freer is dead.
+        if !is_freeing(expected) {
+            self.free_claim(log, expected);
+        }
+    }
+
+    /// [`free_log`](Self::free_log), `expected` being an owner word or a dead freer's
+    /// freeing word (whose work is redone: every step can be done twice).
+    fn free_claim(&self, log: usize, expected: u64) {
         let owner = self.map.u64_at(l::entry(log) + l::L_OWNER);
+        let pid = std::process::id();
+        let start = shm::process_start_time(pid).ok().flatten().unwrap_or(0);
+        let freeing = FREEING | u64::from(pid) | (start & 0x7fff_ffff) << 32;
         if expected == 0
-            || expected == FREEING
             || owner
-                .compare_exchange(expected, FREEING, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange(expected, freeing, Ordering::AcqRel, Ordering::Acquire)
                 .is_err()
         {
             return;
@@ -781,11 +833,13 @@ impl Shared {
         if producer.generation != crate::process::fork_generation() {
             return; // the parent's log
         }
+        // SeqCst, against the last taker's SeqCst claim and load of the flag (see
+        // `take_from`): one of the two sees the other, so a drained log is always freed.
         self.map
             .u32_at(l::entry(log) + l::L_RELEASED)
-            .store(1, Ordering::Release);
-        let head = Mark::unpack(self.head(log).load(Ordering::Acquire));
-        let tail = Mark::unpack(self.tail(log).load(Ordering::Acquire));
+            .store(1, Ordering::SeqCst);
+        let head = Mark::unpack(self.head(log).load(Ordering::SeqCst));
+        let tail = Mark::unpack(self.tail(log).load(Ordering::SeqCst));
         if head.count == tail.count {
             self.free_log(log, producer.owner);
         }
@@ -883,7 +937,10 @@ impl Shared {
                 .compare_exchange(
                     head_word,
                     head.advance(size).pack(),
-                    Ordering::AcqRel,
+                    // SeqCst (a plain `lock cmpxchg` on x86, as AcqRel): with the owner's
+                    // SeqCst store of "released" and the SeqCst loads after each, either the
+                    // owner sees its log drained or the last taker sees it released.
+                    Ordering::SeqCst,
                     Ordering::Acquire,
                 )
                 .is_ok()
@@ -903,7 +960,7 @@ impl Shared {
         // The owner word first: the flag and the counts read next are of this claim.
         let owner = self.owner_word(log);
         let released = self.map.u32_at(l::entry(log) + l::L_RELEASED);
-        if released.load(Ordering::Acquire) != 0 {
+        if released.load(Ordering::SeqCst) != 0 {
             let head = Mark::unpack(self.head(log).load(Ordering::Acquire));
             let tail = Mark::unpack(self.tail(log).load(Ordering::Acquire));
             if head.count == tail.count {
@@ -1011,9 +1068,9 @@ impl Shared {
     /// Trims `log` (see [`trim_idle`](Self::trim_idle)), giving back at most `budget`
     /// chunks; returns how many it gave back.
     fn trim_log(&self, log: usize, budget: u32) -> u32 {
-        if !self.lock_trim(log) {
+        let Some(lock) = self.lock_trim(log) else {
             return 0;
-        }
+        };
         let head = Mark::unpack(self.head(log).load(Ordering::Acquire));
         let fresh = self
             .map
@@ -1073,35 +1130,44 @@ impl Shared {
             done += len;
         }
         // What is left: chunks in use ahead of the head, kept ones beyond the budget. If
-        // there was nothing to give back, say 0, so that the next consumer to find the
-        // queue empty does not look again (a dead producer's chunks ahead of the head stay
-        // until its log is freed); the producer counts again when it next takes a chunk.
-        let held = if done == 0 { 0 } else { held };
+        // there was nothing to give back and the owner is dead, say 0, so that the next
+        // consumer to find the queue empty does not look again (a dead producer's chunks
+        // ahead of the head stay until its log is freed). A live owner's count stands: its
+        // chunks may be behind the head by the next look.
+        let owner = self.owner_word(log);
+        let held = if done == 0 && self.owner_alive(log, owner) == Some(false) {
+            0
+        } else {
+            held
+        };
         self.map
             .u32_at(l::entry(log) + l::L_HELD)
             .store(held, Ordering::Relaxed);
-        self.map
+        let _ = self
+            .map
             .u64_at(l::entry(log) + l::L_TRIMMER)
-            .store(0, Ordering::Release);
+            .compare_exchange(lock, 0, Ordering::AcqRel, Ordering::Acquire);
         done
     }
 
-    /// Becomes `log`'s one trimmer, taking over from a dead one; false if another is at it.
+    /// Becomes `log`'s one trimmer, taking over from a dead one: the lock word, or `None`
+    /// if another is at it.
     /// The lock word holds the trimmer's pid and (low 32 bits of) start time together, so
     /// that nobody ever sees one without the other and takes a live trimmer for dead.
-    fn lock_trim(&self, log: usize) -> bool {
-        let pid = std::process::id();
-        let start = shm::process_start_time(pid).ok().flatten().unwrap_or(0);
-        let word = u64::from(pid) | (start & 0xffff_ffff) << 32;
+    fn lock_trim(&self, log: usize) -> Option<u64> {
         let trimmer = self.map.u64_at(l::entry(log) + l::L_TRIMMER);
         let current = trimmer.load(Ordering::Acquire);
-        // Ours (another thread of this process is at it), or another live trimmer's.
-        if current != 0 && (current == word || self.trimmer_alive(log)) {
-            return false;
+        let pid = std::process::id();
+        // Another live trimmer (maybe another thread of this process) is at it.
+        if current != 0 && self.trimmer_alive(current) {
+            return None;
         }
+        let start = shm::process_start_time(pid).ok().flatten().unwrap_or(0);
+        let word = u64::from(pid) | (start & 0xffff_ffff) << 32;
         trimmer
             .compare_exchange(current, word, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+            .ok()
+            .map(|_| word)
     }
 
     /// Gives back chunks `first..first + len` of `log`, all marked `Punching` by us.
@@ -1209,6 +1275,13 @@ impl Drop for Shared {
 /// `ready()` says the wait is over already (checked after raising it, so a waker either sees
 /// the flag or the sleeper sees its change). Never longer than [`MAX_SLEEP`] at once: a
 /// waker killed between lowering the flag and waking costs a sleeper at most that.
+/// Gives back one reservation of `pending`, never below 0: should the log have been freed
+/// meanwhile (this process closed it from another thread, and it was drained), its count
+/// was reset, and wrapping to `u32::MAX` would make the queue full for good.
+fn give_back_reservation(pending: &AtomicU32) {
+    let _ = pending.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |p| p.checked_sub(1));
+}
+
 fn sleep_on(
     seq: &AtomicU32,
     sleepers: &AtomicU32,
@@ -1424,4 +1497,34 @@ fn took_to(id: u64, log: usize, head_word: u64) {
 /// Time left until `deadline`; `None` for none.
 fn remaining(deadline: Option<Instant>) -> Option<Duration> {
     deadline.map(|d| d.saturating_duration_since(Instant::now()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reservation_given_back_after_its_log_was_reset_does_not_wrap() {
+        let pending = AtomicU32::new(2);
+        give_back_reservation(&pending);
+        assert_eq!(pending.load(Ordering::SeqCst), 1);
+        // `free_log` reset the count while a put still held a reservation.
+        pending.store(0, Ordering::SeqCst);
+        give_back_reservation(&pending);
+        assert_eq!(
+            pending.load(Ordering::SeqCst),
+            0,
+            "wrapped to u32::MAX: full for good"
+        );
+    }
+
+    #[test]
+    fn claims_and_freeing_words_never_meet() {
+        let pid = 4_194_303u64; // the largest pid Linux allows
+        for claim in [0u32, 1, 0x7fff_ffff, 0x8000_0000, u32::MAX] {
+            let word = claim_word(pid, claim);
+            assert!(word != 0 && !is_freeing(word), "claim {claim}");
+            assert_eq!(word as u32, pid as u32, "the pid stays in the low half");
+        }
+    }
 }

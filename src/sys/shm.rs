@@ -241,7 +241,9 @@ pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) {
 pub(crate) fn process_alive(pid: u32, start_time: u64) -> Option<bool> {
     match process_start_time(pid) {
         Ok(Some(t)) => Some(start_time == 0 || t == start_time),
-        Ok(None) => Some(false),
+        // Gone, or its main thread a zombie: dead once no other thread is left either (a
+        // killed process's threads may still be finishing a system call).
+        Ok(None) => Some(thread_count(pid) > 1),
         Err(_) => None,
     }
 }
