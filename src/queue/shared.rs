@@ -240,18 +240,18 @@ impl Shared {
             self.after_put();
             return Ok(());
         }
-        let log = {
+        let (log, owner) = {
             let mut producer = self.producer.lock().unwrap_or_else(|p| p.into_inner());
             if producer.closed {
                 return Err(Error::with_message(ErrorKind::Closed, "queue is closed"));
             }
-            self.own_log(&mut producer)?
+            (self.own_log(&mut producer)?, producer.owner)
         };
         // Room is reserved without holding the producer lock, so another thread's
         // `try_put` is not stuck behind a `put` waiting for room.
         let pending = self.map.u32_at(l::entry(log) + l::L_PENDING);
         if self.maxsize > 0 {
-            self.reserve(log, pending, deadline)?;
+            self.reserve(log, owner, pending, deadline)?;
         }
         let written = {
             let mut producer = self.producer.lock().unwrap_or_else(|p| p.into_inner());
@@ -565,7 +565,13 @@ impl Shared {
     }
 
     /// Takes room in a bounded queue for one item of `log`, waiting until `deadline`.
-    fn reserve(&self, log: usize, pending: &AtomicU32, deadline: Option<Instant>) -> Result<()> {
+    fn reserve(
+        &self,
+        log: usize,
+        owner: u64,
+        pending: &AtomicU32,
+        deadline: Option<Instant>,
+    ) -> Result<()> {
         let mut spins = 0;
         loop {
             self.check_open_for_put()?;
@@ -573,6 +579,12 @@ impl Shared {
                 // Announce, then count again with every announcement in: two producers
                 // racing for the last place both see each other and one backs off.
                 pending.fetch_add(1, Ordering::SeqCst);
+                if self.owner_word(log) != owner {
+                    // Another thread of ours closed the log, and it was freed (maybe
+                    // claimed again): this count is not ours to raise.
+                    give_back_reservation(pending);
+                    return Err(Error::with_message(ErrorKind::Closed, "queue is closed"));
+                }
                 if self.occupied() <= self.maxsize {
                     return Ok(());
                 }
@@ -744,11 +756,6 @@ impl Shared {
         for log in 0..self.used_logs() {
             // The owner word first: what is checked next is checked of this claim.
             let owner = self.owner_word(log);
-            let head = Mark::unpack(self.head(log).load(Ordering::Acquire));
-            let tail = Mark::unpack(self.tail(log).load(Ordering::Acquire));
-            if head.count != tail.count {
-                continue;
-            }
             if is_freeing(owner) {
                 // Its freer died half-way, or is at it: take over from a dead one.
                 let (pid, start) = (owner as u32, (owner >> 32) as u32 & 0x7fff_ffff);
@@ -765,9 +772,17 @@ impl Shared {
             let released = self
                 .map
                 .u32_at(l::entry(log) + l::L_RELEASED)
-                .load(Ordering::Acquire)
+                .load(Ordering::SeqCst)
                 != 0;
-            if released || self.owner_alive(log, owner) == Some(false) {
+            if !released && self.owner_alive(log, owner) != Some(false) {
+                continue;
+            }
+            // Only now the counts: an owner that let go or died puts nothing more, so a
+            // drained log stays drained. (Counted first, an item put just before the owner
+            // let go could be freed with the log.)
+            let head = Mark::unpack(self.head(log).load(Ordering::SeqCst));
+            let tail = Mark::unpack(self.tail(log).load(Ordering::SeqCst));
+            if head.count == tail.count {
                 self.free_log(log, owner);
             }
         }
@@ -1271,10 +1286,6 @@ impl Drop for Shared {
     }
 }
 
-/// Sleeps on `seq` (expected value `seen`) after raising the `sleepers` flag, unless
-/// `ready()` says the wait is over already (checked after raising it, so a waker either sees
-/// the flag or the sleeper sees its change). Never longer than [`MAX_SLEEP`] at once: a
-/// waker killed between lowering the flag and waking costs a sleeper at most that.
 /// Gives back one reservation of `pending`, never below 0: should the log have been freed
 /// meanwhile (this process closed it from another thread, and it was drained), its count
 /// was reset, and wrapping to `u32::MAX` would make the queue full for good.
@@ -1282,6 +1293,10 @@ fn give_back_reservation(pending: &AtomicU32) {
     let _ = pending.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |p| p.checked_sub(1));
 }
 
+/// Sleeps on `seq` (expected value `seen`) after raising the `sleepers` flag, unless
+/// `ready()` says the wait is over already (checked after raising it, so a waker either sees
+/// the flag or the sleeper sees its change). Never longer than [`MAX_SLEEP`] at once: a
+/// waker killed between lowering the flag and waking costs a sleeper at most that.
 fn sleep_on(
     seq: &AtomicU32,
     sleepers: &AtomicU32,
