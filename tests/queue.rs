@@ -824,6 +824,34 @@ fn joinable_join_returns_after_every_task_done() -> TestResult {
     Ok(())
 }
 
+/// As Python 3.13: `shutdown(immediate)` counts the items it discards as done, so `join`
+/// waits only for those taken before; a plain `shutdown` leaves `join` waiting for every
+/// `task_done` (a joiner in another process is released by the last one).
+fn joinable_shutdown_counts_discarded_items_done() -> TestResult {
+    let q = JoinableQueue::new()?;
+    for i in 0..3u32 {
+        q.put(&i)?;
+    }
+    assert_eq!(q.get()?, 0);
+    q.shutdown(false);
+    let err = q.join_timeout(Duration::from_millis(20)).unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Timeout,
+        "3 unfinished after a plain shutdown"
+    );
+    q.shutdown(true); // discards items 1 and 2: done
+    let err = q.join_timeout(Duration::from_millis(20)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "item 0 is taken, not done");
+    let joiner = q.clone();
+    let mut p = child(move || joiner.join().unwrap())?;
+    wait_until_asleep(&p)?;
+    q.task_done()?;
+    finish(&mut p)?;
+    q.join_timeout(Duration::ZERO)?;
+    Ok(())
+}
+
 /// While one item is taken but not done, `join_timeout` gives `Timeout` here and a `join` in
 /// another process stays blocked; `task_done` (from a third process) releases both.
 fn joinable_join_timeout_times_out_while_a_task_is_open() -> TestResult {
@@ -2133,6 +2161,7 @@ tests_main!(
     immediate_shutdown_discards_and_fails_gets_at_once,
     shutdown_wakes_blocked_gets_and_puts_in_other_processes,
     joinable_join_returns_after_every_task_done,
+    joinable_shutdown_counts_discarded_items_done,
     joinable_join_timeout_times_out_while_a_task_is_open,
     joinable_task_done_too_often_is_invalid_input,
     items_of_0_bytes_1_mib_and_100_mib_arrive_intact,

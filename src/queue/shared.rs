@@ -235,6 +235,9 @@ impl Shared {
                 return Err(Error::with_message(ErrorKind::Closed, "queue is closed"));
             }
             let log = self.own_log(&mut producer)?;
+            // Again, just before writing: a put that waited (for the lock, or claiming a log)
+            // while the queue was shut down and drained would leave an item no one takes.
+            self.check_open_for_put()?;
             self.write_frame(&mut producer, log, item)?;
             drop(producer);
             self.after_put();
@@ -258,7 +261,9 @@ impl Shared {
             if producer.closed || producer.log != Some(log) {
                 Err(Error::with_message(ErrorKind::Closed, "queue is closed"))
             } else {
-                self.write_frame(&mut producer, log, item)
+                // Again, just before writing (see the unbounded path).
+                self.check_open_for_put()
+                    .and_then(|()| self.write_frame(&mut producer, log, item))
             }
         };
         if self.maxsize > 0 {
@@ -665,9 +670,13 @@ impl Shared {
             if producer.generation == generation {
                 return Ok(log);
             }
-            // Forked: the log is the parent's. Start afresh.
-            *producer = Producer::default();
         }
+        // A new claim starts afresh: nothing of a log let go of, or of the parent's (forked),
+        // carries over; its chunks are all to be had again.
+        *producer = Producer {
+            closed: producer.closed,
+            ..Producer::default()
+        };
         let (log, owner) = self.claim_log()?;
         // The log's chunk map and chunk states get their memory now, as chunks do before
         // they are written: out of memory is an error from `put`, never a SIGBUS on a later
@@ -1207,7 +1216,13 @@ impl Shared {
         self.h32(l::H_FLAGS).fetch_or(bits, Ordering::SeqCst);
         if immediate {
             for log in 0..self.used_logs() {
-                while self.take_from(log, &mut |_| ()).is_some() {}
+                while self.take_from(log, &mut |_| ()).is_some() {
+                    // As Python 3.13: a discarded item counts as done, so `join` returns
+                    // once the items taken before are marked done.
+                    let _ =
+                        self.unfinished()
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+                }
             }
         }
         for seq in [l::H_ITEMS_SEQ, l::H_SPACE_SEQ, l::H_JOIN_SEQ] {
@@ -1272,7 +1287,7 @@ impl Shared {
                 self.h32(l::H_JOIN_SLEEPERS),
                 seq,
                 deadline,
-                || self.unfinished().load(Ordering::SeqCst) == 0 || self.is_shut_down(),
+                || self.unfinished().load(Ordering::SeqCst) == 0,
             );
         }
     }
@@ -1378,6 +1393,8 @@ pub(crate) fn release_logs_at_exit() {
     let handles = HANDLES.lock().unwrap_or_else(|p| p.into_inner());
     for shared in handles.iter().filter_map(Weak::upgrade) {
         let mut producer = shared.producer.lock().unwrap_or_else(|p| p.into_inner());
+        // Closed too: a thread still putting on the way out must not claim a new log.
+        producer.closed = true;
         shared.release_log(&mut producer);
     }
 }
