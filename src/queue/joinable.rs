@@ -172,7 +172,9 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         self.inner.shared.task_done()
     }
 
-    /// Waits until every item put has been marked done. Python: `join()`.
+    /// Waits until every item put has been marked done. Python: `join()`. As in Python
+    /// 3.13, items discarded by [`shutdown(true)`](Queue::shutdown) count as done; a plain
+    /// shutdown changes nothing here.
     ///
     /// # Examples
     /// ```
