@@ -558,15 +558,8 @@ impl Shared {
         if word == 0 {
             return false;
         }
-        let (pid, start) = (word as u32, (word >> 32) as u32);
-        match shm::process_start_time(pid) {
-            // Start times are compared in their low 32 bits, as the word holds them.
-            Ok(Some(t)) => start == 0 || t as u32 == start,
-            // Gone, or a zombie: killed, its main thread exits first, while another thread
-            // may still be inside a punch. Dead once no thread is left.
-            Ok(None) => shm::thread_count(pid) > 1,
-            Err(_) => true,
-        }
+        // The word keeps the low 32 bits of the start time.
+        shm::process_alive_masked(word as u32, word >> 32, 0xffff_ffff) != Some(false)
     }
 
     /// Takes room in a bounded queue for one item of `log`, waiting until `deadline`.
@@ -767,13 +760,9 @@ impl Shared {
             let owner = self.owner_word(log);
             if is_freeing(owner) {
                 // Its freer died half-way, or is at it: take over from a dead one.
-                let (pid, start) = (owner as u32, (owner >> 32) as u32 & 0x7fff_ffff);
-                let alive = match shm::process_start_time(pid) {
-                    Ok(Some(t)) => start == 0 || t as u32 & 0x7fff_ffff == start,
-                    Ok(None) => shm::thread_count(pid) > 1,
-                    Err(_) => true,
-                };
-                if !alive {
+                // The freeing word keeps the low 31 bits of the freer's start time.
+                let start = owner >> 32 & 0x7fff_ffff;
+                if shm::process_alive_masked(owner as u32, start, 0x7fff_ffff) == Some(false) {
                     self.free_claim(log, owner);
                 }
                 continue;

@@ -239,8 +239,13 @@ pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) {
 /// Whether the process `pid` that started at `start_time` (clock ticks since boot, field 22
 /// of `/proc/<pid>/stat`) still runs. `None` where that cannot be told.
 pub(crate) fn process_alive(pid: u32, start_time: u64) -> Option<bool> {
+    process_alive_masked(pid, start_time, u64::MAX)
+}
+
+/// [`process_alive`] for a start time kept only in the bits of `mask` (0: any start time).
+pub(crate) fn process_alive_masked(pid: u32, start_time: u64, mask: u64) -> Option<bool> {
     match process_start_time(pid) {
-        Ok(Some(t)) => Some(start_time == 0 || t == start_time),
+        Ok(Some(t)) => Some(start_time == 0 || t & mask == start_time),
         // Gone, or its main thread a zombie: dead once no other thread is left either (a
         // killed process's threads may still be finishing a system call).
         Ok(None) => Some(thread_count(pid) > 1),
