@@ -1165,6 +1165,7 @@ impl Shared {
 
     /// Becomes `log`'s one trimmer, taking over from a dead one: the lock word, or `None`
     /// if another is at it.
+    ///
     /// The lock word holds the trimmer's pid and (low 32 bits of) start time together, so
     /// that nobody ever sees one without the other and takes a live trimmer for dead.
     fn lock_trim(&self, log: usize) -> Option<u64> {
