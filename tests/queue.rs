@@ -1954,6 +1954,79 @@ fn memory_of_an_idle_producer_comes_back_when_the_queue_is_found_empty() -> Test
     Ok(())
 }
 
+/// A consumer killed while it gives memory back (most of a look is spent inside the punch)
+/// holds the trim lock and leaves chunks marked as being punched. The producer, putting
+/// again, must take such chunks back only once that consumer is gone, and its items must
+/// arrive intact; the next consumer to find the queue empty takes the lock over and gives
+/// the rest of the memory back.
+fn a_consumer_killed_while_trimming_leaves_the_queue_whole() -> TestResult {
+    const BURST: u64 = 128 * 1024 - 3; // 1008-byte frames: 125 MiB
+    let q = Queue::<()>::new()?;
+    let producer = q.clone();
+    let (mut ours, mut theirs) = Pipe::new()?;
+    let mut p = child(move || {
+        for i in 0..BURST {
+            producer.put_bytes(&pattern(1000, i)).unwrap();
+        }
+        theirs.send(&()).unwrap();
+        let _: () = theirs.recv().unwrap();
+        for i in 0..BURST {
+            producer.put_bytes(&pattern(1000, 1 << 40 | i)).unwrap();
+        }
+        theirs.send(&()).unwrap();
+        let _: () = theirs.recv().unwrap();
+    })?;
+    ours.recv_timeout::<()>(HANG)?;
+    let mut buf = Vec::new();
+    for _ in 0..BURST {
+        q.get_bytes_into(&mut buf)?;
+    }
+    // A consumer that finds the queue empty again and again: each look gives back 16 MiB.
+    let trimmer_queue = q.clone();
+    let (mut to_trimmer, mut from_parent) = Pipe::new()?;
+    let mut trimmer = child(move || {
+        let look = || {
+            let err = trimmer_queue.try_get().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Empty);
+        };
+        // One look done: the kill lands in one of the next, which take ~5 ms each.
+        look();
+        from_parent.send(&()).unwrap();
+        loop {
+            look();
+        }
+    })?;
+    to_trimmer.recv_timeout::<()>(HANG)?;
+    trimmer.kill()?;
+    trimmer.join_timeout(HANG)?;
+    // The producer puts the same again, into chunks the dead consumer may have been
+    // giving back; every item arrives intact.
+    ours.send(&())?;
+    ours.recv_timeout::<()>(HANG)?;
+    for i in 0..BURST {
+        q.get_bytes_into(&mut buf)?;
+        if !is_pattern(&buf, 1000, 1 << 40 | i) {
+            fail!("item {i} put after the trimmer died is corrupt");
+        }
+    }
+    // And the memory comes back through the next consumer to find the queue empty.
+    let mut left = queue_memory()?;
+    for _ in 0..32 {
+        if left <= 5 * MIB as u64 {
+            break;
+        }
+        assert_eq!(q.try_get().unwrap_err().kind(), ErrorKind::Empty);
+        left = queue_memory()?;
+    }
+    assert!(
+        left <= 5 * MIB as u64,
+        "{left} bytes held after the trimmer died"
+    );
+    ours.send(&())?;
+    finish(&mut p)?;
+    Ok(())
+}
+
 /// A consumer remembers how far a producer's items go, to skip looking at the tail: once
 /// another process took them all, and more, that memory must not make it take one again.
 /// A thread of the parent takes 1 of 10 items, puts 5 more, a child process takes the other
@@ -2189,6 +2262,7 @@ tests_main!(
     raw_bytes_timeouts_limits_and_shutdown,
     memory_follows_the_backlog_while_the_producer_lives,
     memory_of_an_idle_producer_comes_back_when_the_queue_is_found_empty,
+    a_consumer_killed_while_trimming_leaves_the_queue_whole,
     items_taken_elsewhere_are_not_taken_again,
     large_typed_items_decode_and_fail_cleanly,
     lone_strings_arrive_whole_and_other_targets_get_ciboriums_answer,
