@@ -22,7 +22,7 @@
 //! round and round, already in memory and in every process's page tables.
 
 /// Identifies a multiproc queue file, and its layout version.
-pub(crate) const MAGIC: u64 = 0x6d70_7175_6575_0004; // "mpque" v4
+pub(crate) const MAGIC: u64 = 0x6d70_7175_6575_0005; // "mpque" v5
 
 /// Header offsets.
 pub(crate) const H_MAGIC: usize = 0;
@@ -58,8 +58,10 @@ const ENTRY: usize = 256;
 pub(crate) const L_OWNER: usize = 0;
 /// Owner's start time (clock ticks since boot), telling a recycled pid apart.
 pub(crate) const L_START: usize = 8;
-/// Reservations of a bounded queue not yet published (0 or 1 per producer thread).
-pub(crate) const L_PENDING: usize = 16;
+/// Reservations of a bounded queue not yet published (0 or 1 per producer thread), as a
+/// `u64`: in the high half the tag of the claim they were made under, in the low half
+/// their count.
+pub(crate) const L_PENDING: usize = 32;
 /// The owner let go of the log while items remained; whoever drains it frees it.
 pub(crate) const L_RELEASED: usize = 20;
 /// Claims of the log so far: numbers each owner word, so that no two claims have the same.

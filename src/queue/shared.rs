@@ -187,13 +187,10 @@ impl Shared {
     fn occupied(&self) -> u64 {
         (0..self.used_logs())
             .map(|log| {
-                let pending = self
-                    .map
-                    .u32_at(l::entry(log) + l::L_PENDING)
-                    .load(Ordering::SeqCst);
+                let pending = self.pending(log).load(Ordering::SeqCst) & RESERVED;
                 let head = Mark::unpack(self.head(log).load(Ordering::SeqCst));
                 let tail = Mark::unpack(self.tail(log).load(Ordering::SeqCst));
-                u64::from(head.items_to(tail)) + u64::from(pending)
+                u64::from(head.items_to(tail)) + pending
             })
             .sum()
     }
@@ -252,9 +249,9 @@ impl Shared {
         };
         // Room is reserved without holding the producer lock, so another thread's
         // `try_put` is not stuck behind a `put` waiting for room.
-        let pending = self.map.u32_at(l::entry(log) + l::L_PENDING);
+        let (pending, tag) = (self.pending(log), reservation_tag(owner));
         if self.maxsize > 0 {
-            self.reserve(log, owner, pending, deadline)?;
+            self.reserve(log, tag, pending, deadline)?;
         }
         let written = {
             let mut producer = self.producer.lock().unwrap_or_else(|p| p.into_inner());
@@ -267,7 +264,7 @@ impl Shared {
             }
         };
         if self.maxsize > 0 {
-            give_back_reservation(pending);
+            give_back_reservation(pending, tag);
         }
         written?;
         self.after_put();
@@ -566,8 +563,8 @@ impl Shared {
     fn reserve(
         &self,
         log: usize,
-        owner: u64,
-        pending: &AtomicU32,
+        tag: u64,
+        pending: &AtomicU64,
         deadline: Option<Instant>,
     ) -> Result<()> {
         let mut spins = 0;
@@ -575,18 +572,20 @@ impl Shared {
             self.check_open_for_put()?;
             if self.occupied() < self.maxsize {
                 // Announce, then count again with every announcement in: two producers
-                // racing for the last place both see each other and one backs off.
-                pending.fetch_add(1, Ordering::SeqCst);
-                if self.owner_word(log) != owner {
-                    // Another thread of ours closed the log, and it was freed (maybe
-                    // claimed again): this count is not ours to raise.
-                    give_back_reservation(pending);
+                // racing for the last place both see each other and one backs off. Only
+                // while the count is still our claim's: another thread of ours may have
+                // closed the log, and it may have been freed and claimed again since.
+                let ours = |v: u64| (v & !RESERVED == tag).then_some(v + 1);
+                if pending
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, ours)
+                    .is_err()
+                {
                     return Err(Error::with_message(ErrorKind::Closed, "queue is closed"));
                 }
                 if self.occupied() <= self.maxsize {
                     return Ok(());
                 }
-                give_back_reservation(pending);
+                give_back_reservation(pending, tag);
                 // Lower logs retry at once, higher ones after yielding: the tie breaks.
                 if log > 0 {
                     std::thread::yield_now();
@@ -621,16 +620,26 @@ impl Shared {
     fn release_dead_reservations(&self, own: usize) -> bool {
         let mut released = false;
         for log in (0..self.used_logs()).filter(|&log| log != own) {
-            let pending = self.map.u32_at(l::entry(log) + l::L_PENDING);
-            if pending.load(Ordering::SeqCst) == 0 {
+            // The owner word first: the count is cleared only if it is still that claim's.
+            let owner = self.owner_word(log);
+            let pending = self.pending(log);
+            let seen = pending.load(Ordering::SeqCst);
+            if seen & RESERVED == 0 || seen & !RESERVED != reservation_tag(owner) {
                 continue;
             }
-            if self.owner_alive(log, self.owner_word(log)) == Some(false) {
-                pending.store(0, Ordering::SeqCst);
+            if self.owner_alive(log, owner) == Some(false)
+                && pending
+                    .compare_exchange(seen, seen & !RESERVED, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
                 released = true;
             }
         }
         released
+    }
+
+    fn pending(&self, log: usize) -> &AtomicU64 {
+        self.map.u64_at(l::entry(log) + l::L_PENDING)
     }
 
     fn owner_word(&self, log: usize) -> u64 {
@@ -732,9 +741,8 @@ impl Shared {
                             .u32_at(l::entry(log) + word)
                             .store(0, Ordering::Release);
                     }
-                    self.map
-                        .u32_at(l::entry(log) + l::L_PENDING)
-                        .store(0, Ordering::SeqCst);
+                    self.pending(log)
+                        .store(reservation_tag(word), Ordering::SeqCst);
                     self.h32(l::H_USED_LOGS)
                         .fetch_max(log as u32 + 1, Ordering::AcqRel);
                     return Ok((log, word));
@@ -813,9 +821,8 @@ impl Shared {
             return;
         }
         let _ = shm::release(self.file(), l::chunk_offset(log, 0) as u64, l::SPAN);
-        self.map
-            .u32_at(l::entry(log) + l::L_PENDING)
-            .store(0, Ordering::SeqCst);
+        // No claim's: a putter of the freed claim can neither raise nor lower it.
+        self.pending(log).store(0, Ordering::SeqCst);
         // "Released" and "held" are of this claim: gone before the next can be made.
         for word in [l::L_RELEASED, l::L_HELD] {
             self.map
@@ -1291,11 +1298,22 @@ impl Drop for Shared {
     }
 }
 
-/// Gives back one reservation of `pending`, never below 0: should the log have been freed
-/// meanwhile (this process closed it from another thread, and it was drained), its count
-/// was reset, and wrapping to `u32::MAX` would make the queue full for good.
-fn give_back_reservation(pending: &AtomicU32) {
-    let _ = pending.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |p| p.checked_sub(1));
+/// The count bits of a log's reservations word (the rest is the claim's tag).
+const RESERVED: u64 = 0xffff_ffff;
+
+/// The tag of the reservations made under the claim of owner word `owner`: its claim
+/// number, with the top bit set so that no tag is 0 (a freed log's word).
+fn reservation_tag(owner: u64) -> u64 {
+    (owner >> 32 | 1 << 31) << 32
+}
+
+/// Gives back one reservation made under `tag`, if the count is still that claim's and not
+/// 0: should the log have been freed meanwhile (this process closed it from another
+/// thread, and it was drained), or claimed again, the count is not ours to lower.
+fn give_back_reservation(pending: &AtomicU64, tag: u64) {
+    let _ = pending.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+        (v & !RESERVED == tag && v & RESERVED > 0).then(|| v - 1)
+    });
 }
 
 /// Sleeps on `seq` (expected value `seen`) after raising the `sleepers` flag, unless
@@ -1526,18 +1544,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_reservation_given_back_after_its_log_was_reset_does_not_wrap() {
-        let pending = AtomicU32::new(2);
-        give_back_reservation(&pending);
-        assert_eq!(pending.load(Ordering::SeqCst), 1);
-        // `free_log` reset the count while a put still held a reservation.
-        pending.store(0, Ordering::SeqCst);
-        give_back_reservation(&pending);
-        assert_eq!(
-            pending.load(Ordering::SeqCst),
-            0,
-            "wrapped to u32::MAX: full for good"
+    fn reservations_are_given_back_only_to_their_own_claim() {
+        let (ours, theirs) = (
+            reservation_tag(claim_word(7, 1)),
+            reservation_tag(claim_word(8, 2)),
         );
+        assert!(ours != 0 && theirs != 0 && ours != theirs);
+        let pending = AtomicU64::new(ours | 2);
+        give_back_reservation(&pending, ours);
+        assert_eq!(pending.load(Ordering::SeqCst), ours | 1);
+        // `free_log` reset the count while a put still held a reservation...
+        pending.store(0, Ordering::SeqCst);
+        give_back_reservation(&pending, ours);
+        assert_eq!(pending.load(Ordering::SeqCst), 0, "wrapped: full for good");
+        // ...and another process claimed the log and reserved.
+        pending.store(theirs | 1, Ordering::SeqCst);
+        give_back_reservation(&pending, ours);
+        assert_eq!(pending.load(Ordering::SeqCst), theirs | 1, "took theirs");
     }
 
     #[test]
