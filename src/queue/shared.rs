@@ -575,7 +575,8 @@ impl Shared {
                 // racing for the last place both see each other and one backs off. Only
                 // while the count is still our claim's: another thread of ours may have
                 // closed the log, and it may have been freed and claimed again since.
-                let ours = |v: u64| (v & !RESERVED == tag).then_some(v + 1);
+                let ours =
+                    |v: u64| (v & !RESERVED == tag && v & RESERVED < RESERVED).then_some(v + 1);
                 if pending
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, ours)
                     .is_err()
@@ -622,6 +623,18 @@ impl Shared {
         for log in (0..self.used_logs()).filter(|&log| log != own) {
             // The owner word first: the count is cleared only if it is still that claim's.
             let owner = self.owner_word(log);
+            if owner == 0 {
+                continue;
+            }
+            if is_freeing(owner) {
+                // Its freer died before clearing the count (or is at it): finish the free
+                // of a dead one, which clears the count and frees the slot.
+                if self.freer_dead(owner) {
+                    self.free_claim(log, owner);
+                    released = true;
+                }
+                continue;
+            }
             let pending = self.pending(log);
             let seen = pending.load(Ordering::SeqCst);
             if seen & RESERVED == 0 || seen & !RESERVED != reservation_tag(owner) {
@@ -768,9 +781,7 @@ impl Shared {
             let owner = self.owner_word(log);
             if is_freeing(owner) {
                 // Its freer died half-way, or is at it: take over from a dead one.
-                // The freeing word keeps the low 31 bits of the freer's start time.
-                let start = owner >> 32 & 0x7fff_ffff;
-                if shm::process_alive_masked(owner as u32, start, 0x7fff_ffff) == Some(false) {
+                if self.freer_dead(owner) {
                     self.free_claim(log, owner);
                 }
                 continue;
@@ -804,6 +815,13 @@ impl Shared {
         if !is_freeing(expected) {
             self.free_claim(log, expected);
         }
+    }
+
+    /// Whether the freer of freeing word `freeing` is dead (its work is then to be redone).
+    fn freer_dead(&self, freeing: u64) -> bool {
+        // The freeing word keeps the low 31 bits of the freer's start time.
+        let start = freeing >> 32 & 0x7fff_ffff;
+        shm::process_alive_masked(freeing as u32, start, 0x7fff_ffff) == Some(false)
     }
 
     /// [`free_log`](Self::free_log), `expected` being an owner word or a dead freer's
