@@ -109,89 +109,63 @@ struct Case {
     target_vs_python: Option<f64>,
 }
 
+/// A flow case's shape: its name, its raw-bytes twin's name, producer and consumer
+/// processes, item size, unit, items for ours and the floor, items for CPython, and the
+/// vs_python target.
+type FlowShape = (
+    &'static str,
+    &'static str,
+    usize,
+    usize,
+    usize,
+    Unit,
+    usize,
+    usize,
+    Option<f64>,
+);
+
 fn cases(quick: bool) -> Vec<Case> {
     // Sized so that ours' and CPython's runs take ~0.5-2 s here (the floor's far less);
     // quick mode runs a fifth of that, except for ours' and the floor's 64-byte items: half,
     // since a fifth is a floor run of a few milliseconds.
     let scale = |n: usize| if quick { n / 5 } else { n };
-    let flow =
-        |name: &'static str, producers, consumers, item, unit, n: usize, py_n: usize, vs_python| {
-            let n = match (quick, item) {
-                (true, SMALL) => n / 2,
-                _ => scale(n),
-            };
-            let bytes = name.ends_with("_bytes");
-            Case {
-                name,
-                py_name: name.trim_end_matches("_bytes"),
-                kind: Kind::Flow {
-                    producers,
-                    consumers,
-                    item,
-                    bytes,
-                },
-                unit,
-                warmup: n / 10,
-                n,
-                py_warmup: scale(py_n / 10),
-                py_n: scale(py_n),
-                target_ratio: Some(0.7),
-                target_vs_python: vs_python,
-            }
+    // Each flow shape twice: ours moving `ByteBuf`s, then raw bytes (the `_bytes` name);
+    // the floor and CPython do the same work in both.
+    #[rustfmt::skip]
+    let shapes: [FlowShape; 3] = [
+        ("q_1x1_64", "q_1x1_64_bytes", 1, 1, SMALL, Unit::MsgPerSec, 2_000_000, 100_000, Some(5.0)),
+        ("q_4x4_64", "q_4x4_64_bytes", 4, 4, SMALL, Unit::MsgPerSec, 2_000_000, 100_000, Some(5.0)),
+        ("q_1x1_1m", "q_1x1_1m_bytes", 1, 1, MIB, Unit::MBPerSec, 1_000, 500, None),
+    ];
+    let flow = |bytes: bool, shape: &FlowShape| {
+        let (name, bytes_name, producers, consumers, item, unit, n, py_n, vs_python) = *shape;
+        let n = match (quick, item) {
+            (true, SMALL) => n / 2,
+            _ => scale(n),
         };
-    vec![
-        flow(
-            "q_1x1_64",
-            1,
-            1,
-            SMALL,
-            Unit::MsgPerSec,
-            2_000_000,
-            100_000,
-            Some(5.0),
-        ),
-        flow(
-            "q_4x4_64",
-            4,
-            4,
-            SMALL,
-            Unit::MsgPerSec,
-            2_000_000,
-            100_000,
-            Some(5.0),
-        ),
-        flow("q_1x1_1m", 1, 1, MIB, Unit::MBPerSec, 1_000, 500, None),
-        flow(
-            "q_1x1_64_bytes",
-            1,
-            1,
-            SMALL,
-            Unit::MsgPerSec,
-            2_000_000,
-            100_000,
-            Some(5.0),
-        ),
-        flow(
-            "q_4x4_64_bytes",
-            4,
-            4,
-            SMALL,
-            Unit::MsgPerSec,
-            2_000_000,
-            100_000,
-            Some(5.0),
-        ),
-        flow(
-            "q_1x1_1m_bytes",
-            1,
-            1,
-            MIB,
-            Unit::MBPerSec,
-            1_000,
-            500,
-            None,
-        ),
         Case {
+            name: if bytes { bytes_name } else { name },
+            py_name: name,
+            kind: Kind::Flow {
+                producers,
+                consumers,
+                item,
+                bytes,
+            },
+            unit,
+            warmup: n / 10,
+            n,
+            py_warmup: scale(py_n / 10),
+            py_n: scale(py_n),
+            target_ratio: Some(0.7),
+            target_vs_python: vs_python,
+        }
+    };
+    let flows = [false, true]
+        .into_iter()
+        .flat_map(|bytes| shapes.iter().map(move |shape| flow(bytes, shape)));
+    flows
+        .chain([Case {
             name: "qsize_100k",
             py_name: "qsize_100k",
             kind: Kind::Qsize { items: 100_000 },
@@ -203,8 +177,8 @@ fn cases(quick: bool) -> Vec<Case> {
             py_n: scale(100_000),
             target_ratio: None,
             target_vs_python: None,
-        },
-    ]
+        }])
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
