@@ -1897,6 +1897,21 @@ fn memory_follows_the_backlog_while_the_producer_lives() -> TestResult {
     Ok(())
 }
 
+/// The queue memory this process sees once it held at most 5 MiB (what a producer keeps
+/// for reuse, and a chunk in use), or after `looks` calls of `look`: a consumer finding the
+/// queue empty, which gives back at most 16 MiB each time.
+fn memory_after_empty_looks(looks: usize, mut look: impl FnMut()) -> Res<u64> {
+    let mut left = queue_memory()?;
+    for _ in 0..looks {
+        if left <= 5 * MIB as u64 {
+            break;
+        }
+        look();
+        left = queue_memory()?;
+    }
+    Ok(left)
+}
+
 /// A producer that put a large backlog and then stopped putting, alive and idle, does not
 /// keep the memory of its peak: consumers that find the queue empty give it back, 16 MiB
 /// per look, by `try_get` and by a `get` about to sleep alike. The producer then puts again into chunks
@@ -1929,11 +1944,7 @@ fn memory_of_an_idle_producer_comes_back_when_the_queue_is_found_empty() -> Test
         }
         // Found empty: by `try_get` in one round, by a `get` that times out in the next.
         // Each look gives back at most 16 MiB.
-        let mut left = queue_memory()?;
-        for _ in 0..16 {
-            if left <= 5 * MIB as u64 {
-                break;
-            }
+        let left = memory_after_empty_looks(16, || {
             let err = if round % 2 == 0 {
                 q.try_get().unwrap_err()
             } else {
@@ -1941,8 +1952,7 @@ fn memory_of_an_idle_producer_comes_back_when_the_queue_is_found_empty() -> Test
                     .unwrap_err()
             };
             assert_eq!(err.kind(), ErrorKind::Empty, "{err}");
-            left = queue_memory()?;
-        }
+        })?;
         // What the producer keeps for reuse (4 MiB) and the chunk in use stay.
         assert!(
             left <= 5 * MIB as u64,
@@ -2010,14 +2020,9 @@ fn a_consumer_killed_while_trimming_leaves_the_queue_whole() -> TestResult {
         }
     }
     // And the memory comes back through the next consumer to find the queue empty.
-    let mut left = queue_memory()?;
-    for _ in 0..32 {
-        if left <= 5 * MIB as u64 {
-            break;
-        }
+    let left = memory_after_empty_looks(32, || {
         assert_eq!(q.try_get().unwrap_err().kind(), ErrorKind::Empty);
-        left = queue_memory()?;
-    }
+    })?;
     assert!(
         left <= 5 * MIB as u64,
         "{left} bytes held after the trimmer died"
