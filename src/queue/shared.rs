@@ -722,10 +722,7 @@ impl Shared {
     /// Claims a free log: its index and our owner word.
     fn claim_log(&self) -> Result<(usize, u64)> {
         let pid = u64::from(std::process::id());
-        let start = shm::process_start_time(std::process::id())
-            .ok()
-            .flatten()
-            .unwrap_or(0);
+        let start = shm::own_start_time();
         for attempt in 0..2 {
             for log in 0..l::MAX_LOGS {
                 let owner = self.map.u64_at(l::entry(log) + l::L_OWNER);
@@ -829,7 +826,7 @@ impl Shared {
     fn free_claim(&self, log: usize, expected: u64) {
         let owner = self.map.u64_at(l::entry(log) + l::L_OWNER);
         let pid = std::process::id();
-        let start = shm::process_start_time(pid).ok().flatten().unwrap_or(0);
+        let start = shm::own_start_time();
         let freeing = FREEING | u64::from(pid) | (start & 0x7fff_ffff) << 32;
         if expected == 0
             || owner
@@ -1201,7 +1198,7 @@ impl Shared {
         if current != 0 && self.trimmer_alive(current) {
             return None;
         }
-        let start = shm::process_start_time(pid).ok().flatten().unwrap_or(0);
+        let start = shm::own_start_time();
         let word = u64::from(pid) | (start & 0xffff_ffff) << 32;
         trimmer
             .compare_exchange(current, word, Ordering::AcqRel, Ordering::Acquire)

@@ -253,6 +253,23 @@ pub(crate) fn process_alive_masked(pid: u32, start_time: u64, mask: u64) -> Opti
     }
 }
 
+/// This process's start time (field 22 of `/proc/self/stat`; 0 if it cannot be read), read
+/// once per process: a forked child, with another pid, reads its own.
+pub(crate) fn own_start_time() -> u64 {
+    use std::sync::atomic::Ordering;
+    static PID: AtomicU32 = AtomicU32::new(0);
+    static START: AtomicU64 = AtomicU64::new(0);
+    let pid = std::process::id();
+    if PID.load(Ordering::Acquire) == pid {
+        return START.load(Ordering::Relaxed);
+    }
+    let start = process_start_time(pid).ok().flatten().unwrap_or(0);
+    // Racing threads store the same pair; the pid goes last, so it vouches for the start.
+    START.store(start, Ordering::Relaxed);
+    PID.store(pid, Ordering::Release);
+    start
+}
+
 /// How many threads process `pid` still has (`/proc/<pid>/task`): 0 if it is gone. A killed
 /// process's main thread may be a zombie while others are still leaving a system call.
 pub(crate) fn thread_count(pid: u32) -> usize {
