@@ -119,11 +119,15 @@ pub(crate) fn decode<T: DeserializeOwned>(kind: StringKind, bytes: Vec<u8>) -> O
 /// [`decode`] of a whole encoding held in memory: `None` unless it is exactly one string
 /// (and `T` takes it as such).
 pub(crate) fn decode_encoding<T: DeserializeOwned>(encoding: &[u8]) -> Option<T> {
-    let (kind, used, len) = parse_header(encoding)?;
-    if (used as u64).checked_add(len) != Some(encoding.len() as u64) {
-        return None;
-    }
+    let (kind, used) = lone_string(encoding, encoding.len())?;
     decode(kind, encoding[used..].to_vec())
+}
+
+/// The kind and header length of an encoding of `total` bytes that starts with `prefix`,
+/// if it is exactly one definite-length string (its header says the rest is the string).
+pub(crate) fn lone_string(prefix: &[u8], total: usize) -> Option<(StringKind, usize)> {
+    let (kind, used, len) = parse_header(prefix)?;
+    ((used as u64).checked_add(len) == Some(total as u64)).then_some((kind, used))
 }
 
 /// "Not a lone string": the signal to step aside, never shown to a user.

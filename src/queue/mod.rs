@@ -270,10 +270,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     fn decode_string(mut item: Payload<'_>) -> Option<T> {
         let mut prefix = [0u8; cbor_string::MAX_HEADER];
         let n = item.peek(&mut prefix);
-        let (kind, used, len) = cbor_string::parse_header(&prefix[..n])?;
-        if (used as u64).checked_add(len) != Some(item.len() as u64) {
-            return None;
-        }
+        let (kind, used) = cbor_string::lone_string(&prefix[..n], item.len())?;
         item.skip(used);
         let mut bytes = Vec::new();
         item.copy_into(&mut bytes);
