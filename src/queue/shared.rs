@@ -743,14 +743,7 @@ impl Shared {
                     self.map
                         .u64_at(l::entry(log) + l::L_START)
                         .store(start, Ordering::Release);
-                    self.map
-                        .u32_at(l::entry(log) + l::L_RELEASED)
-                        .store(0, Ordering::Release);
-                    for word in [l::L_HELD, l::L_FRESH] {
-                        self.map
-                            .u32_at(l::entry(log) + word)
-                            .store(0, Ordering::Release);
-                    }
+                    // "Released", "held" and "fresh" are 0: never set, or reset by the free.
                     self.pending(log)
                         .store(reservation_tag(word), Ordering::SeqCst);
                     self.h32(l::H_USED_LOGS)
@@ -838,8 +831,8 @@ impl Shared {
         let _ = shm::release(self.file(), l::chunk_offset(log, 0) as u64, l::SPAN);
         // No claim's: a putter of the freed claim can neither raise nor lower it.
         self.pending(log).store(0, Ordering::SeqCst);
-        // "Released" and "held" are of this claim: gone before the next can be made.
-        for word in [l::L_RELEASED, l::L_HELD] {
+        // "Released", "held" and "fresh" are of this claim: gone before the next can be made.
+        for word in [l::L_RELEASED, l::L_HELD, l::L_FRESH] {
             self.map
                 .u32_at(l::entry(log) + word)
                 .store(0, Ordering::Release);
