@@ -1510,6 +1510,49 @@ fn forked_children_share_the_queue_and_their_items_outlive_them() -> TestResult 
     Ok(())
 }
 
+/// A child forked behind our back (`fork(2)` as another library calls it, not
+/// `Process::fork`) after this process put: its puts go to a log of its own, so the two
+/// processes putting at once never write over each other's items.
+fn a_child_forked_by_another_library_puts_without_harm() -> TestResult {
+    const LEN: usize = 100;
+    const EACH: u32 = 20_000;
+    const THEIRS: u32 = 1 << 30;
+    let q = Queue::<(u32, ByteBuf)>::new()?;
+    let item = |id: u32| (id, ByteBuf::from(pattern(LEN, u64::from(id))));
+    q.put(&item(0))?; // this process now owns a log
+    let child_q = q.clone();
+    let child = multiproc::bench_support::foreign_fork(move || {
+        for id in THEIRS..THEIRS + EACH {
+            child_q.put(&item(id)).unwrap();
+        }
+    })?;
+    for id in 1..EACH {
+        q.put(&item(id))?;
+    }
+    assert_eq!(child.wait()?, 0, "the foreign child failed");
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..2 * EACH {
+        let (id, bytes) = q.get_timeout(HANG)?;
+        assert!(
+            is_pattern(&bytes, LEN, u64::from(id)),
+            "item {id} is corrupt"
+        );
+        if id >= THEIRS {
+            theirs.push(id);
+        } else {
+            ours.push(id);
+        }
+    }
+    assert_eq!(ours, (0..EACH).collect::<Vec<_>>(), "this process's items");
+    assert_eq!(
+        theirs,
+        (THEIRS..THEIRS + EACH).collect::<Vec<_>>(),
+        "the child's items"
+    );
+    assert!(q.empty());
+    Ok(())
+}
+
 /// Four threads put and three take through clones of one queue (a spawned child consumes
 /// beside them, started while the threads run): every item once, each consumer seeing each
 /// producer thread's items in order.
@@ -2255,6 +2298,7 @@ tests_main!(
     queue_in_a_mio_poll_wakes_for_each_burst,
     queues_in_spawn_args_are_the_same_queues,
     forked_children_share_the_queue_and_their_items_outlive_them,
+    a_child_forked_by_another_library_puts_without_harm,
     threads_and_a_spawned_child_share_a_queue,
     close_stops_this_process_putting_only,
     simple_queue_between_processes,

@@ -563,13 +563,28 @@ fn pid_of(child: &std::process::Child) -> Result<Pid> {
         .ok_or_else(|| Error::with_message(ErrorKind::Io, "the system returned an invalid pid"))
 }
 
-/// Bumped in every child forked by [`Process::fork`]: per-process state (a queue's producer
-/// slot) notices it was inherited rather than made here.
+/// Bumped in every forked child: per-process state (a queue's producer slot) notices it was
+/// inherited rather than made here.
 static FORK_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// How many forks separate this process from the one that set up its per-process state.
+///
+/// Every fork counts, not only [`Process::fork`]: the first call registers a handler that
+/// runs in the child of any `fork(2)` made through the C library (`libc::fork`, another
+/// crate's, an embedding interpreter's `os.fork`). A queue handle used in such a child
+/// then claims a log of its own instead of writing into its parent's. A raw `clone`
+/// syscall that bypasses the C library is not seen.
 pub(crate) fn fork_generation() -> u64 {
+    static WATCHING: std::sync::Once = std::sync::Once::new();
+    // If the C library refuses (out of memory), only `Process::fork` children are seen, as
+    // before the handler existed.
+    WATCHING.call_once(|| drop(sys::on_fork_in_child(count_fork)));
     FORK_GENERATION.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The fork handler: an atomic add, which is async-signal-safe.
+extern "C" fn count_fork() {
+    FORK_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Refuses to fork a multi-threaded process (see the module docs).
@@ -676,6 +691,52 @@ pub mod bench_support {
             super::Forked::Child => super::sys::exit_child(0),
             super::Forked::Parent(pid) => super::sys::reap(pid, None, true)?
                 .ok_or_else(|| crate::Error::new(crate::ErrorKind::Io)),
+        }
+    }
+
+    /// A child made by a `fork(2)` such as another library makes: none of `Process`'s
+    /// bookkeeping. For tests of what a child forked behind our back does to shared state.
+    #[derive(Debug)]
+    pub struct ForeignChild {
+        pid: Option<rustix::process::Pid>,
+    }
+
+    /// Forks as another library would (the C library's `fork`, nothing of `Process`) and
+    /// runs `f` in the child, which then ends with `_exit`: code 0, or 101 if `f` panicked.
+    /// The parent goes on at once; [`ForeignChild::wait`] reaps the child.
+    ///
+    /// # Errors
+    /// `Unsupported` if this process runs more than one thread; `Io` if the system refuses.
+    pub fn foreign_fork(f: impl FnOnce()) -> crate::Result<ForeignChild> {
+        super::check_fork_allowed()?;
+        match super::sys::fork()? {
+            super::Forked::Child => {
+                let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok();
+                super::sys::exit_child(if ok { 0 } else { 101 })
+            }
+            super::Forked::Parent(pid) => Ok(ForeignChild { pid: Some(pid) }),
+        }
+    }
+
+    impl ForeignChild {
+        /// Waits for the child to end; its exit code (minus the signal that killed it).
+        ///
+        /// # Errors
+        /// `Io` if the system refuses.
+        pub fn wait(mut self) -> crate::Result<i32> {
+            let pid = self.pid.take().expect("waited once");
+            super::sys::reap(pid, None, true)?
+                .ok_or_else(|| crate::Error::new(crate::ErrorKind::Io))
+        }
+    }
+
+    impl Drop for ForeignChild {
+        /// Not waited for: killed and reaped, so no test leaves it behind.
+        fn drop(&mut self) {
+            if let Some(pid) = self.pid.take() {
+                let _ = super::sys::signal(pid, None, rustix::process::Signal::KILL);
+                let _ = super::sys::reap(pid, None, true);
+            }
         }
     }
 

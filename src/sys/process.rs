@@ -42,6 +42,19 @@ pub(crate) fn fork() -> io::Result<Forked> {
     }
 }
 
+/// Has `child` run in the child of every `fork(2)` made through the C library from now on,
+/// ours or any other library's (`pthread_atfork`). `child` runs in a process that may hold
+/// locks of threads that are gone, so it must be async-signal-safe. [man7: pthread_atfork.3]
+pub(crate) fn on_fork_in_child(child: extern "C" fn()) -> io::Result<()> {
+    // SAFETY: `pthread_atfork` only records the handler; `child` is a function item, valid
+    // for the life of the process, and takes no arguments, as the signature requires.
+    let rc = unsafe { libc::pthread_atfork(None, None, Some(child)) };
+    match rc {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
 /// Ends a forked child at once with `code`, without running the parent's `atexit` handlers
 /// or destructors a second time (the caller flushes stdout and stderr first). [man7: _exit.2]
 pub(crate) fn exit_child(code: i32) -> ! {
