@@ -45,7 +45,9 @@ pub enum ErrorKind {
     TruncatedMessage,
     /// A length header over the receiver's limit, or a header no sender writes (a negative
     /// length other than CPython's -1 marker). The payload is not consumed and the connection
-    /// is no longer readable. Python: `OSError("bad message length")`.
+    /// is no longer readable. Python: `OSError("bad message length")`. From a queue: a frame
+    /// header in its shared memory that no producer wrote; the items behind it in that
+    /// producer's ring were discarded and the queue stays usable.
     BadMessageLength,
     /// The handle was closed with [`Connection::close`](crate::Connection::close). Python:
     /// `OSError("handle is closed")`.

@@ -56,6 +56,11 @@ pub use simple::SimpleQueue;
 ///   bound.) A producer killed between reserving room in a bounded queue and publishing
 ///   its item keeps that room counted until a putter finds the queue full and checks; a
 ///   consumer killed after taking an item has taken it (`qsize` counts it gone).
+/// - **Memory written by something else is an error, not a hang.** Any process that can map
+///   the queue's file can write it. A frame header no producer wrote makes `get` fail with
+///   `BadMessageLength`, once: the items queued in that producer's ring are discarded (no
+///   frame after a corrupt one can be found), counted done for `JoinableQueue::join`, and
+///   the queue goes on.
 /// - **A queue is waitable**: [`wait`](fn@crate::wait), [`WaitSet`](crate::WaitSet), the
 ///   [`Reactor`](crate::Reactor) (`when_ready`) and your own mio loop see it turn ready when
 ///   an item arrives. With several consumers, one may be told "ready" and then find another
@@ -351,7 +356,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// # Errors
     /// `ShutDown` once the queue is shut down and drained; `Decode` if the item is not a `T`
-    /// (it was taken).
+    /// (it was taken); `BadMessageLength` if the queue's memory was written by something
+    /// other than a producer (see the type's docs).
     pub fn get(&self) -> Result<T> {
         Self::take_decoded(|decode| self.shared.take(None, decode))
             .map(|item| item.expect("a get without deadline returns an item"))

@@ -48,7 +48,8 @@ const MAX_SLEEP: Duration = Duration::from_millis(100);
 const SPINS: u32 = 200;
 
 /// Failed looks at one log's head frame, the head unchanged, after which a consumer takes
-/// the frame for corrupt (no producer writes such a header) and passes the log by.
+/// the frame for corrupt (no producer writes such a header) and discards the log's items
+/// ([`Shared::discard_corrupt`]).
 const BAD_HEADER_LOOKS: u32 = 1 << 16;
 
 /// A consumer that finds the queue empty gives back the memory of producers holding more
@@ -894,7 +895,7 @@ impl Shared {
             .store(start.wrapping_add(1), Ordering::Relaxed);
         for i in 0..logs {
             let log = (start + i) % logs;
-            if let Some(taken) = self.take_from(log, take) {
+            if let Some(taken) = self.take_from(log, take)? {
                 if self.maxsize > 0 {
                     self.after_get();
                 }
@@ -913,7 +914,16 @@ impl Shared {
 
     /// Reads the frame at `log`'s head with `take`, then claims it; `None` if the log is
     /// empty.
-    fn take_from<R>(&self, log: usize, take: &mut dyn FnMut(Payload<'_>) -> R) -> Option<R> {
+    ///
+    /// # Errors
+    /// `BadMessageLength` if the head frame's header is one no producer writes (shared
+    /// memory scribbled on): the log's items up to its tail were discarded (see
+    /// [`discard_corrupt`](Self::discard_corrupt)).
+    fn take_from<R>(
+        &self,
+        log: usize,
+        take: &mut dyn FnMut(Payload<'_>) -> R,
+    ) -> Result<Option<R>> {
         // Looks at a header that fails its check while the head stays the same word.
         let (mut last_head, mut bad_looks) = (None, 0u32);
         loop {
@@ -925,7 +935,7 @@ impl Shared {
                     let word = self.tail(log).load(Ordering::Acquire);
                     let tail = Mark::unpack(word);
                     if head.count == tail.count {
-                        return None;
+                        return Ok(None);
                     }
                     remember_tail(self.id, log, word, head_word);
                     tail
@@ -942,11 +952,13 @@ impl Shared {
             {
                 // A stale head (someone took it while we read): look again. A header that
                 // keeps failing under the same head was not written by a producer (shared
-                // memory scribbled on): leave the log alone rather than spin on it forever.
+                // memory scribbled on): no frame after it can be found, so the log's items
+                // are discarded rather than spun on forever.
                 if last_head == Some(head_word) {
                     bad_looks += 1;
                     if bad_looks == BAD_HEADER_LOOKS {
-                        return None;
+                        self.discard_corrupt(log, head_word, len)?;
+                        (last_head, bad_looks) = (None, 0); // another consumer did it first
                     }
                 } else {
                     (last_head, bad_looks) = (Some(head_word), 0);
@@ -978,9 +990,49 @@ impl Shared {
                 if after.count == tail.count {
                     self.free_if_released(log);
                 }
-                return Some(taken);
+                return Ok(Some(taken));
             }
         }
+    }
+
+    /// The frame at `log`'s head, `head_word`, has a header no producer writes, `len` its
+    /// length field. Moves the head to the tail, discarding the items in between: without
+    /// a frame's true length nothing after it can be found (the producer goes on writing
+    /// whole frames from the tail). Discarded items count as done for
+    /// [`join`](Self::join), as an immediate shutdown's do. `Ok` if the head had moved
+    /// already (another consumer discarded or took it); otherwise the error for the
+    /// consumer that discarded.
+    fn discard_corrupt(&self, log: usize, head_word: u64, len: u32) -> Result<()> {
+        let head = Mark::unpack(head_word);
+        let tail = Mark::unpack(self.tail(log).load(Ordering::Acquire));
+        if self
+            .head(log)
+            .compare_exchange(head_word, tail.pack(), Ordering::SeqCst, Ordering::Acquire)
+            .is_err()
+        {
+            return Ok(());
+        }
+        took_to(self.id, log, tail.pack());
+        self.free_if_released(log);
+        let discarded = head.items_to(tail);
+        let done = self
+            .unfinished()
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n > 0).then(|| n.saturating_sub(u64::from(discarded)))
+            });
+        if done.is_ok_and(|before| before <= u64::from(discarded)) {
+            wake_sleepers(self.h32(l::H_JOIN_SEQ), self.h32(l::H_JOIN_SLEEPERS));
+        }
+        self.after_get();
+        Err(Error::with_message(
+            ErrorKind::BadMessageLength,
+            format!(
+                "a frame header in the queue's shared memory that no producer wrote (length \
+                 {len} at position {} of log {log}): memory written by something else; the \
+                 {discarded} items that log held were discarded",
+                head.pos
+            ),
+        ))
     }
 
     /// The last item of a log its owner let go of was taken: free the log.
@@ -1221,12 +1273,22 @@ impl Shared {
         self.h32(l::H_FLAGS).fetch_or(bits, Ordering::SeqCst);
         if immediate {
             for log in 0..self.used_logs() {
-                while self.take_from(log, &mut |_| ()).is_some() {
-                    // As Python 3.13: a discarded item counts as done, so `join` returns
-                    // once the items taken before are marked done.
-                    let _ =
-                        self.unfinished()
-                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+                loop {
+                    match self.take_from(log, &mut |_| ()) {
+                        // As Python 3.13: a discarded item counts as done, so `join`
+                        // returns once the items taken before are marked done.
+                        Ok(Some(())) => {
+                            let _ = self.unfinished().fetch_update(
+                                Ordering::SeqCst,
+                                Ordering::SeqCst,
+                                |n| n.checked_sub(1),
+                            );
+                        }
+                        Ok(None) => break,
+                        // A corrupt frame: `take_from` discarded the log to its tail and
+                        // counted those items done. Carry on from there.
+                        Err(_) => {}
+                    }
                 }
             }
         }
@@ -1569,6 +1631,40 @@ mod tests {
         pending.store(theirs | 1, Ordering::SeqCst);
         give_back_reservation(&pending, ours);
         assert_eq!(pending.load(Ordering::SeqCst), theirs | 1, "took theirs");
+    }
+
+    #[test]
+    fn a_scribbled_frame_header_discards_its_log_once_and_the_queue_goes_on() -> Result<()> {
+        let shared = Shared::create(0)?;
+        for item in [&b"one"[..], b"two", b"three"] {
+            shared.add_unfinished();
+            shared.put(b"", item, None)?;
+        }
+        let log = shared.producer.lock().unwrap().log.expect("a log");
+        let head = Mark::unpack(shared.head(log).load(Ordering::Acquire));
+        // Shared memory written by something that is not a producer: the first frame's
+        // length and check word.
+        shared.write_at(log, head.pos, &[0xff; 8]);
+        assert_eq!(shared.len(), 3);
+        let error = shared
+            .try_take(&mut |p| p.len())
+            .expect_err("a corrupt frame taken");
+        assert_eq!(error.kind(), ErrorKind::BadMessageLength, "{error}");
+        assert!(error.to_string().contains("3 items"), "{error}");
+        assert_eq!(shared.len(), 0, "what the log held is discarded");
+        assert!(
+            shared.join(Some(Instant::now())),
+            "discarded items count as done"
+        );
+        assert!(
+            shared.try_take(&mut |p| p.len())?.is_none(),
+            "reported once"
+        );
+        shared.put(b"", b"four", None)?;
+        let mut got = Vec::new();
+        assert!(shared.get(&mut got, Some(Instant::now() + Duration::from_secs(10)))?);
+        assert_eq!(got, b"four", "the producer goes on from the tail");
+        Ok(())
     }
 
     #[test]
