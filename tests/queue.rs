@@ -708,6 +708,59 @@ fn shutdown_lets_gets_drain_then_fails_them() -> TestResult {
     Ok(())
 }
 
+/// A producer in another process puts as fast as it can while this process shuts the queue
+/// down: every put that returned `Ok` is drained before gets fail (a put that was writing
+/// when the shutdown came either delivers its item or fails with `ShutDown`, never strands
+/// it past a consumer that gave up), and after an immediate shutdown `join` returns (no `Ok`
+/// put is left counted unfinished). Many rounds, since the shutdown must land inside a put.
+fn shutdown_racing_puts_strands_no_item() -> TestResult {
+    const ROUNDS: usize = 300;
+    for round in 0..ROUNDS {
+        let immediate = round % 2 == 1;
+        let q = JoinableQueue::<u32>::new()?;
+        let (mut ours, mut theirs) = Pipe::new()?;
+        let producer = q.clone();
+        let mut p = child(move || {
+            let mut ok = 0u32;
+            let error = loop {
+                match producer.put(&ok) {
+                    Ok(()) => ok += 1,
+                    Err(e) => break e.kind(),
+                }
+            };
+            theirs.send(&(ok, format!("{error:?}"))).unwrap();
+        })?;
+        let mut got = 0u32;
+        while got < 50 {
+            q.get_timeout(HANG)?;
+            q.task_done()?;
+            got += 1;
+        }
+        q.shutdown(immediate);
+        loop {
+            match q.get() {
+                Ok(_) => {
+                    q.task_done()?;
+                    got += 1;
+                }
+                Err(e) if e.kind() == ErrorKind::ShutDown => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let (ok, error): (u32, String) = ours.recv_timeout(HANG)?;
+        finish(&mut p)?;
+        assert_eq!(error, "ShutDown", "round {round}");
+        if immediate {
+            q.join_timeout(HANG)
+                .map_err(|e| format!("round {round}: join after shutdown(true): {e}"))?;
+        } else {
+            assert_eq!(got, ok, "round {round}: items put Ok but not drained");
+            assert!(q.empty(), "round {round}");
+        }
+    }
+    Ok(())
+}
+
 /// `shutdown(true)`: what is left is discarded (`qsize` 0) and gets fail at once.
 fn immediate_shutdown_discards_and_fails_gets_at_once() -> TestResult {
     let q = Queue::new()?;
@@ -2280,6 +2333,7 @@ tests_main!(
     room_held_by_a_killed_producer_comes_back_to_the_next_putter,
     shutdown_lets_gets_drain_then_fails_them,
     immediate_shutdown_discards_and_fails_gets_at_once,
+    shutdown_racing_puts_strands_no_item,
     shutdown_wakes_blocked_gets_and_puts_in_other_processes,
     joinable_join_returns_after_every_task_done,
     joinable_shutdown_counts_discarded_items_done,

@@ -572,8 +572,9 @@ static FORK_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::Atomic
 /// Every fork counts, not only [`Process::fork`]: the first call registers a handler that
 /// runs in the child of any `fork(2)` made through the C library (`libc::fork`, another
 /// crate's, an embedding interpreter's `os.fork`). A queue handle used in such a child
-/// then claims a log of its own instead of writing into its parent's. A raw `clone`
-/// syscall that bypasses the C library is not seen.
+/// then claims a log of its own instead of writing into its parent's. Forks that skip the C
+/// library's handlers are not seen: a raw `clone` or `syscall(SYS_fork)`, glibc's `_Fork`,
+/// `vfork`.
 pub(crate) fn fork_generation() -> u64 {
     static WATCHING: std::sync::Once = std::sync::Once::new();
     // If the C library refuses (out of memory), only `Process::fork` children are seen, as

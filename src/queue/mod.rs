@@ -603,6 +603,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// `ShutDown`; with `immediate`, what is left is discarded and gets fail at once. Every
     /// blocked `put` and `get` wakes up.
     ///
+    /// A `put` in another process or thread at the same moment either fails with
+    /// `ShutDown`, its item not in the queue, or returns `Ok` with its item there to be
+    /// drained before gets fail (and, with `immediate`, discarded and counted done for
+    /// [`JoinableQueue::join`](crate::JoinableQueue::join)). An item is never left behind a
+    /// get that already said `ShutDown`.
+    ///
     /// # Examples
     /// ```
     /// # fn main() -> multiproc::Result<()> {

@@ -163,11 +163,14 @@ impl Shared {
     }
 
     fn used_logs(&self) -> usize {
-        (self.h32(l::H_USED_LOGS).load(Ordering::Acquire) as usize).min(l::MAX_LOGS)
+        (self.h32(l::H_USED_LOGS).load(Ordering::SeqCst) as usize).min(l::MAX_LOGS)
     }
 
+    /// `SeqCst`, as the loads of the logs a consumer makes after it: see
+    /// [`withdraw_if_shut_down`](Self::withdraw_if_shut_down). (A plain load on x86 and an
+    /// acquiring one on Arm, the same as `Acquire`.)
     fn flags(&self) -> u32 {
-        self.h32(l::H_FLAGS).load(Ordering::Acquire)
+        self.h32(l::H_FLAGS).load(Ordering::SeqCst)
     }
 
     // ---------------------------------------------------------------------------------
@@ -236,7 +239,8 @@ impl Shared {
             // Again, just before writing: a put that waited (for the lock, or claiming a log)
             // while the queue was shut down and drained would leave an item no one takes.
             self.check_open_for_put()?;
-            self.write_frame(&mut producer, log, item)?;
+            let published = self.write_frame(&mut producer, log, item)?;
+            self.withdraw_if_shut_down(log, published)?;
             drop(producer);
             self.after_put();
             return Ok(());
@@ -262,6 +266,7 @@ impl Shared {
                 // Again, just before writing (see the unbounded path).
                 self.check_open_for_put()
                     .and_then(|()| self.write_frame(&mut producer, log, item))
+                    .and_then(|published| self.withdraw_if_shut_down(log, published))
             }
         };
         if self.maxsize > 0 {
@@ -279,8 +284,43 @@ impl Shared {
         Ok(())
     }
 
-    /// Writes the frame past the tail and publishes it.
-    fn write_frame(&self, producer: &mut Producer, log: usize, item: Item<'_>) -> Result<()> {
+    /// Called with the producer lock held, right after `write_frame` published the frame
+    /// from tail word `published.0` to `published.1`. A shutdown that came while the frame
+    /// was written may have let a consumer find the queue empty and give up (`ShutDown`)
+    /// before the item appeared, stranding it; after an immediate shutdown's discard, it
+    /// would stay counted unfinished for `join`. So if the queue is shut down now, the item
+    /// is taken back while it is still at its log's head, and the put fails with `ShutDown`
+    /// as if it came after the shutdown (the two overlapped). If a consumer (or the
+    /// shutdown's discard) took it first, the put succeeded. If items before it are still
+    /// there, no consumer can have found the queue empty since they were published, so it
+    /// stays, to be drained after them.
+    ///
+    /// No consumer can miss both the item and the flag: the publication is a `SeqCst`
+    /// swap and the flag is read after it, while a consumer reads the flag, then the logs,
+    /// all `SeqCst` (see `try_take`).
+    fn withdraw_if_shut_down(&self, log: usize, published: (u64, u64)) -> Result<()> {
+        if self.flags() & l::FLAG_SHUTDOWN == 0 {
+            return Ok(());
+        }
+        let (before, after) = published;
+        let withdrawn = self
+            .head(log)
+            .compare_exchange(before, after, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok();
+        if withdrawn {
+            return Err(Error::new(ErrorKind::ShutDown));
+        }
+        Ok(())
+    }
+
+    /// Writes the frame past the tail and publishes it; returns the tail words before and
+    /// after.
+    fn write_frame(
+        &self,
+        producer: &mut Producer,
+        log: usize,
+        item: Item<'_>,
+    ) -> Result<(u64, u64)> {
         let len = item.len();
         let size = l::frame_size(len);
         let tail = Mark::unpack(self.tail(log).load(Ordering::Relaxed));
@@ -330,9 +370,9 @@ impl Shared {
         // A swap, not a store: its full barrier also orders the publication before the
         // look at the sleepers' flag in `after_put` (see `wake_published`), for less than a
         // store and a fence cost.
-        self.tail(log)
-            .swap(tail.advance(size).pack(), Ordering::SeqCst);
-        Ok(())
+        let published = tail.advance(size).pack();
+        self.tail(log).swap(published, Ordering::SeqCst);
+        Ok((tail.pack(), published))
     }
 
     /// Calls `f(offset, range)` for each piece of the `len` bytes at position `pos` of
@@ -927,12 +967,12 @@ impl Shared {
         // Looks at a header that fails its check while the head stays the same word.
         let (mut last_head, mut bad_looks) = (None, 0u32);
         loop {
-            let head_word = self.head(log).load(Ordering::Acquire);
+            let head_word = self.head(log).load(Ordering::SeqCst);
             let head = Mark::unpack(head_word);
             let tail = match seen_tail(self.id, log, head_word) {
                 Some(tail) => tail,
                 None => {
-                    let word = self.tail(log).load(Ordering::Acquire);
+                    let word = self.tail(log).load(Ordering::SeqCst);
                     let tail = Mark::unpack(word);
                     if head.count == tail.count {
                         return Ok(None);
@@ -1012,9 +1052,15 @@ impl Shared {
         {
             return Ok(());
         }
-        took_to(self.id, log, tail.pack());
-        self.free_if_released(log);
         let discarded = head.items_to(tail);
+        // Not `took_to`: this thread's remembered tail may be short of the one read here,
+        // and with the head past it, would pass for a tail a whole count-wrap ahead.
+        remember_tail(self.id, log, tail.pack(), tail.pack());
+        self.free_if_released(log);
+        if discarded == 0 {
+            // Not a frame of the log at all (nothing was there): nothing to report.
+            return Ok(());
+        }
         let done = self
             .unfinished()
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
@@ -1636,34 +1682,55 @@ mod tests {
     #[test]
     fn a_scribbled_frame_header_discards_its_log_once_and_the_queue_goes_on() -> Result<()> {
         let shared = Shared::create(0)?;
-        for item in [&b"one"[..], b"two", b"three"] {
+        let put = |item: &[u8]| {
             shared.add_unfinished();
-            shared.put(b"", item, None)?;
+            shared.put(b"", item, None)
+        };
+        for item in [&b"a"[..], b"b", b"c"] {
+            put(item)?;
+        }
+        // One taken: this thread now remembers the tail after "c"; the puts that follow
+        // leave that remembered tail behind the real one.
+        assert_eq!(shared.try_take(&mut |p| p.len())?, Some(1));
+        shared.task_done()?;
+        for item in [&b"d"[..], b"e", b"f", b"g", b"h"] {
+            put(item)?;
         }
         let log = shared.producer.lock().unwrap().log.expect("a log");
         let head = Mark::unpack(shared.head(log).load(Ordering::Acquire));
-        // Shared memory written by something that is not a producer: the first frame's
-        // length and check word.
+        // Shared memory written by something that is not a producer: the length and check
+        // word of "b".
         shared.write_at(log, head.pos, &[0xff; 8]);
-        assert_eq!(shared.len(), 3);
+        assert_eq!(shared.len(), 7);
         let error = shared
             .try_take(&mut |p| p.len())
             .expect_err("a corrupt frame taken");
         assert_eq!(error.kind(), ErrorKind::BadMessageLength, "{error}");
-        assert!(error.to_string().contains("3 items"), "{error}");
+        assert!(error.to_string().contains("7 items"), "{error}");
         assert_eq!(shared.len(), 0, "what the log held is discarded");
         assert!(
             shared.join(Some(Instant::now())),
             "discarded items count as done"
         );
+        // A frame being written past the tail, as a producer does before it publishes:
+        // not there yet for anyone, including the thread that discarded.
+        let tail = Mark::unpack(shared.tail(log).load(Ordering::Acquire));
+        let unpublished = [
+            &1u32.to_le_bytes()[..],
+            &l::check_word(1, tail.pos).to_le_bytes(),
+        ];
+        shared.write_at(log, tail.pos, &unpublished.concat());
         assert!(
             shared.try_take(&mut |p| p.len())?.is_none(),
-            "reported once"
+            "reported once, and nothing taken past the tail"
         );
-        shared.put(b"", b"four", None)?;
+        assert_eq!(shared.len(), 0);
+        put(b"four")?;
         let mut got = Vec::new();
         assert!(shared.get(&mut got, Some(Instant::now() + Duration::from_secs(10)))?);
         assert_eq!(got, b"four", "the producer goes on from the tail");
+        shared.task_done()?;
+        shared.shutdown(true);
         Ok(())
     }
 
