@@ -151,6 +151,36 @@ fn child_sees_only_inherited_fds() -> TestResult {
     Ok(())
 }
 
+/// A child forked behind our back (another library's `fork`) that leaves through `exit`
+/// runs the `atexit` handlers it inherited: they must not stop this process's daemon
+/// children, and `active_children` there lists none of ours.
+fn a_child_forked_by_another_library_leaves_our_children_alone() -> TestResult {
+    let (mut keep, mut end) = Pipe::new()?;
+    let mut daemon = Process::fork(move || {
+        let _ = end.recv_bytes_timeout(HANG);
+    });
+    daemon.set_daemon(true)?;
+    daemon.start()?;
+    let (mut ours, mut theirs) = Pipe::new()?;
+    let foreign = multiproc::bench_support::foreign_fork(move || {
+        theirs
+            .send(&multiproc::active_children().len())
+            .expect("report");
+        // As a C or Python child would leave: the inherited atexit handlers run.
+        std::process::exit(0);
+    })?;
+    let seen: usize = ours.recv_timeout(HANG)?;
+    assert_eq!(foreign.wait()?, 0);
+    assert_eq!(seen, 0, "the foreign child took our children for its own");
+    assert!(
+        daemon.is_alive(),
+        "the foreign child's exit stopped our daemon"
+    );
+    keep.send_bytes(b"go")?;
+    assert_eq!(daemon.join_timeout(HANG)?, 0);
+    Ok(())
+}
+
 fn dropped_running_process_is_reaped_later() -> TestResult {
     let (mut parent, mut child) = Pipe::new()?;
     let mut p = Process::fork(move || {
@@ -877,6 +907,7 @@ tests_main!(
     start_and_join_leak_no_fds,
     child_sees_only_inherited_fds,
     dropped_running_process_is_reaped_later,
+    a_child_forked_by_another_library_leaves_our_children_alone,
     sentinel_is_ready_in_wait_exactly_once_the_child_exits,
     sentinels_in_a_wait_set_turn_ready_one_by_one,
     sentinels_work_without_pidfds,

@@ -2,6 +2,7 @@
 //! not reaped yet (for `active_children`, dropped `Process`es and daemon cleanup at exit).
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 
@@ -51,8 +52,23 @@ pub(crate) struct ChildRecord {
 /// Children started by this process and not yet reaped.
 static CHILDREN: Mutex<Vec<Arc<ChildRecord>>> = Mutex::new(Vec::new());
 
+/// The fork generation [`CHILDREN`] belongs to: a child forked behind our back (by another
+/// library's `fork`) inherits the registry, but those are its parent's children.
+static CHILDREN_GENERATION: AtomicU64 = AtomicU64::new(0);
+
 fn children() -> MutexGuard<'static, Vec<Arc<ChildRecord>>> {
-    CHILDREN.lock().unwrap_or_else(|poison| poison.into_inner())
+    ours(CHILDREN.lock().unwrap_or_else(|poison| poison.into_inner()))
+}
+
+/// The registry, emptied first if it is a parent's (see [`CHILDREN_GENERATION`]).
+fn ours(
+    mut records: MutexGuard<'static, Vec<Arc<ChildRecord>>>,
+) -> MutexGuard<'static, Vec<Arc<ChildRecord>>> {
+    let generation = super::fork_generation();
+    if CHILDREN_GENERATION.swap(generation, Ordering::Relaxed) != generation {
+        records.clear();
+    }
+    records
 }
 
 impl ChildRecord {
@@ -304,7 +320,7 @@ extern "C" fn stop_daemons_at_exit() {
 /// leaves through `_exit`, which skips `atexit` handlers (Python: `util._exit_function`).
 pub(crate) fn stop_daemons() {
     // Another thread may hold the lock while the process exits; then skip rather than hang.
-    let Ok(records) = CHILDREN.try_lock().map(|c| c.clone()) else {
+    let Ok(records) = CHILDREN.try_lock().map(|c| ours(c).clone()) else {
         return;
     };
     let daemons: Vec<_> = records.into_iter().filter(|r| r.daemon).collect();
