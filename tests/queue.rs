@@ -708,28 +708,34 @@ fn shutdown_lets_gets_drain_then_fails_them() -> TestResult {
     Ok(())
 }
 
-/// A producer in another process puts as fast as it can while this process shuts the queue
+/// Producers in other processes put as fast as they can while this process shuts the queue
 /// down: every put that returned `Ok` is drained before gets fail (a put that was writing
 /// when the shutdown came either delivers its item or fails with `ShutDown`, never strands
 /// it past a consumer that gave up), and after an immediate shutdown `join` returns (no `Ok`
-/// put is left counted unfinished). Many rounds, since the shutdown must land inside a put.
+/// put is left counted unfinished). Many rounds, since the shutdown must land inside a put;
+/// without the take-back this failed within a few hundred rounds.
 fn shutdown_racing_puts_strands_no_item() -> TestResult {
-    const ROUNDS: usize = 300;
+    const ROUNDS: usize = 1_000;
+    const PRODUCERS: usize = 3;
     for round in 0..ROUNDS {
         let immediate = round % 2 == 1;
         let q = JoinableQueue::<u32>::new()?;
-        let (mut ours, mut theirs) = Pipe::new()?;
-        let producer = q.clone();
-        let mut p = child(move || {
-            let mut ok = 0u32;
-            let error = loop {
-                match producer.put(&ok) {
-                    Ok(()) => ok += 1,
-                    Err(e) => break e.kind(),
-                }
-            };
-            theirs.send(&(ok, format!("{error:?}"))).unwrap();
-        })?;
+        let mut producers = Vec::new();
+        for _ in 0..PRODUCERS {
+            let (ours, mut theirs) = Pipe::new()?;
+            let producer = q.clone();
+            let p = child(move || {
+                let mut ok = 0u32;
+                let error = loop {
+                    match producer.put(&ok) {
+                        Ok(()) => ok += 1,
+                        Err(e) => break e.kind(),
+                    }
+                };
+                theirs.send(&(ok, format!("{error:?}"))).unwrap();
+            })?;
+            producers.push((p, ours));
+        }
         let mut got = 0u32;
         while got < 50 {
             q.get_timeout(HANG)?;
@@ -747,14 +753,18 @@ fn shutdown_racing_puts_strands_no_item() -> TestResult {
                 Err(e) => return Err(e.into()),
             }
         }
-        let (ok, error): (u32, String) = ours.recv_timeout(HANG)?;
-        finish(&mut p)?;
-        assert_eq!(error, "ShutDown", "round {round}");
+        let mut put_ok = 0;
+        for (mut p, mut ours) in producers {
+            let (ok, error): (u32, String) = ours.recv_timeout(HANG)?;
+            finish(&mut p)?;
+            assert_eq!(error, "ShutDown", "round {round}");
+            put_ok += ok;
+        }
         if immediate {
             q.join_timeout(HANG)
                 .map_err(|e| format!("round {round}: join after shutdown(true): {e}"))?;
         } else {
-            assert_eq!(got, ok, "round {round}: items put Ok but not drained");
+            assert_eq!(got, put_ok, "round {round}: items put Ok but not drained");
             assert!(q.empty(), "round {round}");
         }
     }

@@ -292,12 +292,14 @@ impl Shared {
     /// is taken back while it is still at its log's head, and the put fails with `ShutDown`
     /// as if it came after the shutdown (the two overlapped). If a consumer (or the
     /// shutdown's discard) took it first, the put succeeded. If items before it are still
-    /// there, no consumer can have found the queue empty since they were published, so it
-    /// stays, to be drained after them.
+    /// there, no consumer can have given up after seeing the flag (it would have found
+    /// them), so it stays, to be drained after them.
     ///
     /// No consumer can miss both the item and the flag: the publication is a `SeqCst`
-    /// swap and the flag is read after it, while a consumer reads the flag, then the logs,
-    /// all `SeqCst` (see `try_take`).
+    /// swap and the flag is read after it, while a consumer reads the flag, then the logs
+    /// (`H_USED_LOGS`, heads, tails), all `SeqCst` (see `try_take`); a new log's claim
+    /// raises `H_USED_LOGS` `SeqCst` too. The head read of a failed CAS must be `SeqCst`
+    /// as well, for "items before it are still there" to hold in that order.
     fn withdraw_if_shut_down(&self, log: usize, published: (u64, u64)) -> Result<()> {
         if self.flags() & l::FLAG_SHUTDOWN == 0 {
             return Ok(());
@@ -305,7 +307,7 @@ impl Shared {
         let (before, after) = published;
         let withdrawn = self
             .head(log)
-            .compare_exchange(before, after, Ordering::SeqCst, Ordering::Relaxed)
+            .compare_exchange(before, after, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok();
         if withdrawn {
             return Err(Error::new(ErrorKind::ShutDown));
@@ -787,8 +789,9 @@ impl Shared {
                     // "Released", "held" and "fresh" are 0: never set, or reset by the free.
                     self.pending(log)
                         .store(reservation_tag(word), Ordering::SeqCst);
+                    // SeqCst: see `withdraw_if_shut_down`.
                     self.h32(l::H_USED_LOGS)
-                        .fetch_max(log as u32 + 1, Ordering::AcqRel);
+                        .fetch_max(log as u32 + 1, Ordering::SeqCst);
                     return Ok((log, word));
                 }
             }
