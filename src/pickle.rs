@@ -26,7 +26,6 @@
 
 pub use serde_pickle::{HashableValue, Value};
 
-use crate::codec::pickle_scan;
 use crate::error::{Error, ErrorKind, Result};
 
 /// Decodes a pickle of plain data. Python: `pickle.loads`, minus everything that is not
@@ -43,11 +42,9 @@ use crate::error::{Error, ErrorKind, Result};
 /// # Errors
 /// `Decode` for anything but a well-formed pickle of plain data.
 pub fn loads(pickle: &[u8]) -> Result<Value> {
-    pickle_scan::check(pickle).map_err(|why| {
-        Error::with_message(ErrorKind::Decode, format!("refused to unpickle: {why}"))
-    })?;
-    serde_pickle::value_from_slice(pickle, serde_pickle::DeOptions::new())
-        .map_err(|e| Error::with_source(ErrorKind::Decode, "could not unpickle", e))
+    crate::codec::pickle::unpickle(pickle, "", |p| {
+        serde_pickle::value_from_slice(p, serde_pickle::DeOptions::new())
+    })
 }
 
 /// Encodes a value as a pickle (protocol 3, which every Python 3 reads). Python:

@@ -11,13 +11,29 @@
 //! The walk also follows the pickle machine's stack and memo far enough to know how deeply
 //! the result nests (memo references included), and refuses anything deeper than
 //! [`MAX_DEPTH`]: serde-pickle builds, converts and drops values recursively, so a few
-//! kilobytes of `]]]]...` would otherwise overflow the stack and abort the process.
+//! kilobytes of `]]]]...` would otherwise overflow the stack and abort the process. It
+//! also counts the values the result expands to: serde-pickle copies a value for every
+//! memo reference and `DUP` of it, so 50 bytes of `]2\x86` repeated would otherwise grow
+//! into 2^22 values and more (see [`max_values`]). Decimal ints longer than CPython's own
+//! limit (4 300 digits) are refused too: serde-pickle parses them in quadratic time.
 
 use std::collections::HashMap;
 
 /// The deepest nesting accepted. Well inside a 2 MiB thread stack in debug builds, where
 /// serde-pickle needs up to ~10 KiB per level.
 pub(crate) const MAX_DEPTH: usize = 100;
+
+/// The most values a pickle of `len` bytes may expand to: a million, plus 8 per byte. A
+/// pickle without shared references makes at most one value per byte; Python's shared
+/// references (`[x] * n`) make more, and beyond this the pickle is refused rather than
+/// copied out (serde-pickle keeps each value in 32 bytes or more).
+pub(crate) fn max_values(len: usize) -> u64 {
+    (1 << 20) + 8 * len as u64
+}
+
+/// The longest decimal int line (`INT`, `LONG`) accepted: CPython's default limit on the
+/// digits of an int converted from text, plus a sign and the `L` suffix.
+const MAX_INT_LINE: usize = 4_300 + 2;
 
 /// Why a pickle was refused.
 pub(crate) fn check(pickle: &[u8]) -> Result<(), String> {
@@ -32,7 +48,7 @@ pub(crate) fn check(pickle: &[u8]) -> Result<(), String> {
             b'(' | b'0' | b'1' | b'2' | b'N' | b'R' | b'a' | b'd' | b'}' | b'e' | b'l' | b']'
             | b's' | b't' | b')' | b'u' | 0x85 | 0x86 | 0x87 | 0x88 | 0x89 | 0x8f | 0x90 | 0x91
             | 0x93 | 0x94 | 0x97 | 0x98 => Arg::None,
-            b'.' => return shape.finish(),
+            b'.' => return shape.finish(pickle.len()),
             // Text up to a newline.
             b'F' | b'I' | b'L' | b'S' | b'V' | b'g' | b'p' => Arg::Line,
             b'c' => Arg::Global,
@@ -53,13 +69,25 @@ pub(crate) fn check(pickle: &[u8]) -> Result<(), String> {
         at = match arg {
             Arg::None => at,
             Arg::Fixed(n) => at + n,
-            Arg::Line => line_end(pickle, at)? + 1,
+            Arg::Line => {
+                let end = line_end(pickle, at)?;
+                if matches!(op, b'I' | b'L') && end - at > MAX_INT_LINE {
+                    return Err(format!(
+                        "the pickle has an int of {} digits (at most {})",
+                        end - at,
+                        MAX_INT_LINE - 2
+                    ));
+                }
+                end + 1
+            }
             Arg::Sized(width) => {
                 let len_bytes = pickle.get(at..at + width).ok_or("truncated pickle")?;
                 let mut len = [0u8; 8];
                 len[..width].copy_from_slice(len_bytes);
                 let len = usize::try_from(u64::from_le_bytes(len)).map_err(|_| "huge length")?;
-                at.checked_add(width + len).ok_or("huge length")?
+                at.checked_add(width)
+                    .and_then(|a| a.checked_add(len))
+                    .ok_or("huge length")?
             }
             Arg::Global => {
                 let module_end = line_end(pickle, at)?;
@@ -79,15 +107,17 @@ pub(crate) fn check(pickle: &[u8]) -> Result<(), String> {
         if at > pickle.len() {
             return Err("truncated pickle".into());
         }
-        shape.apply(op, &pickle[start..at])?;
+        shape.apply(op, pickle, start, at)?;
     }
     Err("pickle without STOP".into())
 }
 
-/// A value on the pickle machine's stack: plain, or a container (an index into `children`).
+/// A value on the pickle machine's stack: plain, a string (where its bytes are in the
+/// pickle, for `STACK_GLOBAL`'s names), or a container (an index into `children`).
 #[derive(Debug, Clone, Copy)]
 enum Item {
     Scalar,
+    Text(usize, usize),
     Node(usize),
 }
 
@@ -99,6 +129,8 @@ struct Shape {
     memo: HashMap<u64, Item>,
     /// The containers inside each container.
     children: Vec<Vec<usize>>,
+    /// How many plain values (strings included) each container holds.
+    scalars: Vec<u64>,
 }
 
 const MALFORMED: &str = "malformed pickle";
@@ -110,10 +142,11 @@ impl Shape {
                 .iter()
                 .filter_map(|i| match i {
                     Item::Node(n) => Some(*n),
-                    Item::Scalar => None,
+                    Item::Scalar | Item::Text(..) => None,
                 })
                 .collect(),
         );
+        self.scalars.push(plain(items));
         Item::Node(self.children.len() - 1)
     }
 
@@ -144,11 +177,14 @@ impl Shape {
                     self.children[n].push(*c);
                 }
             }
+            self.scalars[n] += plain(items);
         }
         Ok(())
     }
 
-    fn apply(&mut self, op: u8, arg: &[u8]) -> Result<(), String> {
+    /// Runs opcode `op`, whose argument is `pickle[start..end]`.
+    fn apply(&mut self, op: u8, pickle: &[u8], start: usize, end: usize) -> Result<(), String> {
+        let arg = &pickle[start..end];
         match op {
             b'(' => self.marks.push(self.stack.len()),
             b'0' => drop(self.pop()?),
@@ -194,17 +230,36 @@ impl Shape {
                             .into_iter()
                             .map(Item::Node)
                             .collect();
-                        self.node(&inner)
+                        let node = self.node(&inner);
+                        if let Item::Node(m) = node {
+                            self.scalars[m] = self.scalars[n];
+                        }
+                        node
                     }
-                    Item::Scalar => Item::Scalar,
+                    Item::Scalar | Item::Text(..) => Item::Scalar,
                 };
                 self.stack.push(node);
             }
+            // STACK_GLOBAL: its names are strings pushed (or memoized) before it.
             0x93 => {
-                self.pop()?;
-                self.pop()?;
+                let (name, module) = (self.pop()?, self.pop()?);
+                let (Item::Text(n0, n1), Item::Text(m0, m1)) = (name, module) else {
+                    return Err("the pickle names a global it does not spell out".into());
+                };
+                let (module, name) = (&pickle[m0..m1], &pickle[n0..n1]);
+                if !allowed_global(module, name) {
+                    return Err(format!(
+                        "the pickle refers to {}.{}",
+                        String::from_utf8_lossy(module),
+                        String::from_utf8_lossy(name)
+                    ));
+                }
                 self.stack.push(Item::Scalar);
             }
+            // SHORT_BINUNICODE, BINUNICODE, BINUNICODE8: a length, then the UTF-8 text.
+            0x8c => self.stack.push(Item::Text(start + 1, end)),
+            b'X' => self.stack.push(Item::Text(start + 4, end)),
+            0x8d => self.stack.push(Item::Text(start + 8, end)),
             b'p' | b'q' | b'r' => {
                 let top = self.top()?;
                 self.memo.insert(memo_id(op, arg)?, top);
@@ -225,14 +280,17 @@ impl Shape {
     }
 
     /// How deep the result nests, following each container's containers (shared ones once
-    /// per path, as serde-pickle expands them). A cycle is left to serde-pickle, which
-    /// refuses recursive structures.
-    fn finish(&self) -> Result<(), String> {
+    /// per path, as serde-pickle expands them), and how many values it expands to, for a
+    /// pickle of `len` bytes. A cycle is left to serde-pickle, which refuses recursive
+    /// structures.
+    fn finish(&self, len: usize) -> Result<(), String> {
         let Item::Node(root) = self.top()? else {
             return Ok(());
         };
-        // Iterative depth-first search: the height of each container, computed once.
+        // Iterative depth-first search: the height and expanded size of each container,
+        // computed once.
         let mut height: Vec<Option<usize>> = vec![None; self.children.len()];
+        let mut values: Vec<u64> = vec![0; self.children.len()];
         let mut on_path = vec![false; self.children.len()];
         let mut path: Vec<(usize, usize)> = vec![(root, 0)];
         on_path[root] = true;
@@ -254,8 +312,20 @@ impl Shape {
                 .max()
                 .unwrap_or(0);
             height[node] = Some(below + 1);
+            values[node] = self.children[node]
+                .iter()
+                .fold(1 + self.scalars[node], |sum, &c| {
+                    sum.saturating_add(values[c])
+                });
             on_path[node] = false;
             path.pop();
+        }
+        if values[root] > max_values(len) {
+            return Err(format!(
+                "the pickle expands to {} values, over the {} allowed for {len} bytes",
+                values[root],
+                max_values(len)
+            ));
         }
         match height[root] {
             Some(h) if h > MAX_DEPTH => {
@@ -264,6 +334,11 @@ impl Shape {
             _ => Ok(()),
         }
     }
+}
+
+/// How many of `items` are plain values.
+fn plain(items: &[Item]) -> u64 {
+    items.iter().filter(|i| !matches!(i, Item::Node(_))).count() as u64
 }
 
 fn memo_id(op: u8, arg: &[u8]) -> Result<u64, String> {
@@ -295,8 +370,9 @@ fn line_end(pickle: &[u8], from: usize) -> Result<usize, String> {
         .ok_or_else(|| "truncated pickle".into())
 }
 
-/// Globals plain data needs in older protocols (`STACK_GLOBAL` names are checked by
-/// serde-pickle itself, which refuses to resolve any other).
+/// Globals plain data needs, by `GLOBAL` (older protocols) or `STACK_GLOBAL` (4 and 5).
+/// serde-pickle resolves a few more (`copyreg._reconstructor`, say, into an empty dict), so
+/// both are checked here.
 fn allowed_global(module: &[u8], name: &[u8]) -> bool {
     matches!(
         (module, name),
@@ -309,7 +385,69 @@ fn allowed_global(module: &[u8], name: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::check;
+    use super::{check, max_values};
+
+    #[test]
+    fn stack_globals_of_plain_data_pass() {
+        // pickle.dumps(bytearray(b'ab'), protocol=4): builtins.bytearray by STACK_GLOBAL,
+        // its names memoized.
+        let p = b"\x80\x04\x95\x23\x00\x00\x00\x00\x00\x00\x00\x8c\x08builtins\x94\x8c\tbytearray\x94\x93\x94C\x02ab\x94\x85\x94R\x94.";
+        assert_eq!(check(p), Ok(()));
+    }
+
+    #[test]
+    fn pickles_that_expand_past_their_share_are_refused() {
+        // A list, then (DUP, TUPLE2) n times: each step doubles what serde-pickle copies out.
+        let doubling = |n: usize| {
+            let mut p = b"\x80\x04]".to_vec();
+            for _ in 0..n {
+                p.extend_from_slice(b"2\x86");
+            }
+            p.push(b'.');
+            p
+        };
+        assert_eq!(check(&doubling(10)), Ok(()), "2^10 values");
+        let refused = check(&doubling(40)).unwrap_err();
+        assert!(refused.contains("expands to"), "{refused}");
+        // Quadratic: a list of k Nones, DUPed k times into another list.
+        let k = 4_000;
+        let mut p = b"\x80\x04((".to_vec();
+        p.extend(std::iter::repeat_n(b'N', k));
+        p.push(b'l');
+        p.extend(std::iter::repeat_n(b'2', k));
+        p.extend_from_slice(b"l.");
+        assert!(max_values(p.len()) < (k * k) as u64);
+        assert!(check(&p).unwrap_err().contains("expands to"));
+        // The same through memo references (BINPUT once, BINGET k times).
+        let mut p = b"\x80\x04(".to_vec();
+        p.extend(std::iter::repeat_n(b'N', k));
+        p.extend_from_slice(b"l\x94]\x94(");
+        for _ in 0..k {
+            p.extend_from_slice(b"h\x00");
+        }
+        p.extend_from_slice(b"e.");
+        assert!(check(&p).unwrap_err().contains("expands to"));
+        // A plain list of a million Nones is one value per byte: fine.
+        let mut p = b"\x80\x04]\x94(".to_vec();
+        p.extend(std::iter::repeat_n(b'N', 1_000_000));
+        p.extend_from_slice(b"e.");
+        assert_eq!(check(&p), Ok(()));
+    }
+
+    #[test]
+    fn long_decimal_ints_and_huge_lengths_are_refused() {
+        let mut p = b"\x80\x02L".to_vec();
+        p.extend(std::iter::repeat_n(b'7', 100_000));
+        p.extend_from_slice(b"L\n.");
+        assert!(check(&p).unwrap_err().contains("digits"));
+        let mut p = b"\x80\x02L".to_vec();
+        p.extend(std::iter::repeat_n(b'7', 4_300));
+        p.extend_from_slice(b"L\n.");
+        assert_eq!(check(&p), Ok(()), "CPython's own limit passes");
+        // BINBYTES8 claiming 2^64 - 1 bytes: refused, no overflow.
+        let p = b"\x80\x04\x8e\xff\xff\xff\xff\xff\xff\xff\xffNNNN.";
+        assert!(check(p).is_err());
+    }
 
     #[test]
     fn plain_data_passes() {
@@ -322,7 +460,17 @@ mod tests {
     fn instances_and_unknown_globals_are_refused() {
         // pickle.dumps(C(), protocol=4) for a class C in __main__
         let p = b"\x80\x04\x95\x15\x00\x00\x00\x00\x00\x00\x00\x8c\x08__main__\x94\x8c\x01C\x94\x93\x94)\x81\x94.";
-        assert!(check(p).unwrap_err().contains("instance"));
+        assert!(check(p).unwrap_err().contains("__main__.C"));
+        // The same class built from its module and name only (NEWOBJ cut out): the name
+        // alone is refused, as it comes.
+        let p = b"\x80\x04\x8c\x08__main__\x94\x8c\x01C\x94\x93\x94)R.";
+        assert!(check(p).unwrap_err().contains("__main__.C"));
+        // An instance through copyreg._reconstructor, which serde-pickle would resolve into
+        // an empty dict.
+        let p = b"\x80\x04\x8c\x07copyreg\x8c\x0e_reconstructor\x93NNN\x87R.";
+        assert!(check(p).unwrap_err().contains("copyreg._reconstructor"));
+        // A STACK_GLOBAL whose names are not strings.
+        assert!(check(b"\x80\x04NN\x93.").unwrap_err().contains("spell"));
         // pickle.dumps(os.system, protocol=0)
         assert!(
             check(b"cposix\nsystem\np0\n.")
