@@ -49,6 +49,11 @@ const BACKLOG: i32 = 1024;
 const EVENTS: usize = 256;
 /// The epoll data of the listening socket; handshakes use their slab index + 1.
 const LISTENING: u64 = 0;
+/// The epoll data of the timer that ends a pause in accepting.
+const RESUME: u64 = u64::MAX;
+/// How long accepting pauses when the process is out of file descriptors (or the kernel
+/// out of memory for sockets).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
 
 /// A bound, listening socket that hands out authenticated [`Connection`]s. Python:
 /// `multiprocessing.connection.Listener`.
@@ -83,6 +88,11 @@ pub struct Listener {
     ready: VecDeque<Result<Connection>>,
     /// The socket file we created, removed on drop if it is still ours.
     owned_file: Option<SocketFile>,
+    /// A timerfd in `epoll`, armed while accepting pauses (see `pause_accepting`). Made at
+    /// bind: when it is needed, there may be no fd left to make it.
+    resume_timer: OwnedFd,
+    /// The listening socket is out of `epoll` until `resume_timer` fires.
+    accept_paused: bool,
 }
 
 impl std::fmt::Debug for Listener {
@@ -133,6 +143,16 @@ impl Listener {
             epoll::EventData::new_u64(LISTENING),
             epoll::EventFlags::IN,
         )?;
+        let resume_timer = rustix::time::timerfd_create(
+            rustix::time::TimerfdClockId::Monotonic,
+            rustix::time::TimerfdFlags::CLOEXEC | rustix::time::TimerfdFlags::NONBLOCK,
+        )?;
+        epoll::add(
+            &epoll,
+            &resume_timer,
+            epoll::EventData::new_u64(RESUME),
+            epoll::EventFlags::IN,
+        )?;
         Ok(Listener {
             socket: Some(socket),
             address,
@@ -143,6 +163,8 @@ impl Listener {
             pending: Slab::new(),
             ready: VecDeque::new(),
             owned_file,
+            resume_timer,
+            accept_paused: false,
         })
     }
 
@@ -276,6 +298,8 @@ impl Listener {
             let token = event.data.u64();
             if token == LISTENING {
                 self.accept_new()?;
+            } else if token == RESUME {
+                self.resume_accepting()?;
             } else {
                 self.advance(token as usize - 1);
             }
@@ -302,16 +326,74 @@ impl Listener {
             let Some(socket) = &self.socket else {
                 return Ok(());
             };
+            use rustix::io::Errno;
             let fd = match rustix::net::accept_with(socket, SocketFlags::CLOEXEC) {
                 Ok(fd) => fd,
-                Err(rustix::io::Errno::AGAIN) => return Ok(()),
-                Err(rustix::io::Errno::INTR | rustix::io::Errno::CONNABORTED) => continue,
-                // Out of fds: leave the rest queued in the kernel for later.
-                Err(rustix::io::Errno::MFILE | rustix::io::Errno::NFILE) => return Ok(()),
+                Err(Errno::AGAIN) => return Ok(()),
+                // That connection failed (accept(2): network errors pending on the new
+                // socket are passed on; retry).
+                Err(
+                    Errno::INTR
+                    | Errno::CONNABORTED
+                    | Errno::PROTO
+                    | Errno::NETDOWN
+                    | Errno::NOPROTOOPT
+                    | Errno::HOSTDOWN
+                    | Errno::NONET
+                    | Errno::HOSTUNREACH
+                    | Errno::OPNOTSUPP
+                    | Errno::NETUNREACH,
+                ) => continue,
+                // Out of fds or socket memory: leave the rest queued in the kernel for later.
+                Err(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM) => {
+                    self.pause_accepting();
+                    return Ok(());
+                }
                 Err(e) => return Err(e.into()),
             };
             self.start_handshake(fd)?;
         }
+    }
+
+    /// Out of fds: the listening socket stays readable, and the level-triggered epoll would
+    /// report it at once, again and again (a busy loop). So it leaves the epoll for
+    /// [`ACCEPT_PAUSE`], and the resume timer, which is in the epoll too (outside waiters
+    /// wake for it), brings it back. If the timer cannot be armed, nothing changes.
+    fn pause_accepting(&mut self) {
+        let (Some(socket), false) = (&self.socket, self.accept_paused) else {
+            return;
+        };
+        let pause = rustix::time::Itimerspec {
+            it_interval: crate::sys::timespec(Duration::ZERO),
+            it_value: crate::sys::timespec(ACCEPT_PAUSE),
+        };
+        let armed = rustix::time::timerfd_settime(
+            &self.resume_timer,
+            rustix::time::TimerfdTimerFlags::empty(),
+            &pause,
+        );
+        if armed.is_ok() && epoll::delete(&self.epoll, socket).is_ok() {
+            self.accept_paused = true;
+        }
+    }
+
+    /// The resume timer fired: the listening socket goes back into the epoll, and what
+    /// waits is accepted (or the pause starts again).
+    fn resume_accepting(&mut self) -> Result<()> {
+        let mut expirations = [0u8; 8];
+        let _ = rustix::io::read(&self.resume_timer, &mut expirations);
+        if !std::mem::take(&mut self.accept_paused) {
+            return Ok(());
+        }
+        if let Some(socket) = &self.socket {
+            epoll::add(
+                &self.epoll,
+                socket,
+                epoll::EventData::new_u64(LISTENING),
+                epoll::EventFlags::IN,
+            )?;
+        }
+        self.accept_new()
     }
 
     /// Takes a freshly accepted socket: ready at once without a key, else its handshake
@@ -392,6 +474,7 @@ impl Listener {
         if let Some(socket) = self.socket.take() {
             let _ = epoll::delete(&self.epoll, &socket);
         }
+        self.accept_paused = false;
         let indices: Vec<usize> = self.pending.iter().map(|(i, _)| i).collect();
         for index in indices {
             drop(self.take(index));
