@@ -14,7 +14,9 @@
 //!   is sent back (so a Python client's `conn.send(obj)` gets `obj` back with `pickle`).
 //!
 //! A client that fails authentication, sends a bad frame or an undecodable payload is
-//! disconnected with one line on stderr; everyone else carries on. SIGTERM or SIGINT: exit 0.
+//! disconnected with one line on stderr; everyone else carries on. A frame over 64 MiB is a
+//! bad frame: without a limit, one client announcing a huge frame and streaming it would
+//! grow the server's memory until it failed for everyone. SIGTERM or SIGINT: exit 0.
 //!
 //! Try it with a Python client:
 //!
@@ -29,6 +31,9 @@ use std::os::unix::net::UnixStream;
 
 use multiproc::{Context, Encoding, Error, Handler, Listener, Reactor, Waitable};
 use signal_hook::consts::{SIGINT, SIGTERM};
+
+/// The largest message a client may send.
+const MAX_MESSAGE: u64 = 64 << 20;
 
 const USAGE: &str =
     "usage: echo_server --address ADDR [--authkey-env VAR] [--codec bytes|cbor|pickle]";
@@ -137,6 +142,7 @@ fn accept_clients(reactor: &mut Reactor, mut listener: Listener, codec: Codec) {
             Ok(Some(mut conn)) => {
                 clients += 1;
                 conn.set_encoding(Encoding::Cbor);
+                conn.set_max_message_len(MAX_MESSAGE);
                 let peer = format!("client fd {}", std::os::fd::AsRawFd::as_raw_fd(&conn));
                 if let Err(e) = reactor.register(conn, Echo { codec, peer }) {
                     eprintln!("echo_server: cannot serve a client: {e}");

@@ -155,6 +155,7 @@ impl FrameDecoder {
         };
         if payload_len > limit || payload_len > isize::MAX as u64 {
             self.broken = true;
+            let limit = limit.min(isize::MAX as u64);
             return Err(Error::with_message(
                 ErrorKind::BadMessageLength,
                 format!(

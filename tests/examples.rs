@@ -957,6 +957,35 @@ mod echo_server {
     }
 
     #[test]
+    fn echo_server_disconnects_a_client_announcing_a_frame_over_64_mib() -> Res<()> {
+        let mut server = Server::start("127.0.0.1:0", None, "bytes")?;
+        let mut steady = server.client(None)?;
+        echo_value(&mut steady, "bytes")?;
+        // CPython's header for a long frame: -1, then the length (64 MiB + 1), then a start.
+        let mut attacker = TcpStream::connect(server.address.as_str())?;
+        let mut header = (-1i32).to_be_bytes().to_vec();
+        header.extend_from_slice(&((64u64 << 20) + 1).to_be_bytes());
+        attacker.write_all(&header)?;
+        attacker.write_all(&[0; 4096])?;
+        attacker.set_read_timeout(Some(HANG))?;
+        let mut byte = [0u8; 1];
+        let closed = match attacker.read(&mut byte) {
+            Ok(0) => true,
+            Err(e) => e.kind() == io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        };
+        assert!(
+            closed,
+            "the client announcing 64 MiB + 1 was not disconnected"
+        );
+        server.wait_for_stderr(1)?;
+        echo_value(&mut steady, "bytes")?;
+        drop(steady);
+        server.stop_cleanly(1)?;
+        Ok(())
+    }
+
+    #[test]
     fn echo_server_survives_a_deeply_nested_pickle() -> Res<()> {
         let mut server = Server::start("127.0.0.1:0", None, "pickle")?;
         let mut steady = server.client(None)?;

@@ -42,6 +42,8 @@ use watch::{WATCH_BIT, Watches};
 const WAKER: mio::Token = mio::Token(usize::MAX);
 /// Messages read from one connection before the loop moves on to others.
 const READ_BUDGET: usize = 256;
+/// The most memory the buffer that messages are read into keeps between messages.
+const KEPT_SCRATCH: usize = 1 << 20;
 /// Default per-connection high-water mark of queued output, in bytes.
 const DEFAULT_HIGH_WATER: usize = 1 << 20;
 
@@ -657,8 +659,12 @@ impl Reactor {
             };
             match conn.try_recv_bytes_into(&mut self.scratch) {
                 Ok(Some(_)) => {
-                    let message = std::mem::take(&mut self.scratch);
+                    let mut message = std::mem::take(&mut self.scratch);
                     self.dispatch(token, |h, ctx| h.on_message(ctx, &message));
+                    // One large message must not keep its memory for good.
+                    if message.capacity() > KEPT_SCRATCH {
+                        message = Vec::new();
+                    }
                     self.scratch = message;
                 }
                 Ok(None) => return,
