@@ -958,7 +958,7 @@ mod echo_server {
 
     #[test]
     fn echo_server_disconnects_a_client_announcing_a_frame_over_64_mib() -> Res<()> {
-        let mut server = Server::start("127.0.0.1:0", None, "bytes")?;
+        let server = Server::start("127.0.0.1:0", None, "bytes")?;
         let mut steady = server.client(None)?;
         echo_value(&mut steady, "bytes")?;
         // CPython's header for a long frame: -1, then the length (64 MiB + 1), then a start.
