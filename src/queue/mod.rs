@@ -73,6 +73,15 @@ pub use simple::SimpleQueue;
 /// capturing it ([`Process::fork`](crate::Process::fork)) or inside the arguments of
 /// [`Process::spawn`](crate::Process::spawn).
 ///
+/// Limits: items up to 512 MiB; per producer process at most 1 GiB and 16 million items
+/// waiting; at most 128 producer processes with items waiting at once (a 129th process's
+/// `put` is `Unsupported` until a log is drained and let go of). Each queue maps 128 GiB of
+/// address space (sparse: memory is used only as items are), so a process whose virtual
+/// memory is capped (`ulimit -v`) below that cannot make one. Sharing a queue means
+/// trusting the processes it is shared with not to deny service (they can fill it or shut
+/// it down), but nothing one writes into its memory or does to its files makes another
+/// crash: the file is sealed against shrinking and what is read from it is checked.
+///
 /// Items are any serde type, encoded as CBOR. A value that is one byte or text string
 /// (`serde_bytes::ByteBuf`, `String`, or either inside an `Option` or a newtype) skips the
 /// encoder: its bytes are copied once into the queue and once out, into the value `get`
@@ -298,7 +307,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// `Encode` if `item` does not serialise (nothing is put); `ShutDown` after
     /// [`shutdown`](Self::shutdown); `Closed` after [`close`](Self::close); `InvalidInput`
     /// for an item over 512 MiB; `Full` if this process already has 1 GiB or 16 million items
-    /// waiting in it; `Io` if memory for the item cannot be had.
+    /// waiting in it; `Unsupported` if 128 other processes already put into this queue and
+    /// have items waiting (see [`Queue`]); `Io` if memory for the item cannot be had.
     pub fn put(&self, item: &T) -> Result<()> {
         Self::with_encoded(item, |head, body| self.shared.put(head, body, None))
     }

@@ -115,6 +115,7 @@ impl Shared {
 
     /// Opens a queue file received from another process.
     pub(crate) fn open(file: OwnedFd, events: OwnedFd) -> Result<Shared> {
+        shm::adopt_eventfd(events.as_fd())?;
         let map = SharedMap::open(file.as_fd(), l::FILE_LEN)?;
         if map.u64_at(l::H_MAGIC).load(Ordering::Acquire) != l::MAGIC {
             return Err(Error::with_message(
@@ -786,7 +787,14 @@ impl Shared {
                     self.map
                         .u64_at(l::entry(log) + l::L_START)
                         .store(start, Ordering::Release);
-                    // "Released", "held" and "fresh" are 0: never set, or reset by the free.
+                    // "Released", "held" and "fresh" were reset by the free (or never set),
+                    // but are reset again: in a file something else wrote, a leftover
+                    // "released" would have our log freed under us by the first taker.
+                    for word in [l::L_RELEASED, l::L_HELD, l::L_FRESH] {
+                        self.map
+                            .u32_at(l::entry(log) + word)
+                            .store(0, Ordering::Release);
+                    }
                     self.pending(log)
                         .store(reservation_tag(word), Ordering::SeqCst);
                     // SeqCst: see `withdraw_if_shut_down`.

@@ -8,7 +8,7 @@
 //! callers validate it (the queue re-checks a compare-and-swap after copying).
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::Duration;
@@ -32,16 +32,36 @@ unsafe impl Sync for SharedMap {}
 
 impl SharedMap {
     /// A new anonymous file (memfd) of `len` bytes, sparse (no memory is used until pages
-    /// are written or allocated), and its mapping. [man7: memfd_create.2, mmap.2]
+    /// are written or allocated), and its mapping. The file is sealed against shrinking
+    /// (and against further seals): a process it is passed to can never cut it short under
+    /// our mapping, which would make our next access to the lost pages a SIGBUS.
+    /// [man7: memfd_create.2, mmap.2, fcntl.2 (File Sealing)]
     pub(crate) fn create(name: &str, len: usize) -> io::Result<(OwnedFd, SharedMap)> {
-        let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)?;
+        let fd = rustix::fs::memfd_create(
+            name,
+            rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
+        )?;
         rustix::fs::ftruncate(&fd, len as u64)?;
+        rustix::fs::fcntl_add_seals(
+            &fd,
+            rustix::fs::SealFlags::SHRINK | rustix::fs::SealFlags::SEAL,
+        )?;
         let map = SharedMap::open(fd.as_fd(), len)?;
         Ok((fd, map))
     }
 
-    /// Maps the first `len` bytes of `fd`, which must be at least that long.
+    /// Maps the first `len` bytes of `fd`, which must be at least that long and sealed
+    /// against shrinking (as [`create`](Self::create) makes it): a file from another process
+    /// that could still be cut short is refused.
     pub(crate) fn open(fd: BorrowedFd<'_>, len: usize) -> io::Result<SharedMap> {
+        let sealed = rustix::fs::fcntl_get_seals(fd)
+            .is_ok_and(|seals| seals.contains(rustix::fs::SealFlags::SHRINK));
+        if !sealed {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "shared file not sealed against shrinking (not made by this library)",
+            ));
+        }
         let size = rustix::fs::fstat(fd)?.st_size;
         if u64::try_from(size).map_or(true, |size| size < len as u64) || len == 0 {
             return Err(io::Error::new(
@@ -50,8 +70,9 @@ impl SharedMap {
             ));
         }
         // SAFETY: a fresh mapping at an address the kernel picks: it aliases no Rust
-        // object. The file is at least `len` long (checked above, and shared files only
-        // grow), so no access within `len` faults with SIGBUS for being past its end.
+        // object. The file is at least `len` long and sealed against shrinking (both
+        // checked above; seals are never removed), so no access within `len` faults with
+        // SIGBUS for being past its end.
         let ptr = unsafe {
             rustix::mm::mmap(
                 std::ptr::null_mut(),
@@ -225,6 +246,30 @@ pub(crate) fn eventfd() -> io::Result<OwnedFd> {
     )?)
 }
 
+/// Checks that `fd` is an eventfd (a queue's readiness fd from another process must be) and
+/// makes it non-blocking, as [`eventfd`] makes it: reading and writing it must never wait.
+/// (The flag is shared by every process holding the fd; a process that clears it again can
+/// stall the others, as one can by filling or shutting down the queue: sharing a queue
+/// means trusting the processes it is shared with not to deny service. It cannot make
+/// them crash.)
+pub(crate) fn adopt_eventfd(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    if link.as_os_str() != "anon_inode:[eventfd]" {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "a queue's readiness fd is not an eventfd but {}",
+                link.display()
+            ),
+        ));
+    }
+    let flags = rustix::fs::fcntl_getfl(fd)?;
+    if !flags.contains(rustix::fs::OFlags::NONBLOCK) {
+        rustix::fs::fcntl_setfl(fd, flags | rustix::fs::OFlags::NONBLOCK)?;
+    }
+    Ok(())
+}
+
 /// Adds 1 to an eventfd's counter (it becomes readable).
 pub(crate) fn eventfd_signal(fd: BorrowedFd<'_>) {
     let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
@@ -300,4 +345,47 @@ pub(crate) fn process_start_time(pid: u32) -> io::Result<Option<u64>> {
         .and_then(|f| f.parse().ok())
         .ok_or_else(|| io::Error::other("unreadable /proc stat"))?;
     Ok(Some(start))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_file_cannot_be_cut_short_and_an_unsealed_one_is_refused() -> io::Result<()> {
+        let (fd, map) = SharedMap::create("multiproc-test", 1 << 20)?;
+        // What a process it was passed to might try: refused, so no access of ours can
+        // fault with SIGBUS for being past the end.
+        assert_eq!(
+            rustix::fs::ftruncate(&fd, 4096),
+            Err(rustix::io::Errno::PERM)
+        );
+        map.u64_at((1 << 20) - 8)
+            .store(7, std::sync::atomic::Ordering::SeqCst);
+        assert!(SharedMap::open(fd.as_fd(), 1 << 20).is_ok());
+        // Giving pages back still works under the seal.
+        release(fd.as_fd(), 0, 1 << 16)?;
+        // A memfd that could still shrink, and files that are no memfd at all.
+        let unsealed = rustix::fs::memfd_create("multiproc-test", rustix::fs::MemfdFlags::CLOEXEC)?;
+        rustix::fs::ftruncate(&unsealed, 1 << 20)?;
+        assert!(SharedMap::open(unsealed.as_fd(), 1 << 20).is_err());
+        let (read, _write) = rustix::pipe::pipe()?;
+        assert!(SharedMap::open(read.as_fd(), 4096).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_readiness_fd_must_be_an_eventfd_and_becomes_non_blocking() -> io::Result<()> {
+        let blocking = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)?;
+        adopt_eventfd(blocking.as_fd())?;
+        let flags = rustix::fs::fcntl_getfl(&blocking)?;
+        assert!(flags.contains(rustix::fs::OFlags::NONBLOCK));
+        // Draining an empty one returns at once.
+        eventfd_drain(blocking.as_fd());
+        let (read, _write) = rustix::pipe::pipe()?;
+        assert!(adopt_eventfd(read.as_fd()).is_err());
+        let memfd = rustix::fs::memfd_create("multiproc-test", rustix::fs::MemfdFlags::CLOEXEC)?;
+        assert!(adopt_eventfd(memfd.as_fd()).is_err());
+        Ok(())
+    }
 }
