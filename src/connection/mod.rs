@@ -30,6 +30,7 @@ use crate::sys::fd::FdKind;
 const SMALL_FRAME: usize = 1024;
 
 mod nonblocking;
+pub(crate) use nonblocking::Within;
 mod pipe;
 
 pub use pipe::Pipe;

@@ -194,6 +194,34 @@ impl Connection {
         }
     }
 
+    /// As [`try_recv_bytes_into`](Self::try_recv_bytes_into), but with at most `reads`
+    /// reads of the fd: a large frame still streaming in after them is left for the next
+    /// call, so one peer sending a huge message cannot hold a reactor's loop for as long as
+    /// it keeps sending. `Spent` says the fd may hold more, which an edge-triggered waiter
+    /// will not be told again.
+    pub(crate) fn try_recv_bytes_into_within(
+        &mut self,
+        buf: &mut Vec<u8>,
+        reads: usize,
+    ) -> Result<Within> {
+        self.check_readable()?;
+        let limit = self.max_message_len;
+        for _ in 0..reads {
+            if let Some(frame) = self.decoder.decode(limit)? {
+                return Ok(Within::Message(self.frame_into(frame, buf)));
+            }
+            match self.fill(false)? {
+                Fill::Data => {}
+                Fill::Eof => return Err(self.decoder.eof_error()),
+                Fill::WouldBlock => return Ok(Within::Drained),
+            }
+        }
+        match self.decoder.decode(limit)? {
+            Some(frame) => Ok(Within::Message(self.frame_into(frame, buf))),
+            None => Ok(Within::Spent),
+        }
+    }
+
     /// Decodes a frame from what is here now, reading without blocking.
     fn try_next_frame(&mut self, limit: u64) -> Result<Option<Frame>> {
         self.check_readable()?;
@@ -445,5 +473,56 @@ impl Connection {
     /// ```
     pub fn set_send_buffer_limit(&mut self, limit: usize) {
         self.send_buffer_limit = limit;
+    }
+}
+
+/// What [`Connection::try_recv_bytes_into_within`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Within {
+    /// A message of this many bytes.
+    Message(usize),
+    /// No whole message, and nothing more to read now.
+    Drained,
+    /// No whole message yet, and the reads allowed are spent: there may be more to read.
+    Spent,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_streaming_in_is_read_a_few_reads_at_a_time() -> Result<()> {
+        let (mut ours, theirs) = crate::Pipe::new()?;
+        let len: usize = 200 * 1024;
+        let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        // The header and the first 100 KiB: the rest comes later.
+        let mut start = (len as u32).to_be_bytes().to_vec();
+        start.extend_from_slice(&payload[..100 * 1024]);
+        let written = rustix::io::write(&theirs, &start)?;
+        assert_eq!(written, start.len(), "the socket took the start at once");
+        let mut buf = Vec::new();
+        // One read takes what the read-ahead buffer holds (64 KiB), not all that waits.
+        assert_eq!(ours.try_recv_bytes_into_within(&mut buf, 1)?, Within::Spent);
+        assert_eq!(
+            ours.try_recv_bytes_into_within(&mut buf, 64)?,
+            Within::Drained
+        );
+        let mut rest = &payload[100 * 1024..];
+        while !rest.is_empty() {
+            let n = rustix::io::write(&theirs, rest)?;
+            rest = &rest[n..];
+            if let Within::Message(n) = ours.try_recv_bytes_into_within(&mut buf, 64)? {
+                assert!(rest.is_empty() && n == len);
+            }
+        }
+        if buf.len() != len {
+            assert_eq!(
+                ours.try_recv_bytes_into_within(&mut buf, 64)?,
+                Within::Message(len)
+            );
+        }
+        assert!(buf == payload, "the message came out whole");
+        Ok(())
     }
 }

@@ -30,7 +30,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use slab::Slab;
 
-use crate::connection::Connection;
+use crate::connection::{Connection, Within};
 use crate::error::{Error, ErrorKind, Result};
 
 pub use timers::TimerId;
@@ -42,6 +42,10 @@ use watch::{WATCH_BIT, Watches};
 const WAKER: mio::Token = mio::Token(usize::MAX);
 /// Messages read from one connection before the loop moves on to others.
 const READ_BUDGET: usize = 256;
+/// Reads of one connection's fd per message per turn: a message still streaming in after
+/// them waits for the next turn (a few MiB a turn; a socket read returns what its buffer
+/// holds).
+const READS_PER_TURN: usize = 16;
 /// The most memory the buffer that messages are read into keeps between messages.
 const KEPT_SCRATCH: usize = 1 << 20;
 /// Default per-connection high-water mark of queued output, in bytes.
@@ -657,8 +661,8 @@ impl Reactor {
             let Some(conn) = entry.conn.as_mut() else {
                 return;
             };
-            match conn.try_recv_bytes_into(&mut self.scratch) {
-                Ok(Some(_)) => {
+            match conn.try_recv_bytes_into_within(&mut self.scratch, READS_PER_TURN) {
+                Ok(Within::Message(_)) => {
                     let mut message = std::mem::take(&mut self.scratch);
                     self.dispatch(token, |h, ctx| h.on_message(ctx, &message));
                     // One large message must not keep its memory for good.
@@ -667,7 +671,9 @@ impl Reactor {
                     }
                     self.scratch = message;
                 }
-                Ok(None) => return,
+                Ok(Within::Drained) => return,
+                // A large message still streaming in: the others get their turn first.
+                Ok(Within::Spent) => break,
                 Err(e) if e.is_eof() => {
                     self.dispatch(token, |h, ctx| h.on_eof(ctx));
                     self.core.remove(token);
