@@ -3,8 +3,12 @@
 //! Decoding reuses one scratch buffer per connection: `ciborium::from_reader` zeroes a fresh
 //! 4 KiB buffer on every call, about 30 ns of a ~190 ns small-struct decode. Nesting is capped
 //! by ciborium's recursion limit (256), so a hostile frame of nested arrays is an error, not a
-//! stack overflow; collection sizes in headers only pre-allocate what serde's cautious size
-//! hints allow, and the input is one in-memory frame, so memory stays proportional to it.
+//! stack overflow. Collection sizes in headers pre-allocate what serde's cautious size hints
+//! allow (up to 1 MiB per collection), so a frame is first checked, in one pass without
+//! recursion, for a collection or string that declares more items or bytes than follow it
+//! ([`lengths_fit`]): without that, 2 KB of nested arrays each declaring 2^32 items made a
+//! recursive type reserve 1 MiB per level, 255 MiB in all (an adversarial review's
+//! finding). With it, memory stays proportional to the frame.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -36,6 +40,12 @@ impl Codec for Cbor {
     }
 
     fn decode<T: DeserializeOwned>(&mut self, payload: &[u8]) -> Result<T> {
+        if let Err(why) = lengths_fit(payload) {
+            return Err(Error::with_message(
+                ErrorKind::Decode,
+                format!("could not decode the message: {why}"),
+            ));
+        }
         if self.scratch.is_empty() {
             self.scratch = vec![0; SCRATCH];
         }
@@ -54,5 +64,89 @@ impl Codec for Cbor {
             ));
         }
         Ok(value)
+    }
+}
+
+/// Walks every item header of `cbor` in order (CBOR writes a collection's items right after
+/// its header, so one pass without recursion sees them all) and refuses a string that
+/// declares more bytes than follow it, or an array or map that declares more items than
+/// could (each takes at least one byte, a map entry two). Anything else malformed is left
+/// to ciborium, whose error is the more precise.
+pub(crate) fn lengths_fit(cbor: &[u8]) -> std::result::Result<(), String> {
+    let mut at = 0;
+    while at < cbor.len() {
+        let initial = cbor[at];
+        at += 1;
+        let (major, info) = (initial >> 5, initial & 0x1f);
+        let width = match info {
+            0..=23 => 0,
+            24 => 1,
+            25 => 2,
+            26 => 4,
+            27 => 8,
+            // Indefinite length (or a break): its items or chunks follow as headers.
+            31 => continue,
+            _ => return Ok(()),
+        };
+        let Some(bytes) = cbor.get(at..at + width) else {
+            return Ok(());
+        };
+        let declared = if width == 0 {
+            u64::from(info)
+        } else {
+            bytes.iter().fold(0u64, |n, &b| n << 8 | u64::from(b))
+        };
+        at += width;
+        let left = (cbor.len() - at) as u64;
+        let (needed, what) = match major {
+            2 | 3 => (declared, "bytes"),
+            4 => (declared, "items"),
+            5 => (declared.saturating_mul(2), "bytes of map entries"),
+            _ => continue,
+        };
+        if needed > left {
+            return Err(format!(
+                "a header declares {needed} {what} where {left} bytes are left"
+            ));
+        }
+        if major <= 3 {
+            at += declared as usize; // within `left`, checked above
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_past_the_end_are_refused_before_ciborium_sees_them() {
+        // What ciborium writes for ordinary values passes.
+        let mut ok = Vec::new();
+        ciborium::into_writer(&(vec![1u8, 2, 3], "text", [(1, 2.5)], Some(b'x')), &mut ok).unwrap();
+        assert_eq!(lengths_fit(&ok), Ok(()));
+        // 255 nested arrays, each declaring 2^32 - 1 items: 2 KB that would have a
+        // recursive type reserve 1 MiB per level.
+        let nested: Vec<u8> = std::iter::repeat_n([0x9b, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff], 255)
+            .flatten()
+            .collect();
+        assert!(
+            lengths_fit(&nested)
+                .unwrap_err()
+                .contains("4294967295 items")
+        );
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Tree(Vec<Tree>);
+        let e = Cbor::default().decode::<Tree>(&nested).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Decode);
+        assert!(e.to_string().contains("declares"), "{e}");
+        // A byte string and a map that claim more than follows.
+        assert!(lengths_fit(&[0x5a, 0, 1, 0, 0, 1, 2]).is_err());
+        assert!(lengths_fit(&[0xa2, 1, 2, 3]).is_err());
+        // Indefinite lengths and breaks walk through.
+        assert_eq!(lengths_fit(&[0x9f, 1, 2, 0xff]), Ok(()));
+        assert_eq!(lengths_fit(&[0x5f, 0x41, 7, 0xff]), Ok(()));
     }
 }
