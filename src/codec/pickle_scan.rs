@@ -12,8 +12,9 @@
 //! the result nests (memo references included), and refuses anything deeper than
 //! [`MAX_DEPTH`]: serde-pickle builds, converts and drops values recursively, so a few
 //! kilobytes of `]]]]...` would otherwise overflow the stack and abort the process. It
-//! also counts the values the result expands to: serde-pickle copies a value for every
-//! memo reference and `DUP` of it, so 50 bytes of `]2\x86` repeated would otherwise grow
+//! also counts the values serde-pickle makes: each value pushed, and a whole copy of a
+//! container for every memo reference and `DUP` of it, whether that copy ends up in the
+//! result or is dropped on the way; so 50 bytes of `]2\x86` repeated would otherwise grow
 //! into 2^22 values and more (see [`max_values`]). Decimal ints longer than CPython's own
 //! limit (4 300 digits) are refused too: serde-pickle parses them in quadratic time.
 
@@ -37,7 +38,10 @@ const MAX_INT_LINE: usize = 4_300 + 2;
 
 /// Why a pickle was refused.
 pub(crate) fn check(pickle: &[u8]) -> Result<(), String> {
-    let mut shape = Shape::default();
+    let mut shape = Shape {
+        budget: max_values(pickle.len()),
+        ..Shape::default()
+    };
     let mut at = 0;
     while at < pickle.len() {
         let op = pickle[at];
@@ -48,7 +52,7 @@ pub(crate) fn check(pickle: &[u8]) -> Result<(), String> {
             b'(' | b'0' | b'1' | b'2' | b'N' | b'R' | b'a' | b'd' | b'}' | b'e' | b'l' | b']'
             | b's' | b't' | b')' | b'u' | 0x85 | 0x86 | 0x87 | 0x88 | 0x89 | 0x8f | 0x90 | 0x91
             | 0x93 | 0x94 | 0x97 | 0x98 => Arg::None,
-            b'.' => return shape.finish(pickle.len()),
+            b'.' => return shape.finish(),
             // Text up to a newline.
             b'F' | b'I' | b'L' | b'S' | b'V' | b'g' | b'p' => Arg::Line,
             b'c' => Arg::Global,
@@ -131,11 +135,71 @@ struct Shape {
     children: Vec<Vec<usize>>,
     /// How many plain values (strings included) each container holds.
     scalars: Vec<u64>,
+    /// Values serde-pickle is still allowed to make (pushes and copies).
+    budget: u64,
 }
 
 const MALFORMED: &str = "malformed pickle";
 
 impl Shape {
+    /// Counts `values` made by serde-pickle against the budget.
+    fn spend(&mut self, values: u64) -> Result<(), String> {
+        self.budget = self.budget.checked_sub(values).ok_or_else(|| {
+            "the pickle expands to more values than its size allows (shared references \
+             are copied out)"
+                .to_owned()
+        })?;
+        Ok(())
+    }
+
+    /// Pushes a copy of `item` (a memo reference or `DUP`): serde-pickle copies a container
+    /// whole.
+    fn push_copy(&mut self, item: Item) -> Result<(), String> {
+        let values = match item {
+            Item::Node(n) => self.expanded(n, self.budget).ok_or_else(|| {
+                "the pickle expands to more values than its size allows (shared references \
+                 are copied out)"
+                    .to_owned()
+            })?,
+            Item::Scalar | Item::Text(..) => 1,
+        };
+        self.spend(values)?;
+        self.stack.push(item);
+        Ok(())
+    }
+
+    /// The values a copy of container `root` makes (itself, its plain values, and its
+    /// containers', each shared one once per reference), or `None` past `budget`. Each
+    /// container is visited once, so the work is at most in proportion to the count.
+    fn expanded(&self, root: usize, budget: u64) -> Option<u64> {
+        let mut sizes: HashMap<usize, u64> = HashMap::new();
+        let mut on_path: HashMap<usize, ()> = HashMap::from([(root, ())]);
+        let mut path: Vec<(usize, usize)> = vec![(root, 0)];
+        while let Some(&mut (node, ref mut next)) = path.last_mut() {
+            if let Some(&child) = self.children[node].get(*next) {
+                *next += 1;
+                if !sizes.contains_key(&child) && !on_path.contains_key(&child) {
+                    on_path.insert(child, ());
+                    path.push((child, 0));
+                }
+                continue;
+            }
+            // A cycle (a child still on the path) counts nothing: serde-pickle refuses it.
+            let total = self.children[node]
+                .iter()
+                .fold(1 + self.scalars[node], |sum, c| {
+                    sum.saturating_add(sizes.get(c).copied().unwrap_or(0))
+                });
+            if total > budget {
+                return None;
+            }
+            sizes.insert(node, total);
+            on_path.remove(&node);
+            path.pop();
+        }
+        sizes.get(&root).copied()
+    }
+
     fn node(&mut self, items: &[Item]) -> Item {
         self.children.push(
             items
@@ -187,19 +251,32 @@ impl Shape {
         let arg = &pickle[start..end];
         match op {
             b'(' => self.marks.push(self.stack.len()),
-            b'0' => drop(self.pop()?),
+            // POP: of a mark, if one is on top (as CPython's unpickler does).
+            b'0' => {
+                if self.marks.last() == Some(&self.stack.len()) {
+                    self.marks.pop();
+                } else {
+                    self.pop()?;
+                }
+            }
             b'1' => drop(self.pop_mark()?),
-            b'2' => self.stack.push(self.top()?),
+            b'2' => {
+                let top = self.top()?;
+                self.push_copy(top)?;
+            }
             b'}' | b']' | b')' | 0x8f => {
+                self.spend(1)?;
                 let empty = self.node(&[]);
                 self.stack.push(empty);
             }
             b'd' | b'l' | b't' | 0x91 => {
+                self.spend(1)?;
                 let items = self.pop_mark()?;
                 let node = self.node(&items);
                 self.stack.push(node);
             }
             0x85..=0x87 => {
+                self.spend(1)?;
                 let n = usize::from(op - 0x84);
                 let from = self.stack.len().checked_sub(n).ok_or(MALFORMED)?;
                 let items = self.stack.split_off(from);
@@ -221,6 +298,7 @@ impl Shape {
             }
             // set(list), frozenset(list), ...: as deep as its argument tuple.
             b'R' => {
+                self.spend(1)?;
                 let args = self.pop()?;
                 self.pop()?;
                 let node = match args {
@@ -254,12 +332,19 @@ impl Shape {
                         String::from_utf8_lossy(name)
                     ));
                 }
+                self.spend(1)?;
                 self.stack.push(Item::Scalar);
             }
             // SHORT_BINUNICODE, BINUNICODE, BINUNICODE8: a length, then the UTF-8 text.
-            0x8c => self.stack.push(Item::Text(start + 1, end)),
-            b'X' => self.stack.push(Item::Text(start + 4, end)),
-            0x8d => self.stack.push(Item::Text(start + 8, end)),
+            0x8c | b'X' | 0x8d => {
+                self.spend(1)?;
+                let width = match op {
+                    0x8c => 1,
+                    b'X' => 4,
+                    _ => 8,
+                };
+                self.stack.push(Item::Text(start + width, end));
+            }
             b'p' | b'q' | b'r' => {
                 let top = self.top()?;
                 self.memo.insert(memo_id(op, arg)?, top);
@@ -270,27 +355,27 @@ impl Shape {
             }
             b'g' | b'h' | b'j' => {
                 let item = *self.memo.get(&memo_id(op, arg)?).ok_or(MALFORMED)?;
-                self.stack.push(item);
+                self.push_copy(item)?;
             }
             0x80 | 0x95 | 0x98 => {}
             // Everything else pushes one plain value.
-            _ => self.stack.push(Item::Scalar),
+            _ => {
+                self.spend(1)?;
+                self.stack.push(Item::Scalar);
+            }
         }
         Ok(())
     }
 
     /// How deep the result nests, following each container's containers (shared ones once
-    /// per path, as serde-pickle expands them), and how many values it expands to, for a
-    /// pickle of `len` bytes. A cycle is left to serde-pickle, which refuses recursive
-    /// structures.
-    fn finish(&self, len: usize) -> Result<(), String> {
+    /// per path, as serde-pickle expands them). A cycle is left to serde-pickle, which
+    /// refuses recursive structures. (What it expands to was counted as it was built.)
+    fn finish(&self) -> Result<(), String> {
         let Item::Node(root) = self.top()? else {
             return Ok(());
         };
-        // Iterative depth-first search: the height and expanded size of each container,
-        // computed once.
+        // Iterative depth-first search: the height of each container, computed once.
         let mut height: Vec<Option<usize>> = vec![None; self.children.len()];
-        let mut values: Vec<u64> = vec![0; self.children.len()];
         let mut on_path = vec![false; self.children.len()];
         let mut path: Vec<(usize, usize)> = vec![(root, 0)];
         on_path[root] = true;
@@ -312,20 +397,8 @@ impl Shape {
                 .max()
                 .unwrap_or(0);
             height[node] = Some(below + 1);
-            values[node] = self.children[node]
-                .iter()
-                .fold(1 + self.scalars[node], |sum, &c| {
-                    sum.saturating_add(values[c])
-                });
             on_path[node] = false;
             path.pop();
-        }
-        if values[root] > max_values(len) {
-            return Err(format!(
-                "the pickle expands to {} values, over the {} allowed for {len} bytes",
-                values[root],
-                max_values(len)
-            ));
         }
         match height[root] {
             Some(h) if h > MAX_DEPTH => {
@@ -427,6 +500,38 @@ mod tests {
         }
         p.extend_from_slice(b"e.");
         assert!(check(&p).unwrap_err().contains("expands to"));
+        // Copies that do not end up in the result cost the same: the doubling with the
+        // result replaced at the end (`N`), ...
+        let mut p = doubling(30);
+        p.insert(p.len() - 1, b'N');
+        assert!(check(&p).unwrap_err().contains("expands to"));
+        // ... a list DUPed and dropped again k times, ...
+        let mut p = b"\x80\x04(".to_vec();
+        p.extend(std::iter::repeat_n(b'N', k));
+        p.push(b'l');
+        for _ in 0..k {
+            p.extend_from_slice(b"20");
+        }
+        p.push(b'.');
+        assert!(check(&p).unwrap_err().contains("expands to"));
+        // ... and a memoized argument tuple fetched for list() k times, the lists left
+        // under the result.
+        let mut p = b"\x80\x02(".to_vec();
+        p.extend(std::iter::repeat_n(b'N', k));
+        p.extend_from_slice(b"l\x85q\x000");
+        for _ in 0..k {
+            p.extend_from_slice(b"c__builtin__\nlist\nh\x00R");
+        }
+        p.extend_from_slice(b"N.");
+        assert!(check(&p).unwrap_err().contains("expands to"));
+        // Python's own shared references pass: [x] * 1000 for a list x of ten ints.
+        let mut p = b"\x80\x04](K\x01K\x02K\x03K\x04K\x05K\x06K\x07K\x08K\x09K\x0ae\x94".to_vec();
+        p.splice(2..2, b"]\x94(".iter().copied());
+        for _ in 0..999 {
+            p.extend_from_slice(b"h\x01");
+        }
+        p.extend_from_slice(b"e.");
+        assert_eq!(check(&p), Ok(()));
         // A plain list of a million Nones is one value per byte: fine.
         let mut p = b"\x80\x04]\x94(".to_vec();
         p.extend(std::iter::repeat_n(b'N', 1_000_000));
