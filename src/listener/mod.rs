@@ -363,16 +363,7 @@ impl Listener {
         let (Some(socket), false) = (&self.socket, self.accept_paused) else {
             return;
         };
-        let pause = rustix::time::Itimerspec {
-            it_interval: crate::sys::timespec(Duration::ZERO),
-            it_value: crate::sys::timespec(ACCEPT_PAUSE),
-        };
-        let armed = rustix::time::timerfd_settime(
-            &self.resume_timer,
-            rustix::time::TimerfdTimerFlags::empty(),
-            &pause,
-        );
-        if armed.is_ok() && epoll::delete(&self.epoll, socket).is_ok() {
+        if self.arm_resume_timer(ACCEPT_PAUSE) && epoll::delete(&self.epoll, socket).is_ok() {
             self.accept_paused = true;
         }
     }
@@ -382,18 +373,37 @@ impl Listener {
     fn resume_accepting(&mut self) -> Result<()> {
         let mut expirations = [0u8; 8];
         let _ = rustix::io::read(&self.resume_timer, &mut expirations);
-        if !std::mem::take(&mut self.accept_paused) {
+        let Some(socket) = self.socket.as_ref().filter(|_| self.accept_paused) else {
             return Ok(());
+        };
+        let added = epoll::add(
+            &self.epoll,
+            socket,
+            epoll::EventData::new_u64(LISTENING),
+            epoll::EventFlags::IN,
+        );
+        if let Err(e) = added {
+            // Short of memory too (or of epoll watches): try again after another pause,
+            // rather than never accept again.
+            self.arm_resume_timer(ACCEPT_PAUSE);
+            return Err(e.into());
         }
-        if let Some(socket) = &self.socket {
-            epoll::add(
-                &self.epoll,
-                socket,
-                epoll::EventData::new_u64(LISTENING),
-                epoll::EventFlags::IN,
-            )?;
-        }
+        self.accept_paused = false;
         self.accept_new()
+    }
+
+    /// Sets the resume timer to fire once after `after` (`Duration::ZERO`: disarms it).
+    fn arm_resume_timer(&self, after: Duration) -> bool {
+        let spec = rustix::time::Itimerspec {
+            it_interval: crate::sys::timespec(Duration::ZERO),
+            it_value: crate::sys::timespec(after),
+        };
+        rustix::time::timerfd_settime(
+            &self.resume_timer,
+            rustix::time::TimerfdTimerFlags::empty(),
+            &spec,
+        )
+        .is_ok()
     }
 
     /// Takes a freshly accepted socket: ready at once without a key, else its handshake
@@ -475,6 +485,7 @@ impl Listener {
             let _ = epoll::delete(&self.epoll, &socket);
         }
         self.accept_paused = false;
+        self.arm_resume_timer(Duration::ZERO);
         let indices: Vec<usize> = self.pending.iter().map(|(i, _)| i).collect();
         for index in indices {
             drop(self.take(index));
