@@ -69,23 +69,47 @@ impl Codec for Cbor {
 
 /// Walks every item header of `cbor` in order (CBOR writes a collection's items right after
 /// its header, so one pass without recursion sees them all) and refuses a string that
-/// declares more bytes than follow it, or an array or map that declares more items than
-/// could (each takes at least one byte, a map entry two). Anything else malformed is left
-/// to ciborium, whose error is the more precise.
+/// declares more bytes than follow it, or collections whose declared items, together with
+/// those still owed by every collection open around them, could not fit in the bytes left
+/// (each item takes at least one byte; a map entry is two items). Anything else malformed
+/// is left to ciborium, whose error is the more precise.
 pub(crate) fn lengths_fit(cbor: &[u8]) -> std::result::Result<(), String> {
+    // Items still owed by each open collection, innermost last (`None`: indefinite).
+    let mut open: Vec<Option<u64>> = Vec::new();
+    let mut owed: u64 = 0;
     let mut at = 0;
     while at < cbor.len() {
         let initial = cbor[at];
         at += 1;
         let (major, info) = (initial >> 5, initial & 0x1f);
+        while open.last() == Some(&Some(0)) {
+            open.pop();
+        }
+        if initial == 0xff {
+            // A break closes the innermost indefinite collection or string.
+            match open.pop() {
+                Some(None) => continue,
+                _ => return Ok(()),
+            }
+        }
+        // This header is one item of the collection around it; a tag and what it tags are
+        // one item together, counted at the tagged item.
+        if major != 6 {
+            if let Some(Some(left)) = open.last_mut() {
+                *left -= 1;
+                owed -= 1;
+            }
+        }
         let width = match info {
             0..=23 => 0,
             24 => 1,
             25 => 2,
             26 => 4,
             27 => 8,
-            // Indefinite length (or a break): its items or chunks follow as headers.
-            31 => continue,
+            31 if matches!(major, 2..=5) => {
+                open.push(None); // its items or chunks follow, then a break
+                continue;
+            }
             _ => return Ok(()),
         };
         let Some(bytes) = cbor.get(at..at + width) else {
@@ -98,19 +122,37 @@ pub(crate) fn lengths_fit(cbor: &[u8]) -> std::result::Result<(), String> {
         };
         at += width;
         let left = (cbor.len() - at) as u64;
-        let (needed, what) = match major {
-            2 | 3 => (declared, "bytes"),
-            4 => (declared, "items"),
-            5 => (declared.saturating_mul(2), "bytes of map entries"),
-            _ => continue,
-        };
-        if needed > left {
-            return Err(format!(
-                "a header declares {needed} {what} where {left} bytes are left"
-            ));
-        }
-        if major <= 3 {
-            at += declared as usize; // within `left`, checked above
+        match major {
+            2 | 3 => {
+                if declared > left {
+                    return Err(format!(
+                        "a header declares {declared} bytes where {left} are left"
+                    ));
+                }
+                at += declared as usize; // within `left`, checked above
+                if owed > left - declared {
+                    return Err(format!(
+                        "{owed} items are declared where {} bytes are left",
+                        left - declared
+                    ));
+                }
+            }
+            4 | 5 => {
+                let items = if major == 5 {
+                    declared.saturating_mul(2)
+                } else {
+                    declared
+                };
+                owed = owed.saturating_add(items);
+                if owed > left {
+                    return Err(format!(
+                        "a header declares {items} items, {owed} in all with the collections \
+                         around it, where {left} bytes are left"
+                    ));
+                }
+                open.push(Some(items));
+            }
+            _ => {}
         }
     }
     Ok(())
@@ -119,6 +161,43 @@ pub(crate) fn lengths_fit(cbor: &[u8]) -> std::result::Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pseudo-random CBOR value (a small linear congruential generator, so the test is
+    /// the same on every run).
+    fn random_value(seed: &mut u64, depth: u32) -> ciborium::Value {
+        use ciborium::Value;
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let pick = (*seed >> 33) % if depth == 0 { 6 } else { 9 };
+        let n = ((*seed >> 20) % 5) as usize;
+        match pick {
+            0 => Value::Integer(((*seed >> 8) as i64).into()),
+            1 => Value::Float(f64::from_bits(*seed >> 3)),
+            2 => Value::Bytes(vec![7; n * 30]),
+            3 => Value::Text("é".repeat(n * 20)),
+            4 => Value::Bool(n % 2 == 0),
+            5 => Value::Null,
+            6 => Value::Array((0..n).map(|_| random_value(seed, depth - 1)).collect()),
+            7 => Value::Map(
+                (0..n)
+                    .map(|_| (random_value(seed, depth - 1), random_value(seed, depth - 1)))
+                    .collect(),
+            ),
+            _ => Value::Tag(n as u64 * 1000, Box::new(random_value(seed, depth - 1))),
+        }
+    }
+
+    #[test]
+    fn what_ciborium_writes_always_fits() {
+        let mut seed = 1;
+        for _ in 0..5_000 {
+            let value = random_value(&mut seed, 4);
+            let mut cbor = Vec::new();
+            ciborium::into_writer(&value, &mut cbor).unwrap();
+            assert_eq!(lengths_fit(&cbor), Ok(()), "{value:?}");
+        }
+    }
 
     #[test]
     fn lengths_past_the_end_are_refused_before_ciborium_sees_them() {
@@ -145,8 +224,22 @@ mod tests {
         // A byte string and a map that claim more than follows.
         assert!(lengths_fit(&[0x5a, 0, 1, 0, 0, 1, 2]).is_err());
         assert!(lengths_fit(&[0xa2, 1, 2, 3]).is_err());
-        // Indefinite lengths and breaks walk through.
+        // Indefinite lengths and breaks walk through, and tags count with what they tag.
         assert_eq!(lengths_fit(&[0x9f, 1, 2, 0xff]), Ok(()));
         assert_eq!(lengths_fit(&[0x5f, 0x41, 7, 0xff]), Ok(()));
+        assert_eq!(
+            lengths_fit(&[0x82, 0xc1, 0x1a, 0, 0, 0, 1, 0xf9, 0, 0]),
+            Ok(())
+        );
+        assert_eq!(lengths_fit(&[0x81, 0x9f, 0x81, 1, 0xff]), Ok(()));
+        // What ciborium writes for nested and tagged values, floats of every width, maps
+        // with compound keys.
+        let mut ok = Vec::new();
+        let value = ciborium::Value::Map(vec![(
+            ciborium::Value::Array(vec![1.into(), ciborium::Value::Float(0.5)]),
+            ciborium::Value::Tag(2, Box::new(ciborium::Value::Bytes(vec![1, 2, 3]))),
+        )]);
+        ciborium::into_writer(&(value, 1e300f64, 1.5f32, vec![vec![(); 3]; 4]), &mut ok).unwrap();
+        assert_eq!(lengths_fit(&ok), Ok(()));
     }
 }
