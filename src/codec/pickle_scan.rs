@@ -12,10 +12,12 @@
 //! the result nests (memo references included), and refuses anything deeper than
 //! [`MAX_DEPTH`]: serde-pickle builds, converts and drops values recursively, so a few
 //! kilobytes of `]]]]...` would otherwise overflow the stack and abort the process. It
-//! also counts the values serde-pickle makes: each value pushed, and a whole copy of a
-//! container for every memo reference and `DUP` of it, whether that copy ends up in the
-//! result or is dropped on the way; so 50 bytes of `]2\x86` repeated would otherwise grow
-//! into 2^22 values and more (see [`max_values`]). Decimal ints longer than CPython's own
+//! also counts what serde-pickle would make, in values (a string or bytes weighs one value
+//! per 8 bytes): each value pushed; a whole copy of the arguments of each `REDUCE`, which
+//! serde-pickle copies then; and the result with every memo reference in it expanded, as
+//! serde-pickle resolves them at the end. So 50 bytes of `]2\x86` repeated would otherwise
+//! grow into 2^22 values and more (see [`max_values`]). `DUP`, which no Python pickler
+//! writes and which serde-pickle executes by copying, is refused. Decimal ints longer than CPython's own
 //! limit (4 300 digits) are refused too: serde-pickle parses them in quadratic time.
 
 use std::collections::HashMap;
@@ -40,6 +42,7 @@ const MAX_INT_LINE: usize = 4_300 + 2;
 pub(crate) fn check(pickle: &[u8]) -> Result<(), String> {
     let mut shape = Shape {
         budget: max_values(pickle.len()),
+        max_result: max_values(pickle.len()),
         ..Shape::default()
     };
     let mut at = 0;
@@ -116,13 +119,20 @@ pub(crate) fn check(pickle: &[u8]) -> Result<(), String> {
     Err("pickle without STOP".into())
 }
 
-/// A value on the pickle machine's stack: plain, a string (where its bytes are in the
-/// pickle, for `STACK_GLOBAL`'s names), or a container (an index into `children`).
+/// A value on the pickle machine's stack: plain (with its weight, see [`weight`]), a string
+/// (where its bytes are in the pickle, for `STACK_GLOBAL`'s names), or a container (an
+/// index into `children`).
 #[derive(Debug, Clone, Copy)]
 enum Item {
-    Scalar,
+    Scalar(u64),
     Text(usize, usize),
     Node(usize),
+}
+
+/// What a plain value whose argument took `len` bytes of the pickle weighs, in values: one,
+/// plus one per 8 bytes (a copy of a string or bytes copies them all).
+fn weight(len: usize) -> u64 {
+    1 + len as u64 / 8
 }
 
 /// Just enough of the pickle machine to know the nesting of what it builds.
@@ -133,10 +143,12 @@ struct Shape {
     memo: HashMap<u64, Item>,
     /// The containers inside each container.
     children: Vec<Vec<usize>>,
-    /// How many plain values (strings included) each container holds.
+    /// The weight of the plain values (strings included) each container holds.
     scalars: Vec<u64>,
-    /// Values serde-pickle is still allowed to make (pushes and copies).
+    /// Values serde-pickle is still allowed to make as it goes (pushes, `REDUCE` copies).
     budget: u64,
+    /// The most values the result may expand to.
+    max_result: u64,
 }
 
 const MALFORMED: &str = "malformed pickle";
@@ -152,25 +164,23 @@ impl Shape {
         Ok(())
     }
 
-    /// Pushes a copy of `item` (a memo reference or `DUP`): serde-pickle copies a container
-    /// whole.
-    fn push_copy(&mut self, item: Item) -> Result<(), String> {
+    /// Counts a whole copy of `item` (`REDUCE`'s arguments) against the budget.
+    fn spend_copy(&mut self, item: Item) -> Result<(), String> {
         let values = match item {
             Item::Node(n) => self.expanded(n, self.budget).ok_or_else(|| {
                 "the pickle expands to more values than its size allows (shared references \
                  are copied out)"
                     .to_owned()
             })?,
-            Item::Scalar | Item::Text(..) => 1,
+            other => plain(&[other]),
         };
-        self.spend(values)?;
-        self.stack.push(item);
-        Ok(())
+        self.spend(values)
     }
 
     /// The values a copy of container `root` makes (itself, its plain values, and its
-    /// containers', each shared one once per reference), or `None` past `budget`. Each
-    /// container is visited once, so the work is at most in proportion to the count.
+    /// containers', each shared one once per reference; a reference back into itself, which
+    /// serde-pickle refuses, counts one), or `None` past `budget`. Each container is visited
+    /// once and each reference adds at least one, so the work is within the count.
     fn expanded(&self, root: usize, budget: u64) -> Option<u64> {
         let mut sizes: HashMap<usize, u64> = HashMap::new();
         let mut on_path: HashMap<usize, ()> = HashMap::from([(root, ())]);
@@ -184,11 +194,10 @@ impl Shape {
                 }
                 continue;
             }
-            // A cycle (a child still on the path) counts nothing: serde-pickle refuses it.
             let total = self.children[node]
                 .iter()
                 .fold(1 + self.scalars[node], |sum, c| {
-                    sum.saturating_add(sizes.get(c).copied().unwrap_or(0))
+                    sum.saturating_add(sizes.get(c).copied().unwrap_or(1))
                 });
             if total > budget {
                 return None;
@@ -206,7 +215,7 @@ impl Shape {
                 .iter()
                 .filter_map(|i| match i {
                     Item::Node(n) => Some(*n),
-                    Item::Scalar | Item::Text(..) => None,
+                    Item::Scalar(_) | Item::Text(..) => None,
                 })
                 .collect(),
         );
@@ -260,10 +269,7 @@ impl Shape {
                 }
             }
             b'1' => drop(self.pop_mark()?),
-            b'2' => {
-                let top = self.top()?;
-                self.push_copy(top)?;
-            }
+            b'2' => return Err("the pickle uses DUP, which no Python pickler writes".into()),
             b'}' | b']' | b')' | 0x8f => {
                 self.spend(1)?;
                 let empty = self.node(&[]);
@@ -298,8 +304,10 @@ impl Shape {
             }
             // set(list), frozenset(list), ...: as deep as its argument tuple.
             b'R' => {
-                self.spend(1)?;
                 let args = self.pop()?;
+                // serde-pickle copies the arguments (memo references resolved) here.
+                self.spend_copy(args)?;
+                self.spend(1)?;
                 self.pop()?;
                 let node = match args {
                     Item::Node(n) => {
@@ -314,7 +322,7 @@ impl Shape {
                         }
                         node
                     }
-                    Item::Scalar | Item::Text(..) => Item::Scalar,
+                    other => other,
                 };
                 self.stack.push(node);
             }
@@ -333,17 +341,18 @@ impl Shape {
                     ));
                 }
                 self.spend(1)?;
-                self.stack.push(Item::Scalar);
+                self.stack.push(Item::Scalar(1));
             }
             // SHORT_BINUNICODE, BINUNICODE, BINUNICODE8: a length, then the UTF-8 text.
             0x8c | b'X' | 0x8d => {
-                self.spend(1)?;
                 let width = match op {
                     0x8c => 1,
                     b'X' => 4,
                     _ => 8,
                 };
-                self.stack.push(Item::Text(start + width, end));
+                let item = Item::Text(start + width, end);
+                self.spend(plain(&[item]))?;
+                self.stack.push(item);
             }
             b'p' | b'q' | b'r' => {
                 let top = self.top()?;
@@ -353,15 +362,18 @@ impl Shape {
                 let top = self.top()?;
                 self.memo.insert(self.memo.len() as u64, top);
             }
+            // A memo reference: serde-pickle copies the value when it resolves the result,
+            // as it then is (counted in `finish`).
             b'g' | b'h' | b'j' => {
                 let item = *self.memo.get(&memo_id(op, arg)?).ok_or(MALFORMED)?;
-                self.push_copy(item)?;
+                self.stack.push(item);
             }
             0x80 | 0x95 | 0x98 => {}
             // Everything else pushes one plain value.
             _ => {
-                self.spend(1)?;
-                self.stack.push(Item::Scalar);
+                let item = Item::Scalar(weight(arg.len()));
+                self.spend(plain(&[item]))?;
+                self.stack.push(item);
             }
         }
         Ok(())
@@ -374,8 +386,10 @@ impl Shape {
         let Item::Node(root) = self.top()? else {
             return Ok(());
         };
-        // Iterative depth-first search: the height of each container, computed once.
+        // Iterative depth-first search: the height and expanded size of each container,
+        // computed once.
         let mut height: Vec<Option<usize>> = vec![None; self.children.len()];
+        let mut values: Vec<u64> = vec![0; self.children.len()];
         let mut on_path = vec![false; self.children.len()];
         let mut path: Vec<(usize, usize)> = vec![(root, 0)];
         on_path[root] = true;
@@ -397,8 +411,21 @@ impl Shape {
                 .max()
                 .unwrap_or(0);
             height[node] = Some(below + 1);
+            // A reference back into itself (serde-pickle refuses it) counts one.
+            values[node] = self.children[node]
+                .iter()
+                .fold(1 + self.scalars[node], |sum, &c| {
+                    sum.saturating_add(if height[c].is_some() { values[c] } else { 1 })
+                });
             on_path[node] = false;
             path.pop();
+        }
+        if values[root] > self.max_result {
+            return Err(format!(
+                "the pickle expands to {} values (memo references copied out), over the {} \
+                 its size allows",
+                values[root], self.max_result
+            ));
         }
         match height[root] {
             Some(h) if h > MAX_DEPTH => {
@@ -409,9 +436,16 @@ impl Shape {
     }
 }
 
-/// How many of `items` are plain values.
+/// What the plain values among `items` weigh.
 fn plain(items: &[Item]) -> u64 {
-    items.iter().filter(|i| !matches!(i, Item::Node(_))).count() as u64
+    items
+        .iter()
+        .map(|i| match i {
+            Item::Scalar(w) => *w,
+            Item::Text(from, to) => weight(to - from),
+            Item::Node(_) => 0,
+        })
+        .sum()
 }
 
 fn memo_id(op: u8, arg: &[u8]) -> Result<u64, String> {
@@ -470,28 +504,12 @@ mod tests {
 
     #[test]
     fn pickles_that_expand_past_their_share_are_refused() {
-        // A list, then (DUP, TUPLE2) n times: each step doubles what serde-pickle copies out.
-        let doubling = |n: usize| {
-            let mut p = b"\x80\x04]".to_vec();
-            for _ in 0..n {
-                p.extend_from_slice(b"2\x86");
-            }
-            p.push(b'.');
-            p
-        };
-        assert_eq!(check(&doubling(10)), Ok(()), "2^10 values");
-        let refused = check(&doubling(40)).unwrap_err();
-        assert!(refused.contains("expands to"), "{refused}");
-        // Quadratic: a list of k Nones, DUPed k times into another list.
+        // DUP, which serde-pickle runs by copying (a list, then DUP and TUPLE2 n times
+        // doubles it n times), is refused: no Python pickler writes it.
+        assert!(check(b"\x80\x04]2\x86.").unwrap_err().contains("DUP"));
         let k = 4_000;
-        let mut p = b"\x80\x04((".to_vec();
-        p.extend(std::iter::repeat_n(b'N', k));
-        p.push(b'l');
-        p.extend(std::iter::repeat_n(b'2', k));
-        p.extend_from_slice(b"l.");
-        assert!(max_values(p.len()) < (k * k) as u64);
-        assert!(check(&p).unwrap_err().contains("expands to"));
-        // The same through memo references (BINPUT once, BINGET k times).
+        // A list of k Nones referred to k times from another list (BINPUT once, BINGET k
+        // times): serde-pickle copies it out k times.
         let mut p = b"\x80\x04(".to_vec();
         p.extend(std::iter::repeat_n(b'N', k));
         p.extend_from_slice(b"l\x94]\x94(");
@@ -499,23 +517,29 @@ mod tests {
             p.extend_from_slice(b"h\x00");
         }
         p.extend_from_slice(b"e.");
+        assert!(max_values(p.len()) < (k * k) as u64);
         assert!(check(&p).unwrap_err().contains("expands to"));
-        // Copies that do not end up in the result cost the same: the doubling with the
-        // result replaced at the end (`N`), ...
-        let mut p = doubling(30);
-        p.insert(p.len() - 1, b'N');
-        assert!(check(&p).unwrap_err().contains("expands to"));
-        // ... a list DUPed and dropped again k times, ...
-        let mut p = b"\x80\x04(".to_vec();
-        p.extend(std::iter::repeat_n(b'N', k));
-        p.push(b'l');
+        // The same with the list empty while it is referred to, and grown afterwards
+        // through a reference: serde-pickle copies it as it is at the end.
+        let mut p = b"\x80\x02]q\x000](".to_vec();
         for _ in 0..k {
-            p.extend_from_slice(b"20");
+            p.extend_from_slice(b"h\x00");
         }
-        p.push(b'.');
+        p.extend_from_slice(b"eh\x00(");
+        p.extend(std::iter::repeat_n(b'N', k));
+        p.extend_from_slice(b"e0.");
         assert!(check(&p).unwrap_err().contains("expands to"));
-        // ... and a memoized argument tuple fetched for list() k times, the lists left
-        // under the result.
+        // A 64 KiB string referred to k times: a copy of a string copies its bytes.
+        let mut p = b"\x80\x04]\x94(X\x00\x00\x01\x00".to_vec();
+        p.extend(std::iter::repeat_n(b'a', 1 << 16));
+        p.push(0x94);
+        for _ in 0..k {
+            p.extend_from_slice(b"h\x01");
+        }
+        p.extend_from_slice(b"e.");
+        assert!(check(&p).unwrap_err().contains("expands to"));
+        // A memoized argument tuple fetched for list() k times, the lists left under the
+        // result: serde-pickle copies the arguments at each REDUCE.
         let mut p = b"\x80\x02(".to_vec();
         p.extend(std::iter::repeat_n(b'N', k));
         p.extend_from_slice(b"l\x85q\x000");
@@ -524,6 +548,15 @@ mod tests {
         }
         p.extend_from_slice(b"N.");
         assert!(check(&p).unwrap_err().contains("expands to"));
+        // References fetched and dropped again cost nothing: serde-pickle keeps references.
+        let mut p = b"\x80\x04(".to_vec();
+        p.extend(std::iter::repeat_n(b'N', k));
+        p.extend_from_slice(b"l\x94");
+        for _ in 0..k {
+            p.extend_from_slice(b"h\x000");
+        }
+        p.push(b'.');
+        assert_eq!(check(&p), Ok(()));
         // Python's own shared references pass: [x] * 1000 for a list x of ten ints.
         let mut p = b"\x80\x04](K\x01K\x02K\x03K\x04K\x05K\x06K\x07K\x08K\x09K\x0ae\x94".to_vec();
         p.splice(2..2, b"]\x94(".iter().copied());
