@@ -69,10 +69,9 @@ impl SharedMap {
                 "shared file shorter than its layout",
             ));
         }
-        // SAFETY: a fresh mapping at an address the kernel picks: it aliases no Rust
-        // object. The file is at least `len` long and sealed against shrinking (both
-        // checked above; seals are never removed), so no access within `len` faults with
-        // SIGBUS for being past its end.
+        // The file is at least `len` long and sealed against shrinking (both checked
+        // above; seals are never removed), so no access within `len` faults with SIGBUS.
+        // SAFETY: a fresh mapping at an address the kernel picks: it aliases no Rust object.
         let ptr = unsafe {
             rustix::mm::mmap(
                 std::ptr::null_mut(),
