@@ -137,22 +137,12 @@ impl Listener {
         let (socket, address, owned_file) = listen(&address)?;
         rustix::io::ioctl_fionbio(&socket, true)?;
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
-        epoll::add(
-            &epoll,
-            &socket,
-            epoll::EventData::new_u64(LISTENING),
-            epoll::EventFlags::IN,
-        )?;
+        watch(&epoll, &socket, LISTENING)?;
         let resume_timer = rustix::time::timerfd_create(
             rustix::time::TimerfdClockId::Monotonic,
             rustix::time::TimerfdFlags::CLOEXEC | rustix::time::TimerfdFlags::NONBLOCK,
         )?;
-        epoll::add(
-            &epoll,
-            &resume_timer,
-            epoll::EventData::new_u64(RESUME),
-            epoll::EventFlags::IN,
-        )?;
+        watch(&epoll, &resume_timer, RESUME)?;
         Ok(Listener {
             socket: Some(socket),
             address,
@@ -376,13 +366,7 @@ impl Listener {
         let Some(socket) = self.socket.as_ref().filter(|_| self.accept_paused) else {
             return Ok(());
         };
-        let added = epoll::add(
-            &self.epoll,
-            socket,
-            epoll::EventData::new_u64(LISTENING),
-            epoll::EventFlags::IN,
-        );
-        if let Err(e) = added {
+        if let Err(e) = watch(&self.epoll, socket, LISTENING) {
             // Short of memory too (or of epoll watches): try again after another pause,
             // rather than never accept again.
             self.arm_resume_timer(ACCEPT_PAUSE);
@@ -430,12 +414,7 @@ impl Listener {
         };
         let entry = self.pending.vacant_entry();
         let index = entry.key();
-        epoll::add(
-            &self.epoll,
-            &conn,
-            epoll::EventData::new_u64(index as u64 + 1),
-            epoll::EventFlags::IN,
-        )?;
+        watch(&self.epoll, &conn, index as u64 + 1)?;
         // No read yet: the answer to a challenge sent this instant cannot be there.
         entry.insert(Pending { conn, handshake });
         Ok(())
@@ -504,6 +483,16 @@ impl Listener {
             }
         }
     }
+}
+
+/// Adds `fd` to the listener's level-triggered `epoll`, readable events tagged `token`.
+fn watch(epoll: &OwnedFd, fd: &impl AsFd, token: u64) -> rustix::io::Result<()> {
+    epoll::add(
+        epoll,
+        fd,
+        epoll::EventData::new_u64(token),
+        epoll::EventFlags::IN,
+    )
 }
 
 impl Drop for Listener {
