@@ -16,8 +16,11 @@
 //! per 8 bytes): each value pushed; a whole copy of the arguments of each `REDUCE`, which
 //! serde-pickle copies then; and the result with every memo reference in it expanded, as
 //! serde-pickle resolves them at the end. So 50 bytes of `]2\x86` repeated would otherwise
-//! grow into 2^22 values and more (see [`max_values`]). `DUP`, which no Python pickler
-//! writes and which serde-pickle executes by copying, is refused. Decimal ints longer than CPython's own
+//! grow into 2^22 values and more (see [`max_values`]). What no Python pickler writes and
+//! serde-pickle turns into copies is refused: `DUP`, memoizing a value twice, reusing a memo
+//! id, more than [`MAX_DEPTH`] marks open, a container inside itself. And every container
+//! built, not only the result, must nest within [`MAX_DEPTH`]: serde-pickle drops what it
+//! pops recursively too. Decimal ints longer than CPython's own
 //! limit (4 300 digits) are refused too: serde-pickle parses them in quadratic time.
 
 use std::collections::HashMap;
@@ -122,12 +125,20 @@ pub(crate) fn check(pickle: &[u8]) -> Result<(), String> {
 /// A value on the pickle machine's stack: plain (with its weight, see [`weight`]), a string
 /// (where its bytes are in the pickle, for `STACK_GLOBAL`'s names), or a container (an
 /// index into `children`).
-#[derive(Debug, Clone, Copy)]
+///
+/// Items are told apart by identity: a plain value by where it was pushed, a string by
+/// where its bytes are, a container by its index. (The same item twice on the stack or in
+/// the memo is one value referred to twice.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Item {
-    Scalar(u64),
+    Scalar(u64, usize),
     Text(usize, usize),
     Node(usize),
 }
+
+/// What serde-pickle allocates for the stack each `MARK` starts (128 values), which a list,
+/// tuple or frozenset built from it keeps.
+const MARK_VALUES: u64 = 128;
 
 /// What a plain value whose argument took `len` bytes of the pickle weighs, in values: one,
 /// plus one per 8 bytes (a copy of a string or bytes copies them all).
@@ -141,6 +152,8 @@ struct Shape {
     stack: Vec<Item>,
     marks: Vec<usize>,
     memo: HashMap<u64, Item>,
+    /// The items in `memo`.
+    memoized: std::collections::HashSet<Item>,
     /// The containers inside each container.
     children: Vec<Vec<usize>>,
     /// The weight of the plain values (strings included) each container holds.
@@ -152,43 +165,41 @@ struct Shape {
 }
 
 const MALFORMED: &str = "malformed pickle";
+const TOO_MANY: &str =
+    "the pickle expands to more values than its size allows (shared references are copied out)";
+const RECURSIVE: &str = "the pickle holds a container inside itself";
 
 impl Shape {
     /// Counts `values` made by serde-pickle against the budget.
     fn spend(&mut self, values: u64) -> Result<(), String> {
-        self.budget = self.budget.checked_sub(values).ok_or_else(|| {
-            "the pickle expands to more values than its size allows (shared references \
-             are copied out)"
-                .to_owned()
-        })?;
+        self.budget = self.budget.checked_sub(values).ok_or(TOO_MANY)?;
         Ok(())
     }
 
     /// Counts a whole copy of `item` (`REDUCE`'s arguments) against the budget.
     fn spend_copy(&mut self, item: Item) -> Result<(), String> {
         let values = match item {
-            Item::Node(n) => self.expanded(n, self.budget).ok_or_else(|| {
-                "the pickle expands to more values than its size allows (shared references \
-                 are copied out)"
-                    .to_owned()
-            })?,
+            Item::Node(n) => self.expanded(n, self.budget)?,
             other => plain(&[other]),
         };
         self.spend(values)
     }
 
     /// The values a copy of container `root` makes (itself, its plain values, and its
-    /// containers', each shared one once per reference; a reference back into itself, which
-    /// serde-pickle refuses, counts one), or `None` past `budget`. Each container is visited
-    /// once and each reference adds at least one, so the work is within the count.
-    fn expanded(&self, root: usize, budget: u64) -> Option<u64> {
+    /// containers', each shared one once per reference); an error past `budget` or for a
+    /// container inside itself. Each container is visited once and each reference adds at
+    /// least one, so the work is within the count.
+    fn expanded(&self, root: usize, budget: u64) -> Result<u64, String> {
         let mut sizes: HashMap<usize, u64> = HashMap::new();
         let mut on_path: HashMap<usize, ()> = HashMap::from([(root, ())]);
         let mut path: Vec<(usize, usize)> = vec![(root, 0)];
         while let Some(&mut (node, ref mut next)) = path.last_mut() {
             if let Some(&child) = self.children[node].get(*next) {
                 *next += 1;
-                if !sizes.contains_key(&child) && !on_path.contains_key(&child) {
+                if on_path.contains_key(&child) {
+                    return Err(RECURSIVE.into());
+                }
+                if !sizes.contains_key(&child) {
                     on_path.insert(child, ());
                     path.push((child, 0));
                 }
@@ -197,16 +208,16 @@ impl Shape {
             let total = self.children[node]
                 .iter()
                 .fold(1 + self.scalars[node], |sum, c| {
-                    sum.saturating_add(sizes.get(c).copied().unwrap_or(1))
+                    sum.saturating_add(sizes.get(c).copied().unwrap_or(0))
                 });
             if total > budget {
-                return None;
+                return Err(TOO_MANY.into());
             }
             sizes.insert(node, total);
             on_path.remove(&node);
             path.pop();
         }
-        sizes.get(&root).copied()
+        Ok(sizes.get(&root).copied().unwrap_or(0))
     }
 
     fn node(&mut self, items: &[Item]) -> Item {
@@ -215,7 +226,7 @@ impl Shape {
                 .iter()
                 .filter_map(|i| match i {
                     Item::Node(n) => Some(*n),
-                    Item::Scalar(_) | Item::Text(..) => None,
+                    Item::Scalar(..) | Item::Text(..) => None,
                 })
                 .collect(),
         );
@@ -259,7 +270,14 @@ impl Shape {
     fn apply(&mut self, op: u8, pickle: &[u8], start: usize, end: usize) -> Result<(), String> {
         let arg = &pickle[start..end];
         match op {
-            b'(' => self.marks.push(self.stack.len()),
+            b'(' => {
+                if self.marks.len() >= MAX_DEPTH {
+                    return Err(format!(
+                        "the pickle opens more than {MAX_DEPTH} marks at once"
+                    ));
+                }
+                self.marks.push(self.stack.len());
+            }
             // POP: of a mark, if one is on top (as CPython's unpickler does).
             b'0' => {
                 if self.marks.last() == Some(&self.stack.len()) {
@@ -276,7 +294,8 @@ impl Shape {
                 self.stack.push(empty);
             }
             b'd' | b'l' | b't' | 0x91 => {
-                self.spend(1)?;
+                // A list, tuple or frozenset keeps the stack its MARK started.
+                self.spend(if op == b'd' { 1 } else { MARK_VALUES })?;
                 let items = self.pop_mark()?;
                 let node = self.node(&items);
                 self.stack.push(node);
@@ -341,7 +360,7 @@ impl Shape {
                     ));
                 }
                 self.spend(1)?;
-                self.stack.push(Item::Scalar(1));
+                self.stack.push(Item::Scalar(1, start));
             }
             // SHORT_BINUNICODE, BINUNICODE, BINUNICODE8: a length, then the UTF-8 text.
             0x8c | b'X' | 0x8d => {
@@ -354,13 +373,22 @@ impl Shape {
                 self.spend(plain(&[item]))?;
                 self.stack.push(item);
             }
-            b'p' | b'q' | b'r' => {
+            // PUT, BINPUT, LONG_BINPUT, MEMOIZE. serde-pickle copies a value memoized
+            // again (a reference's), and rebinds references to an id put again; no Python
+            // pickler does either, so both are refused.
+            b'p' | b'q' | b'r' | 0x94 => {
                 let top = self.top()?;
-                self.memo.insert(memo_id(op, arg)?, top);
-            }
-            0x94 => {
-                let top = self.top()?;
-                self.memo.insert(self.memo.len() as u64, top);
+                let id = if op == 0x94 {
+                    self.memo.len() as u64
+                } else {
+                    memo_id(op, arg)?
+                };
+                if !self.memoized.insert(top) {
+                    return Err("the pickle memoizes one value twice".into());
+                }
+                if self.memo.insert(id, top).is_some() {
+                    return Err(format!("the pickle memoizes twice under id {id}"));
+                }
             }
             // A memo reference: serde-pickle copies the value when it resolves the result,
             // as it then is (counted in `finish`).
@@ -371,7 +399,7 @@ impl Shape {
             0x80 | 0x95 | 0x98 => {}
             // Everything else pushes one plain value.
             _ => {
-                let item = Item::Scalar(weight(arg.len()));
+                let item = Item::Scalar(weight(arg.len()), start);
                 self.spend(plain(&[item]))?;
                 self.stack.push(item);
             }
@@ -379,60 +407,66 @@ impl Shape {
         Ok(())
     }
 
-    /// How deep the result nests, following each container's containers (shared ones once
-    /// per path, as serde-pickle expands them). A cycle is left to serde-pickle, which
-    /// refuses recursive structures. (What it expands to was counted as it was built.)
+    /// Checks every container built, the result and those dropped on the way or kept in the
+    /// memo alike (serde-pickle builds and drops them all recursively): none nests deeper
+    /// than [`MAX_DEPTH`] or holds itself, and the result, with its shared containers copied
+    /// out as serde-pickle resolves them, stays within what the pickle's size allows.
     fn finish(&self) -> Result<(), String> {
-        let Item::Node(root) = self.top()? else {
-            return Ok(());
-        };
-        // Iterative depth-first search: the height and expanded size of each container,
+        // Iterative depth-first searches: the height and expanded size of each container,
         // computed once.
-        let mut height: Vec<Option<usize>> = vec![None; self.children.len()];
-        let mut values: Vec<u64> = vec![0; self.children.len()];
-        let mut on_path = vec![false; self.children.len()];
-        let mut path: Vec<(usize, usize)> = vec![(root, 0)];
-        on_path[root] = true;
-        while let Some(&mut (node, ref mut next)) = path.last_mut() {
-            if let Some(&child) = self.children[node].get(*next) {
-                *next += 1;
-                if height[child].is_none() && !on_path[child] {
-                    on_path[child] = true;
-                    path.push((child, 0));
-                    if path.len() > MAX_DEPTH {
-                        return Err(format!("the pickle nests deeper than {MAX_DEPTH} levels"));
-                    }
-                }
+        let count = self.children.len();
+        let mut height: Vec<Option<usize>> = vec![None; count];
+        let mut values: Vec<u64> = vec![0; count];
+        let mut on_path = vec![false; count];
+        for start in 0..count {
+            if height[start].is_some() {
                 continue;
             }
-            let below = self.children[node]
-                .iter()
-                .filter_map(|&c| height[c])
-                .max()
-                .unwrap_or(0);
-            height[node] = Some(below + 1);
-            // A reference back into itself (serde-pickle refuses it) counts one.
-            values[node] = self.children[node]
-                .iter()
-                .fold(1 + self.scalars[node], |sum, &c| {
-                    sum.saturating_add(if height[c].is_some() { values[c] } else { 1 })
-                });
-            on_path[node] = false;
-            path.pop();
-        }
-        if values[root] > self.max_result {
-            return Err(format!(
-                "the pickle expands to {} values (memo references copied out), over the {} \
-                 its size allows",
-                values[root], self.max_result
-            ));
-        }
-        match height[root] {
-            Some(h) if h > MAX_DEPTH => {
-                Err(format!("the pickle nests deeper than {MAX_DEPTH} levels"))
+            let mut path: Vec<(usize, usize)> = vec![(start, 0)];
+            on_path[start] = true;
+            while let Some(&mut (node, ref mut next)) = path.last_mut() {
+                if let Some(&child) = self.children[node].get(*next) {
+                    *next += 1;
+                    if on_path[child] {
+                        return Err(RECURSIVE.into());
+                    }
+                    if height[child].is_none() {
+                        on_path[child] = true;
+                        path.push((child, 0));
+                        if path.len() > MAX_DEPTH {
+                            return Err(format!("the pickle nests deeper than {MAX_DEPTH} levels"));
+                        }
+                    }
+                    continue;
+                }
+                let below = self.children[node]
+                    .iter()
+                    .filter_map(|&c| height[c])
+                    .max()
+                    .unwrap_or(0);
+                if below + 1 > MAX_DEPTH {
+                    return Err(format!("the pickle nests deeper than {MAX_DEPTH} levels"));
+                }
+                height[node] = Some(below + 1);
+                values[node] = self.children[node]
+                    .iter()
+                    .fold(1 + self.scalars[node], |sum, &c| {
+                        sum.saturating_add(values[c])
+                    });
+                on_path[node] = false;
+                path.pop();
             }
-            _ => Ok(()),
         }
+        if let Item::Node(root) = self.top()? {
+            if values[root] > self.max_result {
+                return Err(format!(
+                    "the pickle expands to {} values (memo references copied out), over \
+                     the {} its size allows",
+                    values[root], self.max_result
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -441,7 +475,7 @@ fn plain(items: &[Item]) -> u64 {
     items
         .iter()
         .map(|i| match i {
-            Item::Scalar(w) => *w,
+            Item::Scalar(w, _) => *w,
             Item::Text(from, to) => weight(to - from),
             Item::Node(_) => 0,
         })
@@ -548,6 +582,53 @@ mod tests {
         }
         p.extend_from_slice(b"N.");
         assert!(check(&p).unwrap_err().contains("expands to"));
+        // A third review's inputs. A value memoized again (a reference, which serde-pickle
+        // then copies) ...
+        let mut p = b"\x80\x02(".to_vec();
+        p.extend(std::iter::repeat_n(b'N', k));
+        p.extend_from_slice(b"lq\x00");
+        for i in 1..k as u32 {
+            p.push(b'r');
+            p.extend_from_slice(&i.to_le_bytes());
+        }
+        p.push(b'.');
+        assert!(check(&p).unwrap_err().contains("twice"));
+        // ... an id put again, which rebinds the references made before ...
+        let mut p = b"\x80\x02]q\x000](".to_vec();
+        for _ in 0..k {
+            p.extend_from_slice(b"h\x00");
+        }
+        p.extend_from_slice(b"e(");
+        p.extend(std::iter::repeat_n(b'N', k));
+        p.extend_from_slice(b"lq\x000.");
+        assert!(check(&p).unwrap_err().contains("twice"));
+        // ... a list() of a list appended back into that list ...
+        let mut p = b"\x80\x02(".to_vec();
+        p.extend(std::iter::repeat_n(b'N', k));
+        p.extend_from_slice(b"lq\x000c__builtin__\nlist\nh\x00\x85Rq\x010h\x00(");
+        for _ in 0..k {
+            p.extend_from_slice(b"h\x01");
+        }
+        p.extend_from_slice(b"e.");
+        assert!(check(&p).is_err());
+        // ... a deep value dropped before the result (serde-pickle drops it recursively) ...
+        let d = 100_000;
+        let mut p = b"\x80\x03".to_vec();
+        p.extend(std::iter::repeat_n(b']', d));
+        p.extend(std::iter::repeat_n(b'a', d - 1));
+        p.extend_from_slice(b"0N.");
+        assert!(check(&p).unwrap_err().contains("deeper"));
+        // ... and MARKs, each of which serde-pickle gives a stack of 128 values.
+        let mut p = b"\x80\x02](".to_vec();
+        for _ in 0..100_000 {
+            p.extend_from_slice(b"(l");
+        }
+        p.extend_from_slice(b"e.");
+        assert!(check(&p).unwrap_err().contains("expands to"));
+        let mut p = b"\x80\x02".to_vec();
+        p.extend(std::iter::repeat_n(b'(', 1_000));
+        p.extend_from_slice(b"N.");
+        assert!(check(&p).unwrap_err().contains("marks"));
         // References fetched and dropped again cost nothing: serde-pickle keeps references.
         let mut p = b"\x80\x04(".to_vec();
         p.extend(std::iter::repeat_n(b'N', k));
