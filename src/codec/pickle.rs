@@ -50,8 +50,21 @@ pub(crate) fn unpickle<R>(
         )
     })?;
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode(payload))) {
+        // serde-pickle's message may hold a dump of the value: a line of it is enough.
         Ok(decoded) => decoded.map_err(|e| {
-            Error::with_source(ErrorKind::Decode, format!("could not unpickle{what}"), e)
+            let mut text = e.to_string();
+            if text.len() > 240 {
+                let cut = (0..=240)
+                    .rev()
+                    .find(|&i| text.is_char_boundary(i))
+                    .unwrap_or(0);
+                text.truncate(cut);
+                text.push_str("...");
+            }
+            Error::with_message(
+                ErrorKind::Decode,
+                format!("could not unpickle{what}: {text}"),
+            )
         }),
         Err(_) => Err(Error::with_message(
             ErrorKind::Decode,
@@ -97,6 +110,16 @@ mod tests {
             .decode::<Vec<f64>>(&p)
             .expect("the floats, as a sequence");
         assert_eq!(typed.len(), 60);
+        // serde-pickle's error texts, which may dump the value, are cut short.
+        let mut p = b"\x80\x04](".to_vec();
+        p.extend(std::iter::repeat_n(b')', 100_000));
+        p.extend_from_slice(b"e\x85Na.");
+        let e = crate::pickle::loads(&p).expect_err("APPEND onto a tuple");
+        assert!(
+            e.to_string().len() < 400,
+            "{} bytes of error",
+            e.to_string().len()
+        );
         // Sets of plain floats still decode.
         let p = set_of_floats([1.5, 2.5, -0.0]);
         assert!(crate::pickle::loads(&p).is_ok());

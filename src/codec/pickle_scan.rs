@@ -29,12 +29,13 @@ use std::collections::HashMap;
 /// serde-pickle needs up to ~10 KiB per level.
 pub(crate) const MAX_DEPTH: usize = 100;
 
-/// The most values a pickle of `len` bytes may expand to: a million, plus 8 per byte. A
-/// pickle without shared references makes at most one value per byte; Python's shared
-/// references (`[x] * n`) make more, and beyond this the pickle is refused rather than
-/// copied out (serde-pickle keeps each value in 32 bytes or more).
+/// The most values a pickle of `len` bytes may expand to: a million, plus 16 per byte. A
+/// pickle without shared references makes about one value per byte, or a few more for
+/// tuples built from a mark (serde-pickle keeps the mark's 128-value stack); Python's
+/// shared references (`[x] * n`) make more, and beyond this the pickle is refused rather
+/// than copied out (serde-pickle keeps each value in 32 bytes or more).
 pub(crate) fn max_values(len: usize) -> u64 {
-    (1 << 20) + 8 * len as u64
+    (1 << 20) + 16 * len as u64
 }
 
 /// The longest decimal int line (`INT`, `LONG`) accepted: CPython's default limit on the
@@ -140,6 +141,17 @@ enum Item {
 /// tuple or frozenset built from it keeps.
 const MARK_VALUES: u64 = 128;
 
+/// What a dict (opcode `}` or `d`) or a set (`EMPTY_SET`, `FROZENSET`, or built by `REDUCE`)
+/// weighs beyond its items, in values: serde-pickle makes each a B-tree, whose first node
+/// takes about 750 bytes for a dict and 370 for a set (some 22 and 11 values).
+fn map_values(op: u8) -> u64 {
+    match op {
+        b'}' | b'd' => 22,
+        0x8f | 0x91 => 11,
+        _ => 0,
+    }
+}
+
 /// What a plain value whose argument took `len` bytes of the pickle weighs, in values: one,
 /// plus one per 8 bytes (a copy of a string or bytes copies them all).
 fn weight(len: usize) -> u64 {
@@ -234,6 +246,13 @@ impl Shape {
         Item::Node(self.children.len() - 1)
     }
 
+    /// Adds `extra` values to what container `item` weighs.
+    fn weigh(&mut self, item: Item, extra: u64) {
+        if let Item::Node(n) = item {
+            self.scalars[n] += extra;
+        }
+    }
+
     fn pop(&mut self) -> Result<Item, String> {
         self.stack.pop().ok_or_else(|| MALFORMED.to_owned())
     }
@@ -289,15 +308,19 @@ impl Shape {
             b'1' => drop(self.pop_mark()?),
             b'2' => return Err("the pickle uses DUP, which no Python pickler writes".into()),
             b'}' | b']' | b')' | 0x8f => {
-                self.spend(1)?;
+                let extra = map_values(op);
+                self.spend(1 + extra)?;
                 let empty = self.node(&[]);
+                self.weigh(empty, extra);
                 self.stack.push(empty);
             }
             b'd' | b'l' | b't' | 0x91 => {
                 // A list, tuple or frozenset keeps the stack its MARK started.
-                self.spend(if op == b'd' { 1 } else { MARK_VALUES })?;
+                let extra = map_values(op);
+                self.spend(if op == b'd' { 1 } else { MARK_VALUES } + extra)?;
                 let items = self.pop_mark()?;
                 let node = self.node(&items);
+                self.weigh(node, extra);
                 self.stack.push(node);
             }
             0x85..=0x87 => {
@@ -339,6 +362,9 @@ impl Shape {
                         if let Item::Node(m) = node {
                             self.scalars[m] = self.scalars[n];
                         }
+                        // set() or frozenset() (or list()): weighed as a set.
+                        self.spend(map_values(0x8f))?;
+                        self.weigh(node, map_values(0x8f));
                         node
                     }
                     other => other,
@@ -629,6 +655,17 @@ mod tests {
         p.extend(std::iter::repeat_n(b'(', 1_000));
         p.extend_from_slice(b"N.");
         assert!(check(&p).unwrap_err().contains("marks"));
+        // Dicts weigh their B-trees: 500 one-entry dicts referred to 700 times (3 KB).
+        let mut p = b"\x80\x04]\x94(".to_vec();
+        for _ in 0..500 {
+            p.extend_from_slice(b"}NNs");
+        }
+        p.extend_from_slice(b"e0](");
+        for _ in 0..700 {
+            p.extend_from_slice(b"h\x00");
+        }
+        p.extend_from_slice(b"e.");
+        assert!(check(&p).unwrap_err().contains("expands to"));
         // References fetched and dropped again cost nothing: serde-pickle keeps references.
         let mut p = b"\x80\x04(".to_vec();
         p.extend(std::iter::repeat_n(b'N', k));
