@@ -562,6 +562,11 @@ mod tests {
         assert_eq!(check(p), Ok(()));
     }
 
+    /// A pickle made of `parts`, each repeated as many times as it says.
+    fn pickle(parts: &[(&[u8], usize)]) -> Vec<u8> {
+        parts.iter().flat_map(|&(part, n)| part.repeat(n)).collect()
+    }
+
     #[test]
     fn pickles_that_expand_past_their_share_are_refused() {
         // DUP, which serde-pickle runs by copying (a list, then DUP and TUPLE2 n times
@@ -570,49 +575,47 @@ mod tests {
         let k = 4_000;
         // A list of k Nones referred to k times from another list (BINPUT once, BINGET k
         // times): serde-pickle copies it out k times.
-        let mut p = b"\x80\x04(".to_vec();
-        p.extend(std::iter::repeat_n(b'N', k));
-        p.extend_from_slice(b"l\x94]\x94(");
-        for _ in 0..k {
-            p.extend_from_slice(b"h\x00");
-        }
-        p.extend_from_slice(b"e.");
+        let p = pickle(&[
+            (b"\x80\x04(", 1),
+            (b"N", k),
+            (b"l\x94]\x94(", 1),
+            (b"h\x00", k),
+            (b"e.", 1),
+        ]);
         assert!(max_values(p.len()) < (k * k) as u64);
         assert!(check(&p).unwrap_err().contains("expands to"));
         // The same with the list empty while it is referred to, and grown afterwards
         // through a reference: serde-pickle copies it as it is at the end.
-        let mut p = b"\x80\x02]q\x000](".to_vec();
-        for _ in 0..k {
-            p.extend_from_slice(b"h\x00");
-        }
-        p.extend_from_slice(b"eh\x00(");
-        p.extend(std::iter::repeat_n(b'N', k));
-        p.extend_from_slice(b"e0.");
+        let p = pickle(&[
+            (b"\x80\x02]q\x000](", 1),
+            (b"h\x00", k),
+            (b"eh\x00(", 1),
+            (b"N", k),
+            (b"e0.", 1),
+        ]);
         assert!(check(&p).unwrap_err().contains("expands to"));
         // A 64 KiB string referred to k times: a copy of a string copies its bytes.
-        let mut p = b"\x80\x04]\x94(X\x00\x00\x01\x00".to_vec();
-        p.extend(std::iter::repeat_n(b'a', 1 << 16));
-        p.push(0x94);
-        for _ in 0..k {
-            p.extend_from_slice(b"h\x01");
-        }
-        p.extend_from_slice(b"e.");
+        let p = pickle(&[
+            (b"\x80\x04]\x94(X\x00\x00\x01\x00", 1),
+            (b"a", 1 << 16),
+            (b"\x94", 1),
+            (b"h\x01", k),
+            (b"e.", 1),
+        ]);
         assert!(check(&p).unwrap_err().contains("expands to"));
         // A memoized argument tuple fetched for list() k times, the lists left under the
         // result: serde-pickle copies the arguments at each REDUCE.
-        let mut p = b"\x80\x02(".to_vec();
-        p.extend(std::iter::repeat_n(b'N', k));
-        p.extend_from_slice(b"l\x85q\x000");
-        for _ in 0..k {
-            p.extend_from_slice(b"c__builtin__\nlist\nh\x00R");
-        }
-        p.extend_from_slice(b"N.");
+        let p = pickle(&[
+            (b"\x80\x02(", 1),
+            (b"N", k),
+            (b"l\x85q\x000", 1),
+            (b"c__builtin__\nlist\nh\x00R", k),
+            (b"N.", 1),
+        ]);
         assert!(check(&p).unwrap_err().contains("expands to"));
         // A third review's inputs. A value memoized again (a reference, which serde-pickle
         // then copies) ...
-        let mut p = b"\x80\x02(".to_vec();
-        p.extend(std::iter::repeat_n(b'N', k));
-        p.extend_from_slice(b"lq\x00");
+        let mut p = pickle(&[(b"\x80\x02(", 1), (b"N", k), (b"lq\x00", 1)]);
         for i in 1..k as u32 {
             p.push(b'r');
             p.extend_from_slice(&i.to_le_bytes());
@@ -620,73 +623,62 @@ mod tests {
         p.push(b'.');
         assert!(check(&p).unwrap_err().contains("twice"));
         // ... an id put again, which rebinds the references made before ...
-        let mut p = b"\x80\x02]q\x000](".to_vec();
-        for _ in 0..k {
-            p.extend_from_slice(b"h\x00");
-        }
-        p.extend_from_slice(b"e(");
-        p.extend(std::iter::repeat_n(b'N', k));
-        p.extend_from_slice(b"lq\x000.");
+        let p = pickle(&[
+            (b"\x80\x02]q\x000](", 1),
+            (b"h\x00", k),
+            (b"e(", 1),
+            (b"N", k),
+            (b"lq\x000.", 1),
+        ]);
         assert!(check(&p).unwrap_err().contains("twice"));
         // ... a list() of a list appended back into that list ...
-        let mut p = b"\x80\x02(".to_vec();
-        p.extend(std::iter::repeat_n(b'N', k));
-        p.extend_from_slice(b"lq\x000c__builtin__\nlist\nh\x00\x85Rq\x010h\x00(");
-        for _ in 0..k {
-            p.extend_from_slice(b"h\x01");
-        }
-        p.extend_from_slice(b"e.");
+        let p = pickle(&[
+            (b"\x80\x02(", 1),
+            (b"N", k),
+            (b"lq\x000c__builtin__\nlist\nh\x00\x85Rq\x010h\x00(", 1),
+            (b"h\x01", k),
+            (b"e.", 1),
+        ]);
         assert!(check(&p).is_err());
         // ... a deep value dropped before the result (serde-pickle drops it recursively) ...
         let d = 100_000;
-        let mut p = b"\x80\x03".to_vec();
-        p.extend(std::iter::repeat_n(b']', d));
-        p.extend(std::iter::repeat_n(b'a', d - 1));
-        p.extend_from_slice(b"0N.");
+        let p = pickle(&[(b"\x80\x03", 1), (b"]", d), (b"a", d - 1), (b"0N.", 1)]);
         assert!(check(&p).unwrap_err().contains("deeper"));
         // ... and MARKs, each of which serde-pickle gives a stack of 128 values.
-        let mut p = b"\x80\x02](".to_vec();
-        for _ in 0..100_000 {
-            p.extend_from_slice(b"(l");
-        }
-        p.extend_from_slice(b"e.");
+        let p = pickle(&[(b"\x80\x02](", 1), (b"(l", 100_000), (b"e.", 1)]);
         assert!(check(&p).unwrap_err().contains("expands to"));
-        let mut p = b"\x80\x02".to_vec();
-        p.extend(std::iter::repeat_n(b'(', 1_000));
-        p.extend_from_slice(b"N.");
+        let p = pickle(&[(b"\x80\x02", 1), (b"(", 1_000), (b"N.", 1)]);
         assert!(check(&p).unwrap_err().contains("marks"));
         // Dicts weigh their B-trees: 500 one-entry dicts referred to 700 times (3 KB).
-        let mut p = b"\x80\x04]\x94(".to_vec();
-        for _ in 0..500 {
-            p.extend_from_slice(b"}NNs");
-        }
-        p.extend_from_slice(b"e0](");
-        for _ in 0..700 {
-            p.extend_from_slice(b"h\x00");
-        }
-        p.extend_from_slice(b"e.");
+        let p = pickle(&[
+            (b"\x80\x04]\x94(", 1),
+            (b"}NNs", 500),
+            (b"e0](", 1),
+            (b"h\x00", 700),
+            (b"e.", 1),
+        ]);
         assert!(check(&p).unwrap_err().contains("expands to"));
         // References fetched and dropped again cost nothing: serde-pickle keeps references.
-        let mut p = b"\x80\x04(".to_vec();
-        p.extend(std::iter::repeat_n(b'N', k));
-        p.extend_from_slice(b"l\x94");
-        for _ in 0..k {
-            p.extend_from_slice(b"h\x000");
-        }
-        p.push(b'.');
+        let p = pickle(&[
+            (b"\x80\x04(", 1),
+            (b"N", k),
+            (b"l\x94", 1),
+            (b"h\x000", k),
+            (b".", 1),
+        ]);
         assert_eq!(check(&p), Ok(()));
         // Python's own shared references pass: [x] * 1000 for a list x of ten ints.
-        let mut p = b"\x80\x04](K\x01K\x02K\x03K\x04K\x05K\x06K\x07K\x08K\x09K\x0ae\x94".to_vec();
-        p.splice(2..2, b"]\x94(".iter().copied());
-        for _ in 0..999 {
-            p.extend_from_slice(b"h\x01");
-        }
-        p.extend_from_slice(b"e.");
+        let p = pickle(&[
+            (
+                b"\x80\x04]\x94(](K\x01K\x02K\x03K\x04K\x05K\x06K\x07K\x08K\x09K\x0ae\x94",
+                1,
+            ),
+            (b"h\x01", 999),
+            (b"e.", 1),
+        ]);
         assert_eq!(check(&p), Ok(()));
         // A plain list of a million Nones is one value per byte: fine.
-        let mut p = b"\x80\x04]\x94(".to_vec();
-        p.extend(std::iter::repeat_n(b'N', 1_000_000));
-        p.extend_from_slice(b"e.");
+        let p = pickle(&[(b"\x80\x04]\x94(", 1), (b"N", 1_000_000), (b"e.", 1)]);
         assert_eq!(check(&p), Ok(()));
     }
 
