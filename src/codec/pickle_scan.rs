@@ -23,7 +23,7 @@
 //! pops recursively too. Decimal ints longer than CPython's own
 //! limit (4 300 digits) are refused too: serde-pickle parses them in quadratic time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// The deepest nesting accepted. Well inside a 2 MiB thread stack in debug builds, where
 /// serde-pickle needs up to ~10 KiB per level.
@@ -165,7 +165,7 @@ struct Shape {
     marks: Vec<usize>,
     memo: HashMap<u64, Item>,
     /// The items in `memo`.
-    memoized: std::collections::HashSet<Item>,
+    memoized: HashSet<Item>,
     /// The containers inside each container.
     children: Vec<Vec<usize>>,
     /// The weight of the plain values (strings included) each container holds.
@@ -203,16 +203,16 @@ impl Shape {
     /// least one, so the work is within the count.
     fn expanded(&self, root: usize, budget: u64) -> Result<u64, String> {
         let mut sizes: HashMap<usize, u64> = HashMap::new();
-        let mut on_path: HashMap<usize, ()> = HashMap::from([(root, ())]);
+        let mut on_path: HashSet<usize> = HashSet::from([root]);
         let mut path: Vec<(usize, usize)> = vec![(root, 0)];
         while let Some(&mut (node, ref mut next)) = path.last_mut() {
             if let Some(&child) = self.children[node].get(*next) {
                 *next += 1;
-                if on_path.contains_key(&child) {
+                if on_path.contains(&child) {
                     return Err(RECURSIVE.into());
                 }
                 if !sizes.contains_key(&child) {
-                    on_path.insert(child, ());
+                    on_path.insert(child);
                     path.push((child, 0));
                 }
                 continue;

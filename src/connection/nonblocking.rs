@@ -204,37 +204,38 @@ impl Connection {
         buf: &mut Vec<u8>,
         reads: usize,
     ) -> Result<Within> {
-        self.check_readable()?;
-        let limit = self.max_message_len;
-        for _ in 0..reads {
-            if let Some(frame) = self.decoder.decode(limit)? {
-                return Ok(Within::Message(self.frame_into(frame, buf)));
-            }
-            match self.fill(false)? {
-                Fill::Data => {}
-                Fill::Eof => return Err(self.decoder.eof_error()),
-                Fill::WouldBlock => return Ok(Within::Drained),
-            }
-        }
-        match self.decoder.decode(limit)? {
-            Some(frame) => Ok(Within::Message(self.frame_into(frame, buf))),
-            None => Ok(Within::Spent),
-        }
+        Ok(match self.next_frame_within(self.max_message_len, reads)? {
+            Found::Frame(frame) => Within::Message(self.frame_into(frame, buf)),
+            Found::Drained => Within::Drained,
+            Found::Spent => Within::Spent,
+        })
     }
 
     /// Decodes a frame from what is here now, reading without blocking.
     fn try_next_frame(&mut self, limit: u64) -> Result<Option<Frame>> {
+        Ok(match self.next_frame_within(limit, usize::MAX)? {
+            Found::Frame(frame) => Some(frame),
+            Found::Drained | Found::Spent => None,
+        })
+    }
+
+    /// Decodes a frame from what is here now, with at most `reads` reads of the fd.
+    fn next_frame_within(&mut self, limit: u64, reads: usize) -> Result<Found> {
         self.check_readable()?;
-        loop {
+        for _ in 0..reads {
             if let Some(frame) = self.decoder.decode(limit)? {
-                return Ok(Some(frame));
+                return Ok(Found::Frame(frame));
             }
             match self.fill(false)? {
                 Fill::Data => {}
                 Fill::Eof => return Err(self.decoder.eof_error()),
-                Fill::WouldBlock => return Ok(None),
+                Fill::WouldBlock => return Ok(Found::Drained),
             }
         }
+        Ok(match self.decoder.decode(limit)? {
+            Some(frame) => Found::Frame(frame),
+            None => Found::Spent,
+        })
     }
 
     fn next_frame_deadline(&mut self, limit: u64, deadline: Instant) -> Result<Frame> {
@@ -474,6 +475,15 @@ impl Connection {
     pub fn set_send_buffer_limit(&mut self, limit: usize) {
         self.send_buffer_limit = limit;
     }
+}
+
+/// What [`Connection::next_frame_within`] found.
+enum Found {
+    Frame(Frame),
+    /// Nothing more to read now.
+    Drained,
+    /// The reads allowed are spent.
+    Spent,
 }
 
 /// What [`Connection::try_recv_bytes_into_within`] found.
