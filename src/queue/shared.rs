@@ -1072,14 +1072,7 @@ impl Shared {
             // Not a frame of the log at all (nothing was there): nothing to report.
             return Ok(());
         }
-        let done = self
-            .unfinished()
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n > 0).then(|| n.saturating_sub(u64::from(discarded)))
-            });
-        if done.is_ok_and(|before| before <= u64::from(discarded)) {
-            wake_sleepers(self.h32(l::H_JOIN_SEQ), self.h32(l::H_JOIN_SLEEPERS));
-        }
+        self.count_done(u64::from(discarded));
         self.after_get();
         Err(Error::with_message(
             ErrorKind::BadMessageLength,
@@ -1334,13 +1327,7 @@ impl Shared {
                     match self.take_from(log, &mut |_| ()) {
                         // As Python 3.13: a discarded item counts as done, so `join`
                         // returns once the items taken before are marked done.
-                        Ok(Some(())) => {
-                            let _ = self.unfinished().fetch_update(
-                                Ordering::SeqCst,
-                                Ordering::SeqCst,
-                                |n| n.checked_sub(1),
-                            );
-                        }
+                        Ok(Some(())) => self.count_done(1),
                         Ok(None) => break,
                         // A corrupt frame: `take_from` discarded the log to its tail and
                         // counted those items done. Carry on from there.
@@ -1365,6 +1352,19 @@ impl Shared {
 
     fn unfinished(&self) -> &AtomicU64 {
         self.map.u64_at(l::H_UNFINISHED)
+    }
+
+    /// Counts `n` items done that no consumer will mark (discarded), down to 0 at most;
+    /// wakes joiners when none is left.
+    fn count_done(&self, n: u64) {
+        let before = self
+            .unfinished()
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                (left > 0).then(|| left.saturating_sub(n))
+            });
+        if before.is_ok_and(|left| left <= n) {
+            wake_sleepers(self.h32(l::H_JOIN_SEQ), self.h32(l::H_JOIN_SLEEPERS));
+        }
     }
 
     /// Counts one more unfinished item (before it is put).
