@@ -136,6 +136,12 @@ impl FrameDecoder {
             ));
         }
         if let Some(large) = &mut self.large {
+            if large.total as u64 > limit {
+                // Started under a higher limit (or by a read before any decode): refused
+                // now, as it would have been from its header.
+                self.broken = true;
+                return Err(over_limit(large.total as u64, limit));
+            }
             if large.body.len() < large.total {
                 return Ok(None);
             }
@@ -155,14 +161,7 @@ impl FrameDecoder {
         };
         if payload_len > limit || payload_len > isize::MAX as u64 {
             self.broken = true;
-            let limit = limit.min(isize::MAX as u64);
-            return Err(Error::with_message(
-                ErrorKind::BadMessageLength,
-                format!(
-                    "bad message length: frame of {payload_len} bytes exceeds the limit of \
-                     {limit}"
-                ),
-            ));
+            return Err(over_limit(payload_len, limit));
         }
         let payload_len = payload_len as usize;
         if avail.len() - header_len >= payload_len {
@@ -175,19 +174,39 @@ impl FrameDecoder {
             }));
         }
         self.last_large = false;
-        if header_len + payload_len > READ_AHEAD {
-            let have = &avail[header_len..];
-            // Grow only as bytes arrive: start at what is here plus one read-ahead's worth.
-            let initial = payload_len.min(READ_AHEAD.max(2 * have.len()));
-            let mut body = Vec::with_capacity(initial);
-            body.extend_from_slice(have);
-            self.pos = self.buf.len();
-            self.large = Some(LargeFrame {
-                body,
-                total: payload_len,
-            });
-        }
+        self.start_large_frame();
         Ok(None)
+    }
+
+    /// If the buffered bytes start a frame that does not fit the read-ahead buffer (and is
+    /// not wholly here), moves it to a vector of its own, which the reads then fill.
+    /// Whoever reads first (`decode`, or a read to see whether a frame is ready) does it:
+    /// otherwise the buffer would fill up with no room left to read into.
+    fn start_large_frame(&mut self) {
+        if self.large.is_some() {
+            return;
+        }
+        let avail = &self.buf[self.pos..];
+        let Ok(Some((header_len, payload_len))) = parse_header(avail) else {
+            return;
+        };
+        let have = &avail[header_len..];
+        if payload_len > isize::MAX as u64
+            || (have.len() as u64) >= payload_len
+            || header_len as u64 + payload_len <= READ_AHEAD as u64
+        {
+            return;
+        }
+        let payload_len = payload_len as usize;
+        // Grow only as bytes arrive: start at what is here plus one read-ahead's worth.
+        let initial = payload_len.min(READ_AHEAD.max(2 * have.len()));
+        let mut body = Vec::with_capacity(initial);
+        body.extend_from_slice(have);
+        self.pos = self.buf.len();
+        self.large = Some(LargeFrame {
+            body,
+            total: payload_len,
+        });
     }
 
     /// The bytes of a [`Frame::Buffered`].
@@ -199,6 +218,7 @@ impl FrameDecoder {
     /// read may fill: never past the end of a large frame (the next frame's bytes belong in
     /// the read-ahead buffer).
     pub(crate) fn read_target(&mut self) -> (&mut Vec<u8>, usize) {
+        self.start_large_frame();
         if let Some(large) = &mut self.large {
             let body = &mut large.body;
             let missing = large.total - body.len();
@@ -235,7 +255,7 @@ impl FrameDecoder {
             return true;
         }
         if let Some(large) = &self.large {
-            return large.body.len() == large.total;
+            return large.body.len() == large.total || large.total as u64 > limit;
         }
         match parse_header(&self.buf[self.pos..]) {
             Ok(Some((h, p))) => {
@@ -260,6 +280,15 @@ impl FrameDecoder {
     pub(crate) fn buffered_len(&self) -> usize {
         self.buf.len() - self.pos + self.large.as_ref().map_or(0, |l| l.body.len())
     }
+}
+
+/// The error for a frame of `len` bytes over `limit`.
+fn over_limit(len: u64, limit: u64) -> Error {
+    let limit = limit.min(isize::MAX as u64);
+    Error::with_message(
+        ErrorKind::BadMessageLength,
+        format!("bad message length: frame of {len} bytes exceeds the limit of {limit}"),
+    )
 }
 
 /// Whether the frame starting at `buf[pos..]` would run past the buffer's capacity, so the
@@ -357,6 +386,51 @@ mod tests {
             d.decode(u64::MAX).unwrap_err().kind(),
             ErrorKind::BadMessageLength
         );
+    }
+
+    /// Reads as `poll` does: everything there is, asking only `frame_ready` in between,
+    /// and decodes afterwards. A frame longer than the read-ahead buffer must move to its
+    /// own vector on the way, never leaving a read with no room.
+    #[test]
+    fn reads_before_decoding_never_run_out_of_room() {
+        for len in [
+            READ_AHEAD - 4,
+            READ_AHEAD - 3,
+            READ_AHEAD + 1,
+            3 * READ_AHEAD,
+        ] {
+            let big: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut stream = encode(b"a");
+            stream.extend(encode(&big));
+            stream.extend(encode(b"z"));
+            let mut d = FrameDecoder::new();
+            let mut rest = &stream[..];
+            while !rest.is_empty() && !d.frame_ready(u64::MAX) {
+                let (target, max) = d.read_target();
+                assert!(max > 0, "no room to read with {len}-byte frame pending");
+                let n = max.min(rest.len()).min(1000);
+                target.extend_from_slice(&rest[..n]);
+                rest = &rest[n..];
+            }
+            let mut got = push(&mut d, rest, u64::MAX).unwrap();
+            got.extend(push(&mut d, &[], u64::MAX).unwrap());
+            assert_eq!(got, vec![b"a".to_vec(), big, b"z".to_vec()], "len {len}");
+        }
+    }
+
+    #[test]
+    fn a_large_frame_started_is_held_to_a_lower_limit() {
+        let mut d = FrameDecoder::new();
+        let bytes = encode(&vec![1u8; 3 * READ_AHEAD]);
+        assert!(
+            push(&mut d, &bytes[..2 * READ_AHEAD], u64::MAX)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(d.frame_ready(10), "a recv with limit 10 fails at once");
+        let err = d.decode(10).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BadMessageLength);
+        assert!(d.decode(u64::MAX).is_err(), "the stream stays broken");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use multiproc::{Connection, ErrorKind, Pipe, Process};
+use multiproc::{Connection, ErrorKind, Pipe, Process, WaitSet, wait};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use util::TestResult;
@@ -1075,6 +1075,96 @@ fn poll_reports_messages_buffered_frames_and_eof() -> TestResult {
     expect_err(parent.recv_bytes(), ErrorKind::Eof, "after poll at EOF")
 }
 
+/// Messages longer than the read-ahead buffer, looked for with `poll`, `wait` or a
+/// `WaitSet` before `recv`, as Python programs do (`if conn.poll(): conn.recv()`). Those
+/// calls read without decoding; a frame too long for the buffer must still move to its own
+/// vector as they read, or the buffer fills up and the message is lost.
+fn messages_past_read_ahead_survive_poll_wait_and_wait_set() -> TestResult {
+    let sizes = [
+        READ_AHEAD - 4,
+        READ_AHEAD - 3,
+        READ_AHEAD + 1,
+        200 * 1024,
+        16 << 20,
+    ];
+    for duplex in [true, false] {
+        for how in ["poll", "wait", "WaitSet"] {
+            let (mut tx, rx) = if duplex {
+                Pipe::new()?
+            } else {
+                let (r, w) = Pipe::half_duplex()?;
+                (w, r)
+            };
+            let p = spawn(move || {
+                for (i, &len) in sizes.iter().enumerate() {
+                    tx.send_bytes(&pattern(len, i as u8)).unwrap();
+                }
+            })?;
+            let mut set = WaitSet::new()?;
+            let mut readers = [rx];
+            for (i, &len) in sizes.iter().enumerate() {
+                let ready = match how {
+                    "poll" => readers[0].poll(Some(Duration::from_secs(30)))?,
+                    "wait" => wait(&mut readers, Some(Duration::from_secs(30)))? == [0],
+                    _ => {
+                        let [rx] = readers;
+                        let key = set.insert(rx)?;
+                        let ready = set.wait(Some(Duration::from_secs(30)))?.contains(&key);
+                        readers = [set.remove(key).expect("inserted above")];
+                        ready
+                    }
+                };
+                if !ready {
+                    fail!("{how} (duplex {duplex}) did not report a {len}-byte message");
+                }
+                match readers[0].recv_bytes() {
+                    Ok(got) if got == pattern(len, i as u8) => {}
+                    Ok(got) => fail!(
+                        "{how} (duplex {duplex}): {len}-byte message came back as {} bytes, \
+                         or altered",
+                        got.len()
+                    ),
+                    Err(e) => fail!("{how} (duplex {duplex}): {len}-byte message: {e}"),
+                }
+            }
+            join_ok(p)?;
+        }
+    }
+    Ok(())
+}
+
+/// A frame longer than the read-ahead buffer that a non-blocking receive started is still
+/// held to a later, lower limit: `recv_bytes_max` refuses it (Python: "bad message length").
+fn recv_bytes_max_refuses_a_large_frame_already_started() -> TestResult {
+    let (mut tx, mut rx) = Pipe::new()?;
+    let len = 200 * 1024;
+    let (mut ctl_parent, mut ctl_child) = Pipe::new()?;
+    let p = spawn(move || {
+        let frame = [&(len as u32).to_be_bytes()[..], &pattern(len, 3)].concat();
+        raw_write(tx.as_fd(), &frame[..READ_AHEAD]).unwrap();
+        ctl_child.send_bytes(b"half").unwrap();
+        ctl_child.recv_bytes().unwrap();
+        raw_write(tx.as_fd(), &frame[READ_AHEAD..]).unwrap();
+        tx.close();
+    })?;
+    assert_eq!(ctl_parent.recv_bytes()?, b"half");
+    if rx.try_recv_bytes()?.is_some() {
+        fail!("a frame came whole before it was sent whole");
+    }
+    ctl_parent.send_bytes(b"go")?;
+    expect_err(
+        rx.recv_bytes_max(10).map(|v| v.len()),
+        ErrorKind::BadMessageLength,
+        "recv_bytes_max(10)",
+    )?;
+    expect_err(
+        rx.recv_bytes().map(|v| v.len()),
+        ErrorKind::BadMessageLength,
+        "recv_bytes after it",
+    )?;
+    join_ok(p)
+}
+
 fn recv_bytes_max_over_limit_is_bad_length_and_stays_unreadable() -> TestResult {
     for (len, limit) in [
         (10usize, 9usize),
@@ -1379,6 +1469,8 @@ tests_main!(
     every_method_after_close_is_closed,
     send_bytes_range_checks_closed_and_direction_before_bounds,
     poll_reports_messages_buffered_frames_and_eof,
+    messages_past_read_ahead_survive_poll_wait_and_wait_set,
+    recv_bytes_max_refuses_a_large_frame_already_started,
     recv_bytes_max_over_limit_is_bad_length_and_stays_unreadable,
     poll_is_true_when_a_buffered_header_is_over_the_limit,
     recv_bytes_max_at_limit_succeeds,

@@ -418,6 +418,11 @@ impl Connection {
             .ok_or_else(|| Error::new(ErrorKind::Closed))?
             .as_fd();
         let (target, limit) = self.decoder.read_target();
+        if limit == 0 {
+            // The decoder holds a whole frame (a caller read before decoding it): nothing
+            // to read into, and a 0-byte read would pass for the end of the stream.
+            return Ok(Fill::Data);
+        }
         let read = if block {
             sys::fd::read_into(fd, target, limit).map(Some)
         } else {
