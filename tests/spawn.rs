@@ -353,13 +353,13 @@ fn spawned_child_holds_only_stdio_and_passed_fds() -> TestResult {
     let (_other, b) = Pipe::half_duplex()?;
     // Unrelated fds open here that the child must not get, one of them inheritable.
     let _unrelated = ([Pipe::new()?, Pipe::half_duplex()?], inheritable_pipe()?);
-    let passed = (a.as_raw_fd(), b.as_raw_fd());
     let mut p = Process::spawn(reports_fds, (a, b));
     p.start()?;
     let (seen, own): (Vec<RawFd>, (RawFd, RawFd)) = ours.recv()?;
     assert_eq!(p.join()?, 0);
-    assert_eq!(own, passed, "the connections keep their fd numbers");
-    let mut expected = vec![0, 1, 2, passed.0, passed.1];
+    // Each connection owns a duplicate of the fd it arrived on; the inherited ones are
+    // closed once the arguments are decoded.
+    let mut expected = vec![0, 1, 2, own.0, own.1];
     expected.sort();
     assert_eq!(seen, expected);
     Ok(())
@@ -448,6 +448,61 @@ fn connections_nested_in_arguments_arrive_usable() -> TestResult {
     }
     Ok(())
 }
+
+/// Two clones of one queue and one connection referred to twice travel together: the
+/// child gets each fd once, and every object in its arguments owns a duplicate (two owners
+/// of one fd would close it twice, and a debug build aborts on that).
+fn one_fd_referred_to_twice_arrives_once_per_object() -> TestResult {
+    let q = multiproc::Queue::<u32>::new()?;
+    let (mut ours, theirs) = Pipe::new()?;
+    let twice = Twice::Sent(theirs);
+    let mut p = Process::spawn(uses_twice, ((q.clone(), q.clone()), twice));
+    p.start()?;
+    assert_eq!(ours.recv_bytes()?, b"first");
+    assert_eq!(ours.recv_bytes()?, b"second");
+    assert_eq!(p.join_timeout(HANG)?, 0);
+    let mut got = [q.get_timeout(HANG)?, q.get_timeout(HANG)?];
+    got.sort();
+    assert_eq!(got, [1, 2]);
+    Ok(())
+}
+
+/// One connection referred to from two places: in the parent it serialises twice; the
+/// child decodes two connections.
+enum Twice {
+    Sent(Connection),
+    Received(Connection, Connection),
+}
+
+impl Serialize for Twice {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Twice::Sent(conn) => (conn, conn).serialize(s),
+            Twice::Received(a, b) => (a, b).serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Twice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (a, b) = <(Connection, Connection)>::deserialize(d)?;
+        Ok(Twice::Received(a, b))
+    }
+}
+
+fn uses_twice(((a, b), twice): (QueuePair, Twice)) {
+    let Twice::Received(mut first, mut second) = twice else {
+        panic!("the child decodes two connections");
+    };
+    a.put(&1).unwrap();
+    drop(a);
+    b.put(&2).unwrap();
+    first.send_bytes(b"first").unwrap();
+    drop(first);
+    second.send_bytes(b"second").unwrap();
+}
+
+type QueuePair = (multiproc::Queue<u32>, multiproc::Queue<u32>);
 
 /// A connection holding received bytes not yet returned would lose them in the child, so
 /// `start` refuses with `Encode` before any child exists; the connection stays with the
@@ -540,6 +595,7 @@ tests_main!(
     spawned_child_holds_only_stdio_and_passed_fds,
     command_child_holds_only_stdio_and_passed_fds,
     connections_nested_in_arguments_arrive_usable,
+    one_fd_referred_to_twice_arrives_once_per_object,
     connection_with_unread_bytes_is_refused_at_start,
     connection_serialises_only_into_spawn_arguments,
     command_pass_refuses_closed_or_buffered_connection,

@@ -24,8 +24,9 @@ const PASSED_FD: &str = "multiproc::PassedFd";
 thread_local! {
     /// fds of the arguments being encoded for a spawn, in order.
     static OUTGOING: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
-    /// fds a spawned child inherited for its arguments, taken as they are decoded.
-    static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
+    /// fds a spawned child inherited for its arguments; each object decoded gets its own
+    /// duplicate, and these are closed once the arguments are decoded.
+    static INCOMING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
 }
 
 /// Encodes spawn arguments, collecting the fds of the Connections in them. The fds stay
@@ -40,7 +41,7 @@ pub(crate) fn encode_args<A: Serialize + ?Sized>(args: &A) -> Result<(Vec<u8>, V
 
 /// Makes `fds` (in the order the parent listed them) available to [`decode_args`].
 pub(crate) fn receive(fds: Vec<OwnedFd>) {
-    INCOMING.with(|i| *i.borrow_mut() = Some(fds.into_iter().map(Some).collect()));
+    INCOMING.with(|i| *i.borrow_mut() = Some(fds));
 }
 
 /// Decodes a spawned child's arguments; fds no Connection claimed are closed.
@@ -66,12 +67,20 @@ fn pass(conn: &Connection) -> std::result::Result<u32, String> {
     pass_fd(conn.as_raw_fd(), "a Connection")
 }
 
-/// Lists `fd` for the spawn being encoded (`what` names the object for the error).
+/// Lists `fd` for the spawn being encoded (`what` names the object for the error). An fd
+/// listed already (two clones of one `Queue`) keeps its index: the child gets it once, and
+/// a duplicate of it for each object that refers to it.
 pub(crate) fn pass_fd(fd: RawFd, what: &str) -> std::result::Result<u32, String> {
     OUTGOING.with(|o| match o.borrow_mut().as_mut() {
         Some(fds) => {
-            fds.push(fd);
-            u32::try_from(fds.len() - 1).map_err(|_| "too many fds".to_owned())
+            let index = match fds.iter().position(|&listed| listed == fd) {
+                Some(index) => index,
+                None => {
+                    fds.push(fd);
+                    fds.len() - 1
+                }
+            };
+            u32::try_from(index).map_err(|_| "too many fds".to_owned())
         }
         None => Err(format!(
             "{what} serialises only as an argument of a spawned Process"
@@ -79,15 +88,18 @@ pub(crate) fn pass_fd(fd: RawFd, what: &str) -> std::result::Result<u32, String>
     })
 }
 
-/// Takes the inherited fd listed at `index` (each once).
+/// A duplicate of the inherited fd listed at `index`, for one object to own: objects that
+/// refer to one fd (clones of one `Queue`) each own a duplicate, as they did in the parent.
 pub(crate) fn take(index: u32) -> std::result::Result<OwnedFd, String> {
     INCOMING.with(|i| {
-        i.borrow_mut()
-            .as_mut()
+        let incoming = i.borrow();
+        let fd = incoming
+            .as_ref()
             .ok_or("a Connection deserialises only from a spawned child's arguments")?
-            .get_mut(index as usize)
-            .and_then(Option::take)
-            .ok_or_else(|| format!("no inherited fd #{index} for a Connection (or taken twice)"))
+            .get(index as usize)
+            .ok_or_else(|| format!("no inherited fd #{index} for a Connection"))?;
+        rustix::io::fcntl_dupfd_cloexec(fd, 0)
+            .map_err(|e| format!("cannot duplicate inherited fd #{index}: {e}"))
     })
 }
 

@@ -346,6 +346,16 @@ impl Child {
         if let Some(saved) = stdout.and_then(crate::sys::fd::adopt_inherited) {
             let _ = rustix::stdio::dup2_stdout(&saved);
         }
+        let mut listed = fds.clone();
+        listed.sort_unstable();
+        listed.dedup();
+        if listed.len() != fds.len() {
+            // Our parents list each fd once: two owners of one fd would close it twice.
+            fail(&Error::with_message(
+                ErrorKind::Decode,
+                "bad spawn payload: an fd listed twice",
+            ));
+        }
         let mut inherited = Vec::with_capacity(fds.len());
         for fd in fds {
             match crate::sys::fd::adopt_inherited(fd) {
