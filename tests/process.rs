@@ -181,6 +181,45 @@ fn a_child_forked_by_another_library_leaves_our_children_alone() -> TestResult {
     Ok(())
 }
 
+/// A panic payload whose own `Drop` panics.
+struct Bomb;
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        panic!("the payload's drop panics too");
+    }
+}
+
+fn panics_with_a_bomb(_: ()) {
+    std::panic::panic_any(Bomb)
+}
+
+/// A child whose target panics with a payload that panics again when dropped still exits
+/// with 1: the second panic must not unwind out of the child's exit path into the code
+/// that started it (after a fork, the parent's; after a spawn, the program's `main`).
+fn a_panic_whose_payload_panics_on_drop_still_ends_the_child() -> TestResult {
+    let me = std::process::id();
+    let (mut rx, mut tx) = Pipe::half_duplex()?;
+    let mut p = Process::fork(|| panics_with_a_bomb(()));
+    let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.start()));
+    if std::process::id() != me {
+        // Only a child that escaped its exit gets here, in the parent's code.
+        let _ = tx.send_bytes(b"escaped");
+        std::process::exit(0);
+    }
+    drop(tx);
+    started.map_err(|_| "start panicked in the parent")??;
+    assert_eq!(p.join_timeout(HANG)?, 1, "forked child's exit code");
+    match rx.recv_bytes() {
+        Err(e) if e.kind() == ErrorKind::Eof => {}
+        other => fail!("the forked child ran its parent's code: {other:?}"),
+    }
+    let mut p = Process::spawn(panics_with_a_bomb, ());
+    p.start()?;
+    assert_eq!(p.join_timeout(HANG)?, 1, "spawned child's exit code");
+    Ok(())
+}
+
 fn dropped_running_process_is_reaped_later() -> TestResult {
     let (mut parent, mut child) = Pipe::new()?;
     let mut p = Process::fork(move || {
@@ -899,6 +938,7 @@ fn daemon_child_is_terminated_when_its_forked_parent_exits() -> TestResult {
 
 tests_main!(
     exit_codes_follow_python,
+    a_panic_whose_payload_panics_on_drop_still_ends_the_child,
     terminate_and_kill_report_minus_signal,
     join_timeout_times_out_then_succeeds,
     misuse_is_a_typed_error,

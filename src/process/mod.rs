@@ -634,9 +634,19 @@ fn run_forked(target: Box<dyn FnOnce() + Send>, identity: current::Identity) -> 
     let code = match catch_unwind(AssertUnwindSafe(target)) {
         Ok(()) => 0,
         // The panic hook has already printed the message to stderr.
-        Err(_) => 1,
+        Err(payload) => {
+            forget_panic(payload);
+            1
+        }
     };
     exit_forked(code)
+}
+
+/// Lets go of a caught panic's payload without dropping it: a payload whose `Drop` panics
+/// would unwind past the child's exit, into the code that started it (the parent's, after
+/// a fork). The child is about to exit, so nothing is lost.
+pub(crate) fn forget_panic(payload: Box<dyn std::any::Any + Send>) {
+    std::mem::forget(payload);
 }
 
 /// Leaves a forked child: flush stdio, then `_exit` (the parent's `atexit` handlers and
@@ -712,8 +722,14 @@ pub mod bench_support {
         super::check_fork_allowed()?;
         match super::sys::fork()? {
             super::Forked::Child => {
-                let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok();
-                super::sys::exit_child(if ok { 0 } else { 101 })
+                let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+                    Ok(()) => 0,
+                    Err(payload) => {
+                        super::forget_panic(payload);
+                        101
+                    }
+                };
+                super::sys::exit_child(code)
             }
             super::Forked::Parent(pid) => Ok(ForeignChild { pid: Some(pid) }),
         }

@@ -387,7 +387,10 @@ impl Child {
                 1
             }
             // The panic hook printed the message.
-            Err(_) => 1,
+            Err(payload) => {
+                super::forget_panic(payload);
+                1
+            }
         };
         super::exit_now(code)
     }
