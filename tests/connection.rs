@@ -942,8 +942,29 @@ fn every_method_after_close_is_closed() -> TestResult {
     b.send_bytes(b"one")?;
     b.send_bytes(b"two")?;
     assert_eq!(a.recv_bytes()?, b"one");
+    let poll = mio::Poll::new()?;
     for conn in [&mut a, &mut r, &mut w] {
+        poll.registry()
+            .register(conn, mio::Token(1), mio::Interest::READABLE)?;
         conn.close();
+        // mio's calls fail (no panic: a loop that closes, then deregisters, goes on).
+        for (what, result) in [
+            ("deregister", poll.registry().deregister(conn)),
+            (
+                "register",
+                poll.registry()
+                    .register(conn, mio::Token(2), mio::Interest::READABLE),
+            ),
+            (
+                "reregister",
+                poll.registry()
+                    .reregister(conn, mio::Token(3), mio::Interest::READABLE),
+            ),
+        ] {
+            if result.is_ok() {
+                fail!("mio {what} of a closed connection succeeded");
+            }
+        }
         conn.close(); // twice is fine
         assert!(conn.is_closed());
         assert_eq!(conn.buffered_len(), 0);

@@ -743,6 +743,10 @@ impl IntoRawFd for Connection {
 /// assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
 /// # Ok(()) }
 /// ```
+///
+/// On a closed connection the three methods fail with an error (`Closed` inside an
+/// `io::Error`) rather than panic. Deregister before closing: closing removes the fd from
+/// mio's epoll only when no other process or `dup` holds it.
 impl mio::event::Source for Connection {
     fn register(
         &mut self,
@@ -750,7 +754,7 @@ impl mio::event::Source for Connection {
         token: mio::Token,
         interests: mio::Interest,
     ) -> std::io::Result<()> {
-        mio::unix::SourceFd(&self.as_raw_fd()).register(registry, token, interests)
+        mio::unix::SourceFd(&self.fd()?.as_raw_fd()).register(registry, token, interests)
     }
 
     fn reregister(
@@ -759,10 +763,10 @@ impl mio::event::Source for Connection {
         token: mio::Token,
         interests: mio::Interest,
     ) -> std::io::Result<()> {
-        mio::unix::SourceFd(&self.as_raw_fd()).reregister(registry, token, interests)
+        mio::unix::SourceFd(&self.fd()?.as_raw_fd()).reregister(registry, token, interests)
     }
 
     fn deregister(&mut self, registry: &mio::Registry) -> std::io::Result<()> {
-        mio::unix::SourceFd(&self.as_raw_fd()).deregister(registry)
+        mio::unix::SourceFd(&self.fd()?.as_raw_fd()).deregister(registry)
     }
 }
