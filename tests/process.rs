@@ -220,6 +220,76 @@ fn a_panic_whose_payload_panics_on_drop_still_ends_the_child() -> TestResult {
     Ok(())
 }
 
+/// What [`starts_with_no_fds_left`] saw: whether `start` failed, the children left after
+/// it, and what the next child's sentinel is.
+type NoFdsReport = (bool, Vec<u32>, String);
+
+/// In a fresh process (nothing probed yet): starts a child while every fd is taken, then
+/// another once fds are free again, and reports.
+fn starts_with_no_fds_left(mut report: Connection) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(64),
+            maximum: limit.maximum,
+        },
+    )
+    .unwrap();
+    let mut held = Vec::new();
+    while let Ok(file) = std::fs::File::open("/dev/null") {
+        held.push(file);
+    }
+    let mut p = Process::fork(|| {});
+    let failed = p.start().is_err();
+    held.clear(); // reading /proc takes an fd
+    let me = std::process::id();
+    let children: Vec<u32> = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children"))
+        .unwrap()
+        .split_whitespace()
+        .map(|c| c.parse().unwrap())
+        .collect();
+    let mut next = Process::fork(|| {});
+    next.start().unwrap();
+    let sentinel = next.sentinel().unwrap();
+    let fd = sentinel.as_fd().as_raw_fd();
+    let kind = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+    next.join().unwrap();
+    report
+        .send(&(failed, children, kind.to_string_lossy().into_owned()))
+        .unwrap();
+}
+
+/// A `start` that fails after the child exists (no fd left for its pidfd) kills and reaps
+/// that child rather than leave an untracked zombie, and a failed probe for pidfds is not
+/// remembered as "no pidfds here".
+fn a_start_without_fds_leaves_no_child_and_pidfds_stay_on() -> TestResult {
+    let (mut ours, theirs) = Pipe::new()?;
+    let mut p = Process::spawn(starts_with_no_fds_left, theirs);
+    p.start()?;
+    let (failed, children, sentinel): NoFdsReport = ours.recv_timeout(HANG)?;
+    assert_eq!(p.join_timeout(HANG)?, 0);
+    assert!(
+        failed,
+        "start succeeded with no fd left: the test proves nothing"
+    );
+    assert_eq!(
+        children,
+        Vec::<u32>::new(),
+        "children left by the failed start"
+    );
+    if without_pidfds() {
+        assert!(sentinel.starts_with("pipe:"), "sentinel {sentinel}");
+    } else {
+        assert!(
+            sentinel.contains("pidfd"),
+            "later sentinel {sentinel}: pidfds went off"
+        );
+    }
+    Ok(())
+}
+
 fn dropped_running_process_is_reaped_later() -> TestResult {
     let (mut parent, mut child) = Pipe::new()?;
     let mut p = Process::fork(move || {
@@ -938,6 +1008,7 @@ fn daemon_child_is_terminated_when_its_forked_parent_exits() -> TestResult {
 
 tests_main!(
     exit_codes_follow_python,
+    a_start_without_fds_leaves_no_child_and_pidfds_stay_on,
     a_panic_whose_payload_panics_on_drop_still_ends_the_child,
     terminate_and_kill_report_minus_signal,
     join_timeout_times_out_then_succeeds,

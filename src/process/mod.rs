@@ -349,13 +349,24 @@ impl Process {
                 drop(write);
                 ExitSignal::Pipe(read)
             }
-            None => match sys::pidfd_open(pid)? {
-                Some(fd) => ExitSignal::PidFd(fd),
-                None => {
-                    return Err(Error::with_message(
-                        ErrorKind::Unsupported,
-                        "pidfd_open vanished after it was probed",
-                    ));
+            None => match sys::pidfd_open(pid) {
+                Ok(Some(fd)) => ExitSignal::PidFd(fd),
+                failed => {
+                    // No sentinel, so no record: the child must not outlive the error as
+                    // an untracked zombie. Unreaped, its pid is still its own to signal.
+                    let _ = sys::signal(pid, None, Signal::KILL);
+                    let _ = sys::reap(pid, None, true);
+                    return Err(match failed {
+                        Err(e) => Error::with_source(
+                            ErrorKind::Io,
+                            "no exit sentinel for the new child (it was killed)",
+                            e,
+                        ),
+                        _ => Error::with_message(
+                            ErrorKind::Unsupported,
+                            "pidfd_open vanished after it was probed (the new child was killed)",
+                        ),
+                    });
                 }
             },
         };
@@ -607,12 +618,19 @@ fn check_fork_allowed() -> Result<()> {
 /// them off, so the pipe fallback of older kernels and other systems can be tested.
 fn pidfds_supported() -> bool {
     static SUPPORTED: OnceLock<bool> = OnceLock::new();
-    *SUPPORTED.get_or_init(|| {
-        if std::env::var_os("MULTIPROC_NO_PIDFD").is_some_and(|v| v == "1") {
-            return false;
-        }
-        matches!(sys::pidfd_open(rustix::process::getpid()), Ok(Some(_)))
-    })
+    if let Some(&known) = SUPPORTED.get() {
+        return known;
+    }
+    if std::env::var_os("MULTIPROC_NO_PIDFD").is_some_and(|v| v == "1") {
+        return *SUPPORTED.get_or_init(|| false);
+    }
+    match sys::pidfd_open(rustix::process::getpid()) {
+        Ok(Some(_)) => *SUPPORTED.get_or_init(|| true),
+        Ok(None) => *SUPPORTED.get_or_init(|| false),
+        // Out of fds, say: no answer, so nothing is remembered. Assume pidfds (the next
+        // `pidfd_open` will tell), rather than fall back to signalling by pid for good.
+        Err(_) => true,
+    }
 }
 
 /// The child side of a fork: take on the identity, run the target, flush, and leave without
