@@ -153,10 +153,15 @@ impl<T: Waitable + ?Sized> Waitable for &mut T {
 /// ```
 ///
 /// # Errors
-/// `Closed` if an object was closed; `Io` if `poll(2)` fails.
+/// `Closed` if an object was closed; `Io` if `poll(2)` fails; `InvalidInput` for no objects
+/// and no timeout (`None`, or one too large to reach), a wait that could never end (Python's
+/// blocks forever).
 pub fn wait<W: Waitable>(objects: &mut [W], timeout: Option<Duration>) -> Result<Vec<usize>> {
     // A timeout too large for an Instant is as good as none.
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    if objects.is_empty() && deadline.is_none() {
+        return Err(waits_forever());
+    }
     let mut ready: Vec<usize> = (0..objects.len())
         .filter(|&i| objects[i].is_ready_buffered())
         .collect();
@@ -189,4 +194,12 @@ pub fn wait<W: Waitable>(objects: &mut [W], timeout: Option<Duration>) -> Result
             return Ok(ready);
         }
     }
+}
+
+/// The error for a wait on nothing without a deadline: nothing could ever end it.
+pub(crate) fn waits_forever() -> crate::Error {
+    crate::Error::with_message(
+        crate::ErrorKind::InvalidInput,
+        "a wait on no objects without a timeout would never return",
+    )
 }

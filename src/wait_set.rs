@@ -191,7 +191,11 @@ impl<T: Waitable> WaitSet<T> {
     pub fn remove(&mut self, key: Key) -> Option<T> {
         self.slot(key)?;
         let slot = self.slots.remove(key.index);
-        // A closed object's fd has left epoll already when it was closed.
+        // A closed object's fd left epoll when its file was closed, unless a copy of it
+        // lives on (a `dup`, a forked child's): then its registration stays until that
+        // goes too, and cannot be removed by number (the number may name another file
+        // now). Its events then name this slot's index; `wait` checks whatever holds the
+        // slot (`is_ready`), so they cost a look, never a false report.
         if let Ok(fd) = slot.item.wait_fd() {
             let _ = self
                 .poll
@@ -282,7 +286,8 @@ impl<T: Waitable> WaitSet<T> {
     /// ```
     ///
     /// # Errors
-    /// `Io` if `epoll_wait` fails.
+    /// `Io` if `epoll_wait` fails; `InvalidInput` if the set is empty and there is no
+    /// timeout (`None`, or one too large to reach): nothing could ever end that wait.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<Vec<Key>> {
         let mut ready = Vec::new();
         self.wait_into(&mut ready, timeout)?;
@@ -311,6 +316,9 @@ impl<T: Waitable> WaitSet<T> {
         ready.clear();
         // A timeout too large for an Instant is as good as none.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        if self.slots.is_empty() && deadline.is_none() {
+            return Err(crate::wait::waits_forever());
+        }
         loop {
             let wait_for = if self.pending.is_empty() {
                 deadline.map(|d| d.saturating_duration_since(Instant::now()))

@@ -246,6 +246,26 @@ fn waiting_on_a_closed_connection_is_an_error() -> TestResult {
     Ok(())
 }
 
+/// A wait on nothing with no timeout could never end: an error, not a hang (Python's
+/// blocks forever). With a timeout it is a sleep that returns nothing.
+fn waiting_forever_on_nothing_is_an_error() -> TestResult {
+    for timeout in [None, Some(Duration::MAX)] {
+        let err = wait::<Connection>(&mut [], timeout).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "wait, {timeout:?}");
+        let err = WaitSet::<Connection>::new()?.wait(timeout).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "WaitSet, {timeout:?}");
+    }
+    assert!(wait::<Connection>(&mut [], Some(Duration::from_millis(1)))?.is_empty());
+    let mut set = WaitSet::<Connection>::new()?;
+    assert!(set.wait(Some(Duration::from_millis(1)))?.is_empty());
+    // Emptied: the same.
+    let (_a, b) = Pipe::new()?;
+    let key = set.insert(b)?;
+    set.remove(key);
+    assert_eq!(set.wait(None).unwrap_err().kind(), ErrorKind::InvalidInput);
+    Ok(())
+}
+
 fn try_send_queues_then_flush_drains() -> TestResult {
     let (mut a, mut b) = Pipe::new()?;
     a.set_send_buffer_limit(256 * 1024);
@@ -423,6 +443,7 @@ tests_main!(
     peer_killed_mid_frame_is_truncated_once_and_never_spins,
     wait_mixes_connections_and_raw_fds,
     waiting_on_a_closed_connection_is_an_error,
+    waiting_forever_on_nothing_is_an_error,
     try_send_queues_then_flush_drains,
     blocking_send_after_try_send_keeps_order,
     try_send_to_a_dead_peer_is_broken_pipe,
