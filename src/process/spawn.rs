@@ -124,6 +124,13 @@ fn exe_id() -> Result<ExeId> {
 /// panics (the message is on stderr), or whatever code the entry passed to
 /// `std::process::exit`. Everywhere else it returns at once.
 ///
+/// Which function it runs is read from the environment and an inherited file that the
+/// parent wrote, so whoever starts the program decides. That is no more than any launcher
+/// of an ordinary program can do to it anyway (`LD_PRELOAD`, `ptrace`), but it would cross
+/// a privilege boundary in a set-user-ID, set-group-ID or file-capability program: there
+/// (the kernel's `AT_SECURE` exec), `init` ignores the environment and returns at once, and
+/// such a program cannot be a spawned child.
+///
 /// # Examples
 /// ```
 /// fn child(greeting: String) {
@@ -300,6 +307,10 @@ impl Child {
     /// The child's payload if this process is a spawned child; `None` otherwise, including
     /// when the variable was inherited by some other program (its token will not match).
     fn from_environment() -> Option<Child> {
+        if crate::sys::process::secure_exec() {
+            // A privileged program: its launcher must not choose what it runs (see `init`).
+            return None;
+        }
         let value = std::env::var(ENV).ok()?;
         let (token, fd) = value.split_once(':')?;
         let token = u64::from_str_radix(token, 16).ok()?;

@@ -62,6 +62,24 @@ pub(crate) fn exit_child(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Whether this program was started with more privileges than its starter had (set-user-ID
+/// or set-group-ID, or file capabilities): the kernel's `AT_SECURE`, which makes the C
+/// library ignore `LD_PRELOAD` and the like. [man7: getauxval.3]
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn secure_exec() -> bool {
+    // SAFETY: `getauxval` only reads the auxiliary vector the kernel gave the process; any
+    // type value is allowed (an unknown one returns 0).
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
+/// Elsewhere: a set-user-ID or set-group-ID program runs with effective ids other than its
+/// real ones.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn secure_exec() -> bool {
+    rustix::process::getuid() != rustix::process::geteuid()
+        || rustix::process::getgid() != rustix::process::getegid()
+}
+
 /// A pidfd for our unreaped child `pid`, or `None` where the kernel has no `pidfd_open`.
 /// [man7: pidfd_open.2]
 pub(crate) fn pidfd_open(pid: Pid) -> io::Result<Option<OwnedFd>> {
