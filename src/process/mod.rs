@@ -397,7 +397,10 @@ impl Process {
     /// ```
     ///
     /// # Errors
-    /// `InvalidInput` if never started; `Io` if waiting fails.
+    /// `InvalidInput` if never started; `Io` if waiting fails, among others with `ECHILD`
+    /// when other code in this process reaped the child first (a `waitpid(-1)`, or
+    /// `SIGCHLD` ignored): its exit code is lost then, and, as in Python, `is_alive` stays
+    /// true and `exit_code` `None`.
     pub fn join(&mut self) -> Result<i32> {
         self.started()?
             .wait(None)?
