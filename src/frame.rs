@@ -98,6 +98,9 @@ pub(crate) enum Frame {
 struct LargeFrame {
     body: Vec<u8>,
     total: usize,
+    /// Its header's length: bytes received that are not in `body`, still counted as
+    /// buffered (a connection passed on with them would lose the frame).
+    header_len: usize,
 }
 
 /// Incremental frame decoder over a read-ahead buffer.
@@ -206,6 +209,7 @@ impl FrameDecoder {
         self.large = Some(LargeFrame {
             body,
             total: payload_len,
+            header_len,
         });
     }
 
@@ -230,6 +234,11 @@ impl FrameDecoder {
         }
         if self.buf.capacity() == 0 {
             self.buf.reserve_exact(READ_AHEAD);
+        }
+        if self.last_large && matches!(parse_header(&self.buf[self.pos..]), Ok(Some(_))) {
+            // The header after a large frame is in, and that frame is not large (it would
+            // have moved above): back to full reads, whether or not it was decoded yet.
+            self.last_large = false;
         }
         if self.pos == self.buf.len() {
             self.buf.clear();
@@ -278,7 +287,11 @@ impl FrameDecoder {
 
     /// Bytes received but not yet returned as frames.
     pub(crate) fn buffered_len(&self) -> usize {
-        self.buf.len() - self.pos + self.large.as_ref().map_or(0, |l| l.body.len())
+        self.buf.len() - self.pos
+            + self
+                .large
+                .as_ref()
+                .map_or(0, |l| l.header_len + l.body.len())
     }
 }
 
@@ -416,6 +429,49 @@ mod tests {
             got.extend(push(&mut d, &[], u64::MAX).unwrap());
             assert_eq!(got, vec![b"a".to_vec(), big, b"z".to_vec()], "len {len}");
         }
+    }
+
+    /// A large frame moved to its own vector still counts its header as buffered: a
+    /// connection passed on with it would lose the frame.
+    #[test]
+    fn a_large_frame_started_counts_its_header_as_buffered() {
+        let bytes = encode(&vec![1u8; 3 * READ_AHEAD]);
+        for end in [4, 5, READ_AHEAD, 2 * READ_AHEAD] {
+            let mut d = FrameDecoder::new();
+            let mut rest = &bytes[..end];
+            while !rest.is_empty() {
+                let (target, max) = d.read_target();
+                let n = max.min(rest.len());
+                target.extend_from_slice(&rest[..n]);
+                rest = &rest[n..];
+            }
+            let _ = d.read_target(); // moves the frame if the header is in
+            assert_eq!(d.buffered_len(), end, "after {end} bytes read");
+        }
+    }
+
+    /// After a large frame, reads are cut to a header's length (so that a stream of large
+    /// frames does not copy each one's start out of the read-ahead buffer); once the next
+    /// header is in, and its frame is small, they are whole again, decoded or not.
+    #[test]
+    fn reads_after_a_large_frame_grow_back_once_the_next_header_is_in() {
+        let mut stream = encode(&vec![2u8; 2 * READ_AHEAD]);
+        let small = vec![3u8; 60_000];
+        stream.extend(encode(&small));
+        let mut d = FrameDecoder::new();
+        let split = stream.len() - small.len() - 4;
+        assert_eq!(push(&mut d, &stream[..split], u64::MAX).unwrap().len(), 1);
+        let mut rest = &stream[split..];
+        let mut reads = 0;
+        while !d.frame_ready(u64::MAX) {
+            let (target, max) = d.read_target();
+            let n = max.min(rest.len());
+            target.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            reads += 1;
+        }
+        assert!(reads <= 3, "{reads} reads for a 60 000-byte frame");
+        assert_eq!(push(&mut d, &[], u64::MAX).unwrap(), vec![small]);
     }
 
     #[test]

@@ -450,8 +450,9 @@ fn connections_nested_in_arguments_arrive_usable() -> TestResult {
 }
 
 /// Two clones of one queue and one connection referred to twice travel together: the
-/// child gets each fd once, and every object in its arguments owns a duplicate (two owners
-/// of one fd would close it twice, and a debug build aborts on that).
+/// child gets each fd once; the clones share one handle there, as here, and each
+/// connection owns a duplicate of its fd (two owners of one fd would close it twice, and a
+/// debug build aborts on that).
 fn one_fd_referred_to_twice_arrives_once_per_object() -> TestResult {
     let q = multiproc::Queue::<u32>::new()?;
     let (mut ours, theirs) = Pipe::new()?;
@@ -461,9 +462,10 @@ fn one_fd_referred_to_twice_arrives_once_per_object() -> TestResult {
     assert_eq!(ours.recv_bytes()?, b"first");
     assert_eq!(ours.recv_bytes()?, b"second");
     assert_eq!(p.join_timeout(HANG)?, 0);
-    let mut got = [q.get_timeout(HANG)?, q.get_timeout(HANG)?];
-    got.sort();
-    assert_eq!(got, [1, 2]);
+    // One handle in the child, as in the parent: one thread's puts keep their order.
+    for want in 0..5 {
+        assert_eq!(q.get_timeout(HANG)?, want);
+    }
     Ok(())
 }
 
@@ -494,9 +496,11 @@ fn uses_twice(((a, b), twice): (QueuePair, Twice)) {
     let Twice::Received(mut first, mut second) = twice else {
         panic!("the child decodes two connections");
     };
-    a.put(&1).unwrap();
+    for (i, q) in [&a, &b, &a, &b].into_iter().enumerate() {
+        q.put(&(i as u32)).unwrap();
+    }
     drop(a);
-    b.put(&2).unwrap();
+    b.put(&4).unwrap();
     first.send_bytes(b"first").unwrap();
     drop(first);
     second.send_bytes(b"second").unwrap();
@@ -534,6 +538,22 @@ fn connection_with_unread_bytes_is_refused_at_start() -> TestResult {
     assert_eq!(tx.recv_bytes().unwrap_err().kind(), ErrorKind::Eof);
     drop(tx);
     assert_eq!(open_fds(), before);
+
+    // Only the start of a long message, seen by `poll`: its header is read (and the frame
+    // moved out of the read-ahead buffer), and it counts as received bytes too.
+    let (tx, mut rx) = Pipe::new()?;
+    let mut frame = (200_000u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&[7u8; 100]);
+    let mut writer = File::from(OwnedFd::from(tx)); // kept open: no end of file
+    writer.write_all(&frame)?;
+    assert!(
+        !rx.poll(Some(Duration::ZERO))?,
+        "half a message is not ready"
+    );
+    assert_eq!(rx.buffered_len(), frame.len());
+    let err = Process::spawn(waits_for_word, rx).start().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Encode, "{err}");
+    drop(writer);
 
     let (mut ours, theirs) = Pipe::new()?;
     let mut p = Process::spawn(reports_fds, (theirs, Pipe::new()?.1));
