@@ -353,9 +353,15 @@ impl Process {
                 Ok(Some(fd)) => ExitSignal::PidFd(fd),
                 failed => {
                     // No sentinel, so no record: the child must not outlive the error as
-                    // an untracked zombie. Unreaped, its pid is still its own to signal.
-                    let _ = sys::signal(pid, None, Signal::KILL);
-                    let _ = sys::reap(pid, None, true);
+                    // an untracked zombie. Unreaped, its pid is still its own to signal;
+                    // ESRCH says it was reaped already (SIGCHLD ignored), and its pid may
+                    // be another process's by now.
+                    let gone = matches!(&failed, Err(e)
+                        if rustix::io::Errno::from_io_error(e) == Some(rustix::io::Errno::SRCH));
+                    if !gone {
+                        let _ = sys::signal(pid, None, Signal::KILL);
+                        let _ = sys::reap(pid, None, true);
+                    }
                     return Err(match failed {
                         Err(e) => Error::with_source(
                             ErrorKind::Io,
@@ -629,11 +635,20 @@ fn pidfds_supported() -> bool {
     }
     match sys::pidfd_open(rustix::process::getpid()) {
         Ok(Some(_)) => *SUPPORTED.get_or_init(|| true),
-        Ok(None) => *SUPPORTED.get_or_init(|| false),
-        // Out of fds, say: no answer, so nothing is remembered. Assume pidfds (the next
-        // `pidfd_open` will tell), rather than fall back to signalling by pid for good.
-        Err(_) => true,
+        // Out of fds or memory: no answer, so nothing is remembered. Assume pidfds (the
+        // next `pidfd_open` will tell), rather than fall back to signalling by pid for good.
+        Err(e) if is_resource_shortage(&e) => true,
+        // No such call, or refused (a seccomp filter answering EPERM): the pipe fallback.
+        Ok(None) | Err(_) => *SUPPORTED.get_or_init(|| false),
     }
+}
+
+/// Whether `e` says the system was short of fds or memory, which passes.
+fn is_resource_shortage(e: &std::io::Error) -> bool {
+    matches!(
+        rustix::io::Errno::from_io_error(e),
+        Some(rustix::io::Errno::MFILE | rustix::io::Errno::NFILE | rustix::io::Errno::NOMEM)
+    )
 }
 
 /// The child side of a fork: take on the identity, run the target, flush, and leave without

@@ -6,6 +6,7 @@
 //! `Connection` refuses to serialise: an fd number means nothing to another process.
 //! Python does the same with `DupFd` and its `reduction` registry during spawning.
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
@@ -27,6 +28,9 @@ thread_local! {
     /// fds a spawned child inherited for its arguments; each object decoded gets its own
     /// duplicate, and these are closed once the arguments are decoded.
     static INCOMING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
+    /// Handles decoded so far, by the index of the fd they were made from, so that objects
+    /// that shared one in the parent (clones of a `Queue`) share one in the child too.
+    static DECODED: RefCell<Vec<(u32, Box<dyn Any>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Encodes spawn arguments, collecting the fds of the Connections in them. The fds stay
@@ -48,7 +52,28 @@ pub(crate) fn receive(fds: Vec<OwnedFd>) {
 pub(crate) fn decode_args<A: DeserializeOwned>(bytes: &[u8]) -> Result<A> {
     let decoded = Cbor::default().decode(bytes);
     INCOMING.with(|i| i.borrow_mut().take());
+    DECODED.with(|d| d.borrow_mut().clear());
     decoded
+}
+
+/// The handle made from inherited fd `index` for an object decoded earlier in these
+/// arguments, or a new one from `make` (remembered for the next object that refers to it).
+pub(crate) fn shared_handle<H: Clone + 'static>(
+    index: u32,
+    make: impl FnOnce() -> std::result::Result<H, String>,
+) -> std::result::Result<H, String> {
+    let known = DECODED.with(|d| {
+        d.borrow()
+            .iter()
+            .find(|(i, _)| *i == index)
+            .and_then(|(_, handle)| handle.downcast_ref::<H>().cloned())
+    });
+    if let Some(handle) = known {
+        return Ok(handle);
+    }
+    let handle = make()?;
+    DECODED.with(|d| d.borrow_mut().push((index, Box::new(handle.clone()))));
+    Ok(handle)
 }
 
 /// Lists `conn`'s fd for the spawn being encoded; its index in the list.
@@ -69,7 +94,8 @@ fn pass(conn: &Connection) -> std::result::Result<u32, String> {
 
 /// Lists `fd` for the spawn being encoded (`what` names the object for the error). An fd
 /// listed already (two clones of one `Queue`) keeps its index: the child gets it once, and
-/// a duplicate of it for each object that refers to it.
+/// each object that refers to it gets a duplicate (queues: one handle, see
+/// [`shared_handle`]).
 pub(crate) fn pass_fd(fd: RawFd, what: &str) -> std::result::Result<u32, String> {
     OUTGOING.with(|o| match o.borrow_mut().as_mut() {
         Some(fds) => {

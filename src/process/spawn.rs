@@ -129,7 +129,8 @@ fn exe_id() -> Result<ExeId> {
 /// of an ordinary program can do to it anyway (`LD_PRELOAD`, `ptrace`), but it would cross
 /// a privilege boundary in a set-user-ID, set-group-ID or file-capability program: there
 /// (the kernel's `AT_SECURE` exec), `init` ignores the environment and returns at once, and
-/// such a program cannot be a spawned child.
+/// such a program can neither be a spawned child nor spawn (`start` fails with
+/// `Unsupported`; fork and commands still work).
 ///
 /// # Examples
 /// ```
@@ -180,6 +181,14 @@ impl<A: Serialize + Send> EncodeArgs for A {
 
 /// Checks that children can be spawned from here.
 pub(crate) fn check_ready() -> Result<()> {
+    if crate::sys::process::secure_exec() {
+        // Its child would be privileged too, and `init` there ignores the spawn (see
+        // `init`): it would run `main` again rather than the entry.
+        return Err(Error::with_message(
+            ErrorKind::Unsupported,
+            "a set-user-ID, set-group-ID or file-capability program cannot spawn (its              children could not trust what they are told to run); use fork or a command",
+        ));
+    }
     if MODE.get().is_none() {
         return Err(Error::with_message(
             ErrorKind::InvalidInput,

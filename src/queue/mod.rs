@@ -716,12 +716,16 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
         #[serde(rename = "multiproc::PassedQueue")]
         struct Indices((u32, u32));
         let Indices((file, events)) = Indices::deserialize(deserializer)?;
-        use crate::process::passing::take;
-        let file = take(file).map_err(D::Error::custom)?;
-        let events = take(events).map_err(D::Error::custom)?;
-        let shared = Shared::open(file, events).map_err(D::Error::custom)?;
+        use crate::process::passing::{shared_handle, take};
+        // Clones of one queue in the arguments share one handle here too, as they did in
+        // the parent: one producer log, so one thread's puts through either stay in order.
+        let shared = shared_handle(file, || {
+            let shared = Shared::open(take(file)?, take(events)?).map_err(|e| e.to_string())?;
+            Ok(shared::registered(shared))
+        })
+        .map_err(D::Error::custom)?;
         Ok(Queue {
-            shared: shared::registered(shared),
+            shared,
             _item: PhantomData,
         })
     }
