@@ -554,12 +554,7 @@ impl Reactor {
     /// `Io` if `epoll_wait` fails. Errors of single connections go to their handlers.
     pub fn run(&mut self) -> Result<()> {
         while !self.core.stopped {
-            let idle = self.core.entries.is_empty()
-                && self.watches.len() == 0
-                && self.core.timers.is_empty()
-                && Arc::strong_count(&self.inbox) == 1
-                && self.inbox.lock().map_or(true, |i| i.is_empty());
-            if idle {
+            if self.idle() {
                 break;
             }
             self.run_once(None)?;
@@ -571,6 +566,16 @@ impl Reactor {
         Ok(())
     }
 
+    /// Whether nothing is left that could wake a round: no connection, no watch, no timer,
+    /// no [`ReactorHandle`] and no task posted.
+    fn idle(&self) -> bool {
+        self.core.entries.is_empty()
+            && self.watches.len() == 0
+            && self.core.timers.is_empty()
+            && Arc::strong_count(&self.inbox) == 1
+            && self.inbox.lock().map_or(true, |i| i.is_empty())
+    }
+
     /// Runs one round, waiting at most `timeout` for something to happen (`None`: as long
     /// as it takes).
     ///
@@ -580,12 +585,20 @@ impl Reactor {
     /// use std::time::Duration;
     /// let mut reactor = multiproc::Reactor::new()?;
     /// reactor.run_once(Some(Duration::ZERO))?;
+    /// // Nothing registered: nothing could end a wait without a timeout.
+    /// let err = reactor.run_once(None).unwrap_err();
+    /// assert_eq!(err.kind(), multiproc::ErrorKind::InvalidInput);
     /// # Ok(()) }
     /// ```
     ///
     /// # Errors
-    /// As [`run`](Self::run).
+    /// As [`run`](Self::run); `InvalidInput` for no timeout (`None`) when nothing could end
+    /// the wait (no connection, no timer and no [`ReactorHandle`] alive, as [`run`](Self::run)
+    /// checks), rather than wait forever.
     pub fn run_once(&mut self, timeout: Option<Duration>) -> Result<()> {
+        if timeout.is_none() && self.idle() {
+            return Err(crate::wait::waits_forever());
+        }
         let now = Instant::now();
         let mut wait = timeout;
         if let Some(deadline) = self.core.timers.next_deadline() {
