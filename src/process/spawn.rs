@@ -186,7 +186,8 @@ pub(crate) fn check_ready() -> Result<()> {
         // `init`): it would run `main` again rather than the entry.
         return Err(Error::with_message(
             ErrorKind::Unsupported,
-            "a set-user-ID, set-group-ID or file-capability program cannot spawn (its              children could not trust what they are told to run); use fork or a command",
+            "a set-user-ID, set-group-ID or file-capability program cannot spawn (its children \
+             could not trust what they are told to run); use fork or a command",
         ));
     }
     if MODE.get().is_none() {
