@@ -3,11 +3,11 @@
 
 mod util;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
-use multiproc::{Context, Error, ErrorKind, Handler, Pipe, Process, Reactor, TimerId};
+use multiproc::{Context, Error, ErrorKind, Handler, Pipe, Process, Reactor, TimerId, WatchId};
 use util::TestResult;
 
 /// What a handler saw, shared with the test through an `Rc` (the reactor runs here).
@@ -306,6 +306,107 @@ fn run_returns_when_nothing_is_left() -> TestResult {
     Ok(())
 }
 
+/// Closes its connection, or puts another in its place, from a timer callback.
+struct DropsItsConnection {
+    log: Rc<RefCell<Log>>,
+    replace: bool,
+}
+
+impl Handler for DropsItsConnection {
+    fn on_message(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    fn on_timer(&mut self, ctx: &mut Context<'_>, _: TimerId) {
+        if self.replace {
+            *ctx.connection() = Pipe::new().unwrap().0;
+        } else {
+            ctx.connection().close();
+        }
+    }
+    fn on_error(&mut self, _: &mut Context<'_>, error: Error) {
+        self.log.borrow_mut().errors.push(error.kind());
+    }
+}
+
+/// A connection closed (or swapped) through `Context::connection` outside `on_message` is
+/// one `on_error` and gone: its fd left epoll, so no event would ever remove it, and `run`
+/// would wait for it forever.
+fn a_connection_closed_by_its_handler_is_removed() -> TestResult {
+    for (replace, kind) in [(false, ErrorKind::Closed), (true, ErrorKind::InvalidInput)] {
+        let log = Rc::new(RefCell::new(Log::default()));
+        let (_peer, conn) = Pipe::new()?;
+        let mut reactor = Reactor::new()?;
+        let token = reactor.register(
+            conn,
+            DropsItsConnection {
+                log: Rc::clone(&log),
+                replace,
+            },
+        )?;
+        reactor.set_timer(token, Duration::from_millis(1))?;
+        for _ in 0..1000 {
+            if reactor.is_empty() {
+                break;
+            }
+            reactor.run_once(Some(Duration::from_secs(1)))?;
+        }
+        assert!(reactor.is_empty(), "replace {replace}: still registered");
+        assert_eq!(log.borrow().errors, [kind], "replace {replace}");
+        reactor.run()?; // nothing left: returns at once
+    }
+    Ok(())
+}
+
+/// A watch that was due at once (its source had a frame buffered) and was cancelled leaves
+/// nothing behind that fires the watch set next in its place.
+fn a_cancelled_due_watch_does_not_fire_its_successor() -> TestResult {
+    let (mut a, mut b) = Pipe::new()?;
+    a.send_bytes(b"one")?;
+    a.send_bytes(b"two")?;
+    assert_eq!(b.recv_bytes()?, b"one");
+    assert!(b.buffered_len() > 0, "\"two\" should sit in user space");
+    let mut reactor = Reactor::new()?;
+    let first = reactor.when_ready(b, |_, _| {})?;
+    assert!(reactor.cancel_watch(first));
+    let (_silent_peer, silent) = Pipe::new()?;
+    let fired = Rc::new(Cell::new(false));
+    let f = Rc::clone(&fired);
+    reactor.when_ready(silent, move |_, _| f.set(true))?;
+    reactor.run_once(Some(Duration::from_millis(20)))?;
+    assert!(!fired.get(), "a watch on a silent source fired");
+    Ok(())
+}
+
+/// Two watches ready in one round: whichever fires first cancels the other and sets a
+/// watch on a silent source, which takes the cancelled one's slot. The event already
+/// collected for the cancelled one must not fire the new one.
+fn an_event_of_a_cancelled_watch_does_not_fire_a_new_one() -> TestResult {
+    let (mut a1, b1) = Pipe::new()?;
+    let (mut a2, b2) = Pipe::new()?;
+    a1.send_bytes(b"x")?;
+    a2.send_bytes(b"x")?;
+    let mut reactor = Reactor::new()?;
+    let ids: Rc<RefCell<Vec<WatchId>>> = Rc::new(RefCell::new(Vec::new()));
+    let spurious = Rc::new(Cell::new(false));
+    let peers = Rc::new(RefCell::new(Vec::new()));
+    for (n, b) in [b1, b2].into_iter().enumerate() {
+        let (ids2, spurious, peers) = (Rc::clone(&ids), Rc::clone(&spurious), Rc::clone(&peers));
+        let id = reactor.when_ready(b, move |reactor, _| {
+            let other = ids2.borrow()[1 - n];
+            if reactor.cancel_watch(other) {
+                let (peer, silent) = Pipe::new().unwrap();
+                peers.borrow_mut().push(peer);
+                let spurious = Rc::clone(&spurious);
+                reactor
+                    .when_ready(silent, move |_, _| spurious.set(true))
+                    .unwrap();
+            }
+        })?;
+        ids.borrow_mut().push(id);
+    }
+    reactor.run_once(Some(Duration::from_millis(20)))?;
+    assert!(!spurious.get(), "a watch fired on a stale event");
+    Ok(())
+}
+
 /// Refills its queue every time it drains: an endless producer.
 struct Producer {
     sent: u64,
@@ -418,6 +519,9 @@ tests_main!(
     an_idle_reactor_uses_no_cpu,
     a_posted_task_wakes_and_stops_the_loop,
     run_returns_when_nothing_is_left,
+    a_connection_closed_by_its_handler_is_removed,
+    a_cancelled_due_watch_does_not_fire_its_successor,
+    an_event_of_a_cancelled_watch_does_not_fire_a_new_one,
     a_sentinel_watch_fires_once_per_exit_and_may_restart_the_child,
     a_sentinel_watch_does_not_fire_while_the_child_runs,
 );

@@ -139,6 +139,8 @@ struct Entry {
     /// `None` while the entry's own handler runs (it is lent to the `Context`).
     conn: Option<Connection>,
     handler: Option<Box<dyn Handler>>,
+    /// The fd number registered with the poll.
+    raw: std::os::fd::RawFd,
     generation: u32,
     /// What the fd is registered for now.
     interest: Interest,
@@ -388,7 +390,8 @@ impl Reactor {
     /// ```
     ///
     /// # Errors
-    /// `InvalidInput` if `token` names no registered connection.
+    /// `InvalidInput` if `token` names no registered connection, or `every` is zero or too
+    /// far in the future to represent.
     pub fn set_periodic(&mut self, token: Token, every: Duration) -> Result<TimerId> {
         self.core.set_timer(token, every, Some(every))
     }
@@ -623,7 +626,7 @@ impl Reactor {
                 continue;
             }
             if event.token().0 & WATCH_BIT != 0 {
-                watched.push(event.token());
+                watched.extend(self.watches.id_of(event.token()));
                 continue;
             }
             let index = event.token().0;
@@ -640,8 +643,8 @@ impl Reactor {
         for index in readable {
             self.read(index);
         }
-        for token in watched {
-            if let Some(fire) = self.watches.take(self.core.poll.registry(), token) {
+        for id in watched {
+            if let Some(fire) = self.watches.take(self.core.poll.registry(), id) {
                 fire(self);
             }
         }
@@ -688,13 +691,11 @@ impl Reactor {
                 // A large message still streaming in: the others get their turn first.
                 Ok(Within::Spent) => break,
                 Err(e) if e.is_eof() => {
-                    self.dispatch(token, |h, ctx| h.on_eof(ctx));
-                    self.core.remove(token);
+                    self.finish(token, |h, ctx| h.on_eof(ctx));
                     return;
                 }
                 Err(e) => {
-                    self.dispatch(token, |h, ctx| h.on_error(ctx, e));
-                    self.core.remove(token);
+                    self.finish(token, |h, ctx| h.on_error(ctx, e));
                     return;
                 }
             }
@@ -707,6 +708,19 @@ impl Reactor {
     /// delivers the notices that call produced.
     fn dispatch(&mut self, token: Token, f: impl FnOnce(&mut dyn Handler, &mut Context<'_>)) {
         self.core.dispatch(token, f);
+        if let Some(lost) = self.core.lost_connection(token) {
+            // Closed (or swapped) through `Context::connection`: its fd left epoll, so no
+            // event would ever come for it again, and `run` would wait for it forever.
+            self.finish(token, |h, ctx| h.on_error(ctx, lost));
+            return;
+        }
+        self.deliver_notices();
+    }
+
+    /// Delivers the last callback of `token` (`on_eof` or `on_error`), then removes it.
+    fn finish(&mut self, token: Token, f: impl FnOnce(&mut dyn Handler, &mut Context<'_>)) {
+        self.core.dispatch(token, f);
+        self.core.remove(token);
         self.deliver_notices();
     }
 
@@ -718,6 +732,10 @@ impl Reactor {
                 Notice::Backpressure(engaged) => h.on_backpressure(ctx, engaged),
                 Notice::Drained => h.on_drained(ctx),
             });
+            if let Some(lost) = self.core.lost_connection(token) {
+                self.core.dispatch(token, |h, ctx| h.on_error(ctx, lost));
+                self.core.remove(token);
+            }
         }
     }
 
@@ -731,8 +749,7 @@ impl Reactor {
                 continue;
             };
             if let Err(e) = self.core.flush(index) {
-                self.dispatch(token, |h, ctx| h.on_error(ctx, e));
-                self.core.remove(token);
+                self.finish(token, |h, ctx| h.on_error(ctx, e));
                 continue;
             }
             self.deliver_notices();
@@ -741,6 +758,27 @@ impl Reactor {
 }
 
 impl Core {
+    /// Why `token`'s connection can no longer be served, if a callback closed it or put
+    /// another in its place (whose fd was never registered) through `Context::connection`.
+    fn lost_connection(&mut self, token: Token) -> Option<Error> {
+        let entry = self.entry(token)?;
+        let conn = entry.conn.as_ref()?;
+        let raw = crate::wait::Waitable::wait_fd(conn)
+            .ok()
+            .map(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd));
+        match raw {
+            None => Some(Error::with_message(
+                ErrorKind::Closed,
+                "the connection was closed by its handler",
+            )),
+            Some(raw) if raw != entry.raw => Some(Error::with_message(
+                ErrorKind::InvalidInput,
+                "the connection was replaced inside a callback (register the new one instead)",
+            )),
+            Some(_) => None,
+        }
+    }
+
     fn token_of(&self, index: usize) -> Option<Token> {
         self.entries.get(index).map(|e| Token {
             index,
@@ -769,6 +807,7 @@ impl Core {
         entry.insert(Entry {
             conn: Some(conn),
             handler: Some(handler),
+            raw,
             generation,
             interest: Interest::READABLE,
             paused: false,
@@ -804,6 +843,12 @@ impl Core {
             return Err(Error::with_message(
                 ErrorKind::InvalidInput,
                 "no such reactor token",
+            ));
+        }
+        if period.is_some_and(|p| p.is_zero()) {
+            return Err(Error::with_message(
+                ErrorKind::InvalidInput,
+                "a periodic timer needs a period above zero",
             ));
         }
         let deadline = Instant::now().checked_add(after).ok_or_else(|| {
@@ -934,6 +979,10 @@ impl Context<'_> {
     }
 
     /// The connection this callback is about, e.g. to read its settings.
+    ///
+    /// Closing it here (or putting another in its place) ends it: once the callback
+    /// returns, `on_error` follows (`Closed`, or `InvalidInput` for a replacement) and it is
+    /// removed. To end it after its queued output is written, use [`close`](Self::close).
     ///
     /// # Examples
     /// ```
@@ -1231,7 +1280,7 @@ impl Context<'_> {
     /// ```
     ///
     /// # Errors
-    /// As [`set_timer`](Self::set_timer).
+    /// As [`set_timer`](Self::set_timer); `InvalidInput` for a zero period too.
     pub fn set_periodic(&mut self, every: Duration) -> Result<TimerId> {
         self.core.set_timer(self.token, every, Some(every))
     }

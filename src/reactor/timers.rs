@@ -76,12 +76,25 @@ impl<O: Copy> Timers<O> {
 
     /// Cancels a timer; true if it was live. A cancelled timer never fires.
     pub(crate) fn cancel(&mut self, id: TimerId) -> bool {
-        self.live.remove(&id.0).is_some()
+        let was_live = self.live.remove(&id.0).is_some();
+        self.sweep();
+        was_live
     }
 
     /// Cancels every timer of `owner`.
     pub(crate) fn cancel_owner(&mut self, owner: O, same: impl Fn(O, O) -> bool) {
         self.live.retain(|_, t| !same(t.owner, owner));
+        self.sweep();
+    }
+
+    /// Drops the heap entries of cancelled timers once they outnumber the live ones: they
+    /// are otherwise dropped only when they surface, so "cancel and set again on every
+    /// message" under a later live deadline would grow the heap with the message rate.
+    fn sweep(&mut self) {
+        if self.heap.len() > 2 * self.live.len() + 64 {
+            let live = &self.live;
+            self.heap.retain(|Reverse((_, id))| live.contains_key(id));
+        }
     }
 
     /// The earliest live deadline.
@@ -108,17 +121,13 @@ impl<O: Copy> Timers<O> {
                 continue; // cancelled
             };
             let owner = timer.owner;
-            match timer.period {
-                Some(period) if !period.is_zero() => {
-                    let mut next = deadline + period;
-                    if next <= now {
-                        // Fell behind: skip the missed periods rather than fire a burst.
-                        let behind = now.duration_since(deadline).as_nanos() / period.as_nanos();
-                        next = deadline + period * (behind as u32 + 1);
-                    }
-                    self.heap.push(Reverse((next, id)));
-                }
-                _ => {
+            match timer
+                .period
+                .and_then(|period| next_deadline(deadline, period, now))
+            {
+                Some(next) => self.heap.push(Reverse((next, id))),
+                // One-shot, or no next deadline an `Instant` can hold: done.
+                None => {
                     self.live.remove(&id);
                 }
             }
@@ -129,6 +138,27 @@ impl<O: Copy> Timers<O> {
     pub(crate) fn is_empty(&self) -> bool {
         self.live.is_empty()
     }
+}
+
+/// The deadline after `deadline` on its grid of `period`s that is past `now`: the next one,
+/// or, if the loop fell behind, the first one after `now` (the missed ones are skipped
+/// rather than fired in a burst). `None` for a zero period, or past what an `Instant` holds.
+fn next_deadline(deadline: Instant, period: Duration, now: Instant) -> Option<Instant> {
+    if period.is_zero() {
+        return None;
+    }
+    let next = deadline.checked_add(period)?;
+    if next > now {
+        return Some(next);
+    }
+    // `now` lies `into` past a grid point (`into < period`), so the next one is
+    // `period - into` after `now`; exact in nanoseconds, with no multiplication to overflow.
+    let into = now.duration_since(deadline).as_nanos() % period.as_nanos();
+    let into = Duration::new(
+        u64::try_from(into / 1_000_000_000).ok()?,
+        (into % 1_000_000_000) as u32,
+    );
+    now.checked_add(period - into)
 }
 
 #[cfg(test)]
@@ -180,6 +210,55 @@ mod tests {
         // Handled late, by 35 ms: fires once, next at 60, on the original grid.
         assert_eq!(drain(&mut t, t0 + ms(55)), vec![(7, p)]);
         assert_eq!(t.next_deadline(), Some(t0 + ms(60)));
+    }
+
+    #[test]
+    fn a_periodic_timer_far_behind_fires_once_then_resumes_its_grid() {
+        let t0 = Instant::now();
+        let mut t = Timers::new();
+        // 2^32 periods and more behind: the count of missed periods overflowed a u32.
+        for (period, late) in [
+            (Duration::from_nanos(1), Duration::from_secs(5)),
+            (Duration::from_nanos(3), Duration::from_secs(30)),
+            (Duration::from_micros(1), Duration::from_secs(5 * 3600)),
+        ] {
+            let p = t.set(1, t0 + period, Some(period));
+            let now = t0 + late;
+            assert_eq!(drain(&mut t, now), vec![(1, p)], "{period:?} late {late:?}");
+            let next = t.next_deadline().unwrap();
+            assert!(
+                next > now && next <= now + period,
+                "{period:?}: next {next:?}"
+            );
+            assert_eq!(
+                (next - t0).as_nanos() % period.as_nanos(),
+                0,
+                "off the grid"
+            );
+            t.cancel(p);
+        }
+        // A period as long as a Duration holds: it fires once and is done.
+        let p = t.set(1, t0, Some(Duration::MAX));
+        assert_eq!(drain(&mut t, t0), vec![(1, p)]);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn cancelled_timers_do_not_pile_up_under_a_later_live_one() {
+        let t0 = Instant::now();
+        let mut t = Timers::new();
+        t.set(1, t0 + Duration::from_secs(300), None);
+        let mut idle = t.set(2, t0 + Duration::from_secs(10), None);
+        for _ in 0..100_000 {
+            t.cancel(idle);
+            idle = t.set(2, t0 + Duration::from_secs(10), None);
+        }
+        assert!(
+            t.heap.len() <= 2 * t.live.len() + 65,
+            "heap {}",
+            t.heap.len()
+        );
+        assert_eq!(drain(&mut t, t0 + Duration::from_secs(10)), vec![(2, idle)]);
     }
 
     #[test]

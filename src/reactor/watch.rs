@@ -49,7 +49,7 @@ pub(super) struct Watches {
     slab: Slab<Watch>,
     generation: u32,
     /// Watches whose source was ready before epoll could say so (buffered data).
-    due: Vec<usize>,
+    due: Vec<WatchId>,
 }
 
 impl Watches {
@@ -78,10 +78,11 @@ impl Watches {
             generation,
             fire: Box::new(move |reactor| f(reactor, source)),
         });
+        let id = WatchId { index, generation };
         if buffered {
-            self.due.push(index);
+            self.due.push(id);
         }
-        Ok(WatchId { index, generation })
+        Ok(id)
     }
 
     /// Removes a watch without firing it; true if it was there.
@@ -96,19 +97,30 @@ impl Watches {
         }
     }
 
-    /// Takes the watch behind a mio token, deregistered, ready to fire.
-    pub(super) fn take(&mut self, registry: &Registry, token: mio::Token) -> Option<Fire> {
+    /// The watch a mio token names now: read when its event arrives, so that a callback
+    /// fired before it, which cancels it and sets a new watch in its slot, cannot make the
+    /// event fire the new one.
+    pub(super) fn id_of(&self, token: mio::Token) -> Option<WatchId> {
         let index = token.0 & !WATCH_BIT;
-        let watch = self.slab.try_remove(index)?;
+        let watch = self.slab.get(index)?;
+        Some(WatchId {
+            index,
+            generation: watch.generation,
+        })
+    }
+
+    /// Takes the watch `id`, deregistered, ready to fire; `None` if it was cancelled.
+    pub(super) fn take(&mut self, registry: &Registry, id: WatchId) -> Option<Fire> {
+        if self.slab.get(id.index)?.generation != id.generation {
+            return None;
+        }
+        let watch = self.slab.remove(id.index);
         let _ = registry.deregister(&mut mio::unix::SourceFd(&watch.fd));
         Some(watch.fire)
     }
 
-    /// Tokens of watches that were ready at registration.
-    pub(super) fn take_due(&mut self) -> Vec<mio::Token> {
-        self.due
-            .drain(..)
-            .map(|index| mio::Token(WATCH_BIT | index))
-            .collect()
+    /// Watches that were ready at registration.
+    pub(super) fn take_due(&mut self) -> Vec<WatchId> {
+        std::mem::take(&mut self.due)
     }
 }
