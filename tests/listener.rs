@@ -380,17 +380,14 @@ fn live_unix_socket_is_refused_and_left_alone() -> TestResult {
     let mut first = Listener::bind(path.as_path(), None)?;
     let err = Listener::bind(path.as_path(), None).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE), "{err:?}");
+    // Told live from /proc/net/unix, without a connection: the live one saw nothing.
+    assert!(
+        first.try_accept()?.is_none(),
+        "the failed bind connected to it"
+    );
     let client = ping_client(Client::new(path.as_path()));
-    // The failed bind probed the path with a connect (that is how a stale file is told from
-    // a live one), so the live listener may first hand out that probe: a client that hung
-    // up at once.
     let mut conn = first.accept_timeout(HANG)?;
-    let mut got = conn.recv_bytes_timeout(HANG);
-    if got.as_ref().is_err_and(|e| e.is_eof()) {
-        conn = first.accept_timeout(HANG)?;
-        got = conn.recv_bytes_timeout(HANG);
-    }
-    assert_eq!(got?, b"ping");
+    assert_eq!(conn.recv_bytes_timeout(HANG)?, b"ping");
     conn.send_bytes(b"pong")?;
     join(client)??;
     drop(first);
@@ -400,6 +397,86 @@ fn live_unix_socket_is_refused_and_left_alone() -> TestResult {
     let err = Listener::bind(path.as_path(), None).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE), "{err:?}");
     assert_eq!(std::fs::read(&path)?, b"data");
+    Ok(())
+}
+
+/// A live listener whose accept queue is full: a bind at its path fails at once (a
+/// blocking connect to tell it from a stale file would wait until it accepted).
+#[test]
+fn bind_at_a_live_socket_with_a_full_queue_fails_at_once() -> TestResult {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let path = socket_path("full");
+    let _cleanup = RemoveOnDrop(path.clone());
+    let addr = SocketAddrUnix::new(path.as_path())?;
+    let live = rustix::net::socket(AddressFamily::UNIX, SocketType::STREAM, None)?;
+    rustix::net::bind(&live, &addr)?;
+    rustix::net::listen(&live, 0)?;
+    // Fill the queue: connect without blocking until the kernel says it is full.
+    let mut queued = Vec::new();
+    loop {
+        let client = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::NONBLOCK,
+            None,
+        )?;
+        match rustix::net::connect(&client, &addr) {
+            Ok(()) => queued.push(client),
+            Err(rustix::io::Errno::AGAIN) => break,
+            Err(e) => return Err(e.into()),
+        }
+        assert!(queued.len() < 100, "the queue never filled");
+    }
+    let (tx, rx) = mpsc::channel();
+    let binder = {
+        let path = path.clone();
+        thread::spawn(move || {
+            let result = Listener::bind(path.as_path(), None).map(drop);
+            let _ = tx.send(result.map_err(|e| e.raw_os_error()));
+        })
+    };
+    match rx.recv_timeout(HANG) {
+        Ok(result) => assert_eq!(result, Err(Some(libc::EADDRINUSE))),
+        Err(_) => return Err("bind hung on a live socket with a full queue".into()),
+    }
+    join(binder)?;
+    drop(queued);
+    Ok(())
+}
+
+/// Threads binding one path over a stale file at once: exactly one wins, and the others'
+/// failures leave its file alone.
+#[test]
+fn concurrent_binds_over_a_stale_file_have_one_winner() -> TestResult {
+    let path = socket_path("race");
+    let _cleanup = RemoveOnDrop(path.clone());
+    for round in 0..100 {
+        drop(UnixListener::bind(&path)?); // a stale file
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let binders: Vec<_> = (0..4)
+            .map(|_| {
+                let (path, barrier) = (path.clone(), std::sync::Arc::clone(&barrier));
+                thread::spawn(move || {
+                    let listener = Listener::bind(path.as_path(), None);
+                    let won = listener.is_ok();
+                    barrier.wait(); // every bind done before any winner drops
+                    won
+                })
+            })
+            .collect();
+        let winners = binders
+            .into_iter()
+            .map(join)
+            .collect::<Result<Vec<bool>, _>>()?
+            .into_iter()
+            .filter(|&won| won)
+            .count();
+        assert_eq!(winners, 1, "round {round}");
+        assert!(
+            !path.exists(),
+            "round {round}: the winner's file outlived it"
+        );
+    }
     Ok(())
 }
 
@@ -659,6 +736,31 @@ fn handshake_deadline_fails_a_silent_client_and_a_later_client_is_accepted() -> 
     drop(silent);
     let err = listener.accept_timeout(HANG).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Authentication, "{err:?}");
+    Ok(())
+}
+
+/// A silent client's deadline wakes a waiter outside the listener (a `WaitSet`) by
+/// itself: nothing else happens, yet the client is dropped at its deadline and the failure
+/// reported, rather than held (with its fd) until some other event comes.
+#[test]
+fn a_silent_clients_deadline_wakes_an_outside_waiter() -> TestResult {
+    let mut listener = Listener::bind("127.0.0.1:0", Some(KEY))?;
+    listener.set_handshake_timeout(Duration::from_secs(1));
+    let addr = tcp_addr(&listener)?;
+    let mut silent = raw_client_with_challenge(&mut listener, addr)?;
+    let mut set = WaitSet::new()?;
+    let key = set.insert(listener)?;
+    let start = Instant::now();
+    assert_eq!(set.wait(Some(HANG))?, [key], "no wake-up at the deadline");
+    assert!(
+        start.elapsed() < HANG / 2,
+        "woke after {:?}",
+        start.elapsed()
+    );
+    let err = set.get_mut(key).ok_or("gone")?.try_accept().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Authentication, "{err:?}");
+    assert!(err.to_string().contains("timed out"), "{err}");
+    assert!(closed_by_peer(&mut silent, HANG)?);
     Ok(())
 }
 

@@ -51,6 +51,8 @@ const EVENTS: usize = 256;
 const LISTENING: u64 = 0;
 /// The epoll data of the timer that ends a pause in accepting.
 const RESUME: u64 = u64::MAX;
+/// The epoll data of the timer that wakes waiters at the first handshake deadline.
+const DEADLINE: u64 = u64::MAX - 1;
 /// How long accepting pauses when the process is out of file descriptors (or the kernel
 /// out of memory for sockets).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
@@ -93,6 +95,13 @@ pub struct Listener {
     resume_timer: OwnedFd,
     /// The listening socket is out of `epoll` until `resume_timer` fires.
     accept_paused: bool,
+    /// A timerfd in `epoll`, armed for the earliest handshake deadline, so that a client
+    /// that sends nothing is dropped at its deadline even when nothing else happens (an
+    /// outside waiter would otherwise not wake up to expire it).
+    deadline_timer: OwnedFd,
+    /// When `deadline_timer` fires, if armed. Handshake deadlines mostly come in order, so
+    /// it is set again only for an earlier one, or after it fired.
+    deadline_armed: Option<Instant>,
 }
 
 impl std::fmt::Debug for Listener {
@@ -119,7 +128,14 @@ impl Listener {
     /// TCP port 0 picks a free port ([`local_addr`](Self::local_addr) tells which). A Unix
     /// path whose socket file is left over from a listener that is gone (nothing accepts
     /// there, and the file is ours) is replaced; the file is removed when the listener is
-    /// dropped.
+    /// dropped. A live listener there is told from a stale file without connecting to it
+    /// (`/proc/net/unix`; only one in another network namespace sees a connection attempt,
+    /// which never waits), and binders replacing one stale file take turns (an `flock` on
+    /// its directory), so that one wins and the others fail with `EADDRINUSE`.
+    ///
+    /// Dropping a listener removes its file even if a forked child still listens on a copy
+    /// of the socket: bind in the child instead, or keep the parent's listener until the
+    /// child is done.
     ///
     /// # Examples
     /// ```
@@ -138,11 +154,10 @@ impl Listener {
         rustix::io::ioctl_fionbio(&socket, true)?;
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         watch(&epoll, &socket, LISTENING)?;
-        let resume_timer = rustix::time::timerfd_create(
-            rustix::time::TimerfdClockId::Monotonic,
-            rustix::time::TimerfdFlags::CLOEXEC | rustix::time::TimerfdFlags::NONBLOCK,
-        )?;
+        let resume_timer = new_timer()?;
         watch(&epoll, &resume_timer, RESUME)?;
+        let deadline_timer = new_timer()?;
+        watch(&epoll, &deadline_timer, DEADLINE)?;
         Ok(Listener {
             socket: Some(socket),
             address,
@@ -155,6 +170,8 @@ impl Listener {
             owned_file,
             resume_timer,
             accept_paused: false,
+            deadline_timer,
+            deadline_armed: None,
         })
     }
 
@@ -290,6 +307,10 @@ impl Listener {
                 self.accept_new()?;
             } else if token == RESUME {
                 self.resume_accepting()?;
+            } else if token == DEADLINE {
+                let mut expirations = [0u8; 8];
+                let _ = rustix::io::read(&self.deadline_timer, &mut expirations);
+                self.deadline_armed = None;
             } else {
                 self.advance(token as usize - 1);
             }
@@ -303,6 +324,11 @@ impl Listener {
             .collect();
         for index in late {
             self.finish(index, Err(auth::auth_error("handshake timed out")));
+        }
+        if self.deadline_armed.is_none() {
+            if let Some(first) = self.pending.iter().map(|(_, p)| p.handshake.deadline).min() {
+                self.arm_deadline_timer(first);
+            }
         }
         Ok(())
     }
@@ -378,16 +404,21 @@ impl Listener {
 
     /// Sets the resume timer to fire once after `after` (`Duration::ZERO`: disarms it).
     fn arm_resume_timer(&self, after: Duration) -> bool {
-        let spec = rustix::time::Itimerspec {
-            it_interval: crate::sys::timespec(Duration::ZERO),
-            it_value: crate::sys::timespec(after),
-        };
-        rustix::time::timerfd_settime(
-            &self.resume_timer,
-            rustix::time::TimerfdTimerFlags::empty(),
-            &spec,
-        )
-        .is_ok()
+        set_timer(&self.resume_timer, after)
+    }
+
+    /// Makes the deadline timer fire by `deadline`, unless it fires earlier already.
+    fn arm_deadline_timer(&mut self, deadline: Instant) {
+        if self.deadline_armed.is_some_and(|armed| armed <= deadline) {
+            return;
+        }
+        // At least a nanosecond: zero would disarm it.
+        let after = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_nanos(1));
+        if set_timer(&self.deadline_timer, after) {
+            self.deadline_armed = Some(deadline);
+        }
     }
 
     /// Takes a freshly accepted socket: ready at once without a key, else its handshake
@@ -417,6 +448,7 @@ impl Listener {
         watch(&self.epoll, &conn, index as u64 + 1)?;
         // No read yet: the answer to a challenge sent this instant cannot be there.
         entry.insert(Pending { conn, handshake });
+        self.arm_deadline_timer(deadline);
         Ok(())
     }
 
@@ -465,6 +497,8 @@ impl Listener {
         }
         self.accept_paused = false;
         self.arm_resume_timer(Duration::ZERO);
+        set_timer(&self.deadline_timer, Duration::ZERO);
+        self.deadline_armed = None;
         let indices: Vec<usize> = self.pending.iter().map(|(i, _)| i).collect();
         for index in indices {
             drop(self.take(index));
@@ -483,6 +517,23 @@ impl Listener {
             }
         }
     }
+}
+
+/// A non-blocking monotonic timerfd, disarmed.
+fn new_timer() -> rustix::io::Result<OwnedFd> {
+    rustix::time::timerfd_create(
+        rustix::time::TimerfdClockId::Monotonic,
+        rustix::time::TimerfdFlags::CLOEXEC | rustix::time::TimerfdFlags::NONBLOCK,
+    )
+}
+
+/// Sets `timer` to fire once after `after` (`Duration::ZERO`: disarms it).
+fn set_timer(timer: &OwnedFd, after: Duration) -> bool {
+    let spec = rustix::time::Itimerspec {
+        it_interval: crate::sys::timespec(Duration::ZERO),
+        it_value: crate::sys::timespec(after),
+    };
+    rustix::time::timerfd_settime(timer, rustix::time::TimerfdTimerFlags::empty(), &spec).is_ok()
 }
 
 /// Adds `fd` to the listener's level-triggered `epoll`, readable events tagged `token`.
@@ -579,8 +630,15 @@ fn listen(address: &Address) -> Result<(OwnedFd, Address, Option<SocketFile>)> {
             let unix = rustix::net::SocketAddrUnix::new(path.as_path())?;
             let socket =
                 rustix::net::socket_with(AddressFamily::UNIX, SocketType::STREAM, flags, None)?;
+            // Held while a stale file is replaced, to the end: two binders over one stale
+            // file must not both replace it (the second would remove the first's new file).
+            let mut replacing = None;
             match rustix::net::bind(&socket, &unix) {
-                Err(rustix::io::Errno::ADDRINUSE) if stale_socket_file(path) => {
+                Err(rustix::io::Errno::ADDRINUSE) => {
+                    replacing = lock_directory_of(path);
+                    if !stale_socket_file(path) {
+                        return Err(rustix::io::Errno::ADDRINUSE.into());
+                    }
                     std::fs::remove_file(path)?;
                     rustix::net::bind(&socket, &unix)?;
                 }
@@ -588,6 +646,7 @@ fn listen(address: &Address) -> Result<(OwnedFd, Address, Option<SocketFile>)> {
             }
             rustix::net::listen(&socket, BACKLOG)?;
             let meta = std::fs::symlink_metadata(path)?;
+            drop(replacing);
             Ok((
                 socket,
                 address.clone(),
@@ -617,6 +676,11 @@ fn abstract_unsupported() -> Error {
 }
 
 /// Whether `path` is a socket file of ours that nothing listens at any more.
+///
+/// A socket listening there in this network namespace is seen in `/proc/net/unix` without
+/// touching it. Otherwise a connection attempt decides, without waiting: refused means
+/// stale; anything else (accepted, or a full backlog: `EAGAIN`) means alive. Only a
+/// listener elsewhere (another network namespace) ever sees that attempt.
 fn stale_socket_file(path: &std::path::Path) -> bool {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return false;
@@ -624,10 +688,69 @@ fn stale_socket_file(path: &std::path::Path) -> bool {
     if !meta.file_type().is_socket() || meta.uid() != rustix::process::getuid().as_raw() {
         return false;
     }
-    matches!(
-        std::os::unix::net::UnixStream::connect(path),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    if listening_here(path) {
+        return false;
+    }
+    let Ok(unix) = rustix::net::SocketAddrUnix::new(path) else {
+        return false;
+    };
+    let Ok(probe) = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    ) else {
+        return false;
+    };
+    rustix::net::connect(&probe, &unix) == Err(rustix::io::Errno::CONNREFUSED)
+}
+
+/// Whether `/proc/net/unix` lists a socket listening at `path` (as given, or absolute).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn listening_here(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    /// `__SO_ACCEPTCON` in the Flags column: a listening socket.
+    const ACCEPTING: u32 = 1 << 16;
+    let Ok(table) = std::fs::read("/proc/net/unix") else {
+        return false;
+    };
+    let absolute = std::path::absolute(path).ok();
+    let names: Vec<&[u8]> = [Some(path), absolute.as_deref()]
+        .into_iter()
+        .flatten()
+        .map(|p| p.as_os_str().as_bytes())
+        .collect();
+    table.split(|&b| b == b'\n').skip(1).any(|line| {
+        // Num RefCount Protocol Flags Type St Inode Path: the path is the rest.
+        let mut fields = line.splitn(8, |&b| b == b' ').filter(|f| !f.is_empty());
+        let flags = fields.nth(3).and_then(|f| std::str::from_utf8(f).ok());
+        let accepting = flags
+            .and_then(|f| u32::from_str_radix(f, 16).ok())
+            .is_some_and(|f| f & ACCEPTING != 0);
+        accepting && fields.last().is_some_and(|name| names.contains(&name))
+    })
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn listening_here(_: &std::path::Path) -> bool {
+    false
+}
+
+/// An exclusive `flock` on the directory holding `path`, for as long as it is kept; `None`
+/// if the directory cannot be opened (then nothing is serialised).
+fn lock_directory_of(path: &std::path::Path) -> Option<OwnedFd> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    let fd = rustix::fs::open(
+        dir,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
     )
+    .ok()?;
+    rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockExclusive).ok()?;
+    Some(fd)
 }
 
 /// Connects to a [`Listener`] (or a Python `Listener`). Python:
