@@ -290,6 +290,30 @@ fn a_start_without_fds_leaves_no_child_and_pidfds_stay_on() -> TestResult {
     Ok(())
 }
 
+/// The "bind here, serve in a child" shape: the parent's copy of a listener moved into the
+/// fork's closure is dropped at `start`, and must leave the socket file to the child, which
+/// removes it when it lets go of the last copy.
+fn a_listener_moved_into_a_forked_child_keeps_its_file() -> TestResult {
+    let path = std::env::temp_dir().join(format!("multiproc-fork-listener-{}", std::process::id()));
+    let mut listener = multiproc::Listener::bind(path.as_path(), None)?;
+    let mut server = Process::fork(move || {
+        let mut conn = listener.accept_timeout(HANG).unwrap();
+        conn.send_bytes(b"hello").unwrap();
+    });
+    server.start()?;
+    let kept = path.exists();
+    let greeting =
+        multiproc::Client::connect(path.as_path(), None).and_then(|mut c| c.recv_bytes());
+    let code = server.join_timeout(HANG)?;
+    let left = path.exists();
+    let _ = std::fs::remove_file(&path);
+    assert!(kept, "the parent's copy removed the file at start");
+    assert_eq!(greeting?, b"hello");
+    assert_eq!(code, 0);
+    assert!(!left, "the last copy left its file behind");
+    Ok(())
+}
+
 fn dropped_running_process_is_reaped_later() -> TestResult {
     let (mut parent, mut child) = Pipe::new()?;
     let mut p = Process::fork(move || {
@@ -1008,6 +1032,7 @@ fn daemon_child_is_terminated_when_its_forked_parent_exits() -> TestResult {
 
 tests_main!(
     exit_codes_follow_python,
+    a_listener_moved_into_a_forked_child_keeps_its_file,
     a_start_without_fds_leaves_no_child_and_pidfds_stay_on,
     a_panic_whose_payload_panics_on_drop_still_ends_the_child,
     terminate_and_kill_report_minus_signal,

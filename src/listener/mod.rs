@@ -133,9 +133,10 @@ impl Listener {
     /// which never waits), and binders replacing one stale file take turns (an `flock` on
     /// its directory), so that one wins and the others fail with `EADDRINUSE`.
     ///
-    /// Dropping a listener removes its file even if a forked child still listens on a copy
-    /// of the socket: bind in the child instead, or keep the parent's listener until the
-    /// child is done.
+    /// A listener moved into a forked child's closure keeps its file: the parent's copy,
+    /// dropped at `start`, leaves it while the child listens, and the last copy dropped
+    /// removes it (a child that ends without dropping it, by `exit`, leaves it behind, to
+    /// be replaced as stale by the next bind).
     ///
     /// # Examples
     /// ```
@@ -507,11 +508,14 @@ impl Listener {
         self.remove_file();
     }
 
+    /// Removes the socket file, with the socket closed already: only if it is still the
+    /// file we made (someone may have replaced it), and nobody listens there any more (a
+    /// forked child may serve on a copy of the socket: a listener moved into a fork's
+    /// closure is dropped in the parent at `start`). The last one to let go removes it.
     fn remove_file(&mut self) {
         if let Some((path, dev, ino)) = self.owned_file.take() {
-            // Only if it is still the file we made (someone may have replaced it).
             if let Ok(meta) = std::fs::symlink_metadata(&path) {
-                if meta.dev() == dev && meta.ino() == ino {
+                if meta.dev() == dev && meta.ino() == ino && !listening_here(&path) {
                     let _ = std::fs::remove_file(&path);
                 }
             }
@@ -548,6 +552,8 @@ fn watch(epoll: &OwnedFd, fd: &impl AsFd, token: u64) -> rustix::io::Result<()> 
 
 impl Drop for Listener {
     fn drop(&mut self) {
+        // Closed first: whether anyone still listens there is asked next.
+        drop(self.socket.take());
         self.remove_file();
     }
 }
