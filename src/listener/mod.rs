@@ -780,7 +780,8 @@ fn lock_directory_of(path: &std::path::Path) -> Option<OwnedFd> {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Client {
-    address: std::result::Result<Address, String>,
+    /// What [`ToAddress::to_addresses`] gave, or why it failed.
+    addresses: std::result::Result<Vec<Address>, String>,
     authkey: Option<Vec<u8>>,
     timeout: Duration,
     digest: Digest,
@@ -791,13 +792,20 @@ impl Client {
     /// `Client(address, authkey=authkey)`. Waits at most 10 s for the connection and the
     /// handshake; use [`Client::new`] to choose.
     ///
+    /// A host name with several addresses ([`ToAddress::to_addresses`]: IPv4 ones first,
+    /// the address Python would use) is tried one address at a time, in that order, until
+    /// one connects; each try gets an equal share of the time left (the last all of it), so
+    /// an address that never answers leaves time for the next. Python tries only the first
+    /// IPv4 address.
+    ///
     /// # Examples
     /// See [`Listener`].
     ///
     /// # Errors
     /// `InvalidInput` for an address that does not parse; `Timeout` if the connection took
     /// too long; `Authentication` if the handshake failed (a wrong key, a server without
-    /// one, or a slow one); `Io` (nothing listens there, say).
+    /// one, or a slow one); `Io` (nothing listens there, say). With several addresses and
+    /// none connecting, the last one's error.
     pub fn connect(address: impl ToAddress, authkey: Option<&[u8]>) -> Result<Connection> {
         let mut client = Client::new(address);
         client.authkey = authkey.map(<[u8]>::to_vec);
@@ -813,7 +821,7 @@ impl Client {
     /// ```
     pub fn new(address: impl ToAddress) -> Client {
         Client {
-            address: address.to_address().map_err(|e| e.to_string()),
+            addresses: address.to_addresses().map_err(|e| e.to_string()),
             authkey: None,
             timeout: DEFAULT_CONNECT_TIMEOUT,
             digest: Digest::default(),
@@ -868,38 +876,73 @@ impl Client {
     /// # Errors
     /// As [`Client::connect`].
     pub fn open(&self) -> Result<Connection> {
-        let address = self
-            .address
-            .clone()
-            .map_err(|e| Error::with_message(ErrorKind::InvalidInput, e))?;
+        let addresses = self
+            .addresses
+            .as_ref()
+            .map_err(|e| Error::with_message(ErrorKind::InvalidInput, e.clone()))?;
         let deadline = Instant::now()
             .checked_add(self.timeout)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
+        let (fd, address, readable) = connect_any(addresses, deadline, self.authkey.is_some())?;
         let tcp = matches!(address, Address::Tcp(_));
-        // Whether the server's first message (its challenge) is already here.
-        let mut readable = false;
-        let fd: OwnedFd = match &address {
-            Address::Tcp(addr) => {
-                let (fd, now_readable) = connect_tcp(addr, deadline, self.authkey.is_some())?;
-                readable = now_readable;
-                fd
-            }
-            Address::Unix(path) => {
-                connect_unix(&rustix::net::SocketAddrUnix::new(path.as_path())?, deadline)?
-            }
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            Address::Abstract(name) => connect_unix(
-                &rustix::net::SocketAddrUnix::new_abstract_name(name)?,
-                deadline,
-            )?,
-            #[cfg(not(any(target_os = "linux", target_os = "android")))]
-            Address::Abstract(_) => return Err(abstract_unsupported()),
-        };
         let mut conn = Connection::from_socket(fd);
         if let Some(key) = &self.authkey {
             auth::client_handshake(&mut conn, key, self.digest, deadline, tcp, readable)?;
         }
         Ok(conn)
+    }
+}
+
+/// Connects to the first of `addresses` that takes a connection, trying them in order;
+/// each try may take an equal share of the time left until `deadline`, the last all of it.
+/// Returns the socket, the address it connected to and whether the server's first message
+/// is already here (see [`connect_to`]); if none connects, the last address's error.
+fn connect_any(
+    addresses: &[Address],
+    deadline: Instant,
+    then_readable: bool,
+) -> Result<(OwnedFd, &Address, bool)> {
+    let Some((last, earlier)) = addresses.split_last() else {
+        return Err(Error::with_message(
+            ErrorKind::InvalidInput,
+            "no address to connect to",
+        ));
+    };
+    for (i, address) in earlier.iter().enumerate() {
+        let now = Instant::now();
+        let share = deadline.saturating_duration_since(now) / (addresses.len() - i) as u32;
+        if let Ok((fd, readable)) = connect_to(address, now + share, then_readable) {
+            return Ok((fd, address, readable));
+        }
+    }
+    let (fd, readable) = connect_to(last, deadline, then_readable)?;
+    Ok((fd, last, readable))
+}
+
+/// Connects to one address, waiting at most until `deadline`. Returns the socket and
+/// whether the server's first message (its challenge) is already here (TCP with
+/// `then_readable` only; see [`connect_tcp`]).
+fn connect_to(
+    address: &Address,
+    deadline: Instant,
+    then_readable: bool,
+) -> Result<(OwnedFd, bool)> {
+    match address {
+        Address::Tcp(addr) => connect_tcp(addr, deadline, then_readable),
+        Address::Unix(path) => Ok((
+            connect_unix(&rustix::net::SocketAddrUnix::new(path.as_path())?, deadline)?,
+            false,
+        )),
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        Address::Abstract(name) => Ok((
+            connect_unix(
+                &rustix::net::SocketAddrUnix::new_abstract_name(name)?,
+                deadline,
+            )?,
+            false,
+        )),
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        Address::Abstract(_) => Err(abstract_unsupported()),
     }
 }
 
