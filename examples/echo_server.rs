@@ -15,8 +15,14 @@
 //!
 //! A client that fails authentication, sends a bad frame or an undecodable payload is
 //! disconnected with one line on stderr; everyone else carries on. A frame over 64 MiB is a
-//! bad frame: without a limit, one client announcing a huge frame and streaming it would
-//! grow the server's memory until it failed for everyone. SIGTERM or SIGINT: exit 0.
+//! bad frame. SIGTERM or SIGINT: exit 0.
+//!
+//! Memory is bounded per client, not in total. A client can make the server hold one
+//! message of up to 64 MiB (being received, or echoed and not yet read) plus 1 MiB: the
+//! server stops reading from a client whose unsent output passes 1 MiB until it falls to
+//! half that, so a client that never reads its echoes holds one echo, not a growing pile.
+//! Echoing briefly holds a second copy of the message being echoed. The total grows with the
+//! number of clients: bound them (`ulimit -n`, a firewall) to bound the server.
 //!
 //! Try it with a Python client:
 //!
@@ -34,6 +40,9 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 /// The largest message a client may send.
 const MAX_MESSAGE: u64 = 64 << 20;
+/// Unsent output above which the server stops reading from a client (the Reactor's
+/// backpressure), so a client that never reads holds one echo, not a growing pile.
+const HIGH_WATER: usize = 1 << 20;
 
 const USAGE: &str =
     "usage: echo_server --address ADDR [--authkey-env VAR] [--codec bytes|cbor|pickle]";
@@ -177,6 +186,7 @@ fn main() {
 
 fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let mut reactor = Reactor::new()?;
+    reactor.set_high_water(HIGH_WATER);
     for signal in [SIGINT, SIGTERM] {
         let (read, write) = UnixStream::pair()?;
         signal_hook::low_level::pipe::register(signal, write)?;

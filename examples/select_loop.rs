@@ -6,15 +6,22 @@
 //! line. A TCP client thread connects, prints what it receives, and the program ends when
 //! every worker has finished and the client has read everything.
 //!
+//! The workers start once `--clients N` TCP clients (default 1, the program's own) have
+//! connected, so other clients can be sure to see every reading. A client whose connection
+//! fails (reset, closed with unread data, …) is dropped with one line on stderr; the loop
+//! carries on serving the others and the workers.
+//!
 //! The one rule of embedding: mio is edge-triggered and a `Connection` reads ahead, so on
 //! each readable event drain it with `try_recv` until `Ok(None)`.
 //!
 //! ```sh
 //! cargo run --release --example select_loop
+//! cargo run --release --example select_loop -- --clients 2   # and connect one more yourself
 //! ```
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, ErrorKind as IoKind, Write};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use mio::net::{TcpListener, TcpStream};
@@ -25,6 +32,40 @@ use serde::{Deserialize, Serialize};
 const LISTENER: Token = Token(0);
 const WORKERS: usize = 3;
 const READINGS: u32 = 5;
+/// The most TCP clients `--clients` may ask to wait for.
+const MAX_CLIENTS: usize = 1000;
+
+const USAGE: &str = "\
+usage: select_loop [--clients N]
+
+  --clients N  TCP clients, the program's own included, to wait for before the workers
+               start (1 to 1000, default 1)";
+
+/// The `--clients` value, or a usage error.
+fn parse_args() -> Result<usize, String> {
+    let mut clients = 1;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--clients" => {
+                let value = args.next().ok_or("--clients needs a value")?;
+                clients = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_CLIENTS).contains(n))
+                    .ok_or_else(|| {
+                        format!("--clients: {value:?} is not a number from 1 to {MAX_CLIENTS}")
+                    })?;
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(clients)
+}
 
 #[derive(Serialize, Deserialize, Debug)]
 struct Reading {
@@ -36,6 +77,7 @@ struct Reading {
 /// A TCP client with the bytes it has not yet taken.
 struct Client {
     stream: TcpStream,
+    peer: SocketAddr,
     out: Vec<u8>,
 }
 
@@ -70,6 +112,13 @@ fn worker(id: usize, mut conn: Connection) {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let wait_for = match parse_args() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("select_loop: {e}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
     // Children first: fork is refused once this process has other threads.
     let mut workers = Vec::new();
     let mut conns = HashMap::new();
@@ -104,6 +153,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut clients: HashMap<Token, Client> = HashMap::new();
     let mut next_token = WORKERS + 1;
     let mut events = Events::with_capacity(64);
+    let mut accepted = 0;
     let mut started = false;
     while !conns.is_empty() || clients.values().any(|c| !c.out.is_empty()) {
         poll.poll(&mut events, Some(Duration::from_secs(10)))?;
@@ -118,22 +168,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         Ok((mut stream, peer)) => {
                             let t = Token(next_token);
                             next_token += 1;
-                            poll.registry()
-                                .register(&mut stream, t, Interest::WRITABLE)?;
+                            if let Err(e) =
+                                poll.registry().register(&mut stream, t, Interest::WRITABLE)
+                            {
+                                eprintln!("client {peer} dropped: {e}");
+                                continue;
+                            }
                             clients.insert(
                                 t,
                                 Client {
                                     stream,
+                                    peer,
                                     out: Vec::new(),
                                 },
                             );
+                            accepted += 1;
                             println!("client {peer} connected");
                         }
                         Err(e) if e.kind() == IoKind::WouldBlock => break,
-                        Err(e) => return Err(e.into()),
+                        // A connection that failed before we took it: the next may be fine.
+                        Err(e) if e.kind() == IoKind::ConnectionAborted => {}
+                        // Out of fds, say: the clients already served carry on.
+                        Err(e) => {
+                            eprintln!("accept failed: {e}");
+                            break;
+                        }
                     }
                 }
-                if !started {
+                if !started && accepted >= wait_for {
                     started = true;
                     for conn in conns.values_mut() {
                         conn.send("go")?;
@@ -166,9 +228,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
         }
-        for client in clients.values_mut() {
-            client.flush()?;
-        }
+        // One client's failure is its own: drop it and carry on with the rest.
+        clients.retain(|_, client| match client.flush() {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("client {} dropped: {e}", client.peer);
+                let _ = poll.registry().deregister(&mut client.stream);
+                false
+            }
+        });
     }
     // Every reading is written: closing the streams ends the client's read loop.
     drop(clients);

@@ -5,8 +5,8 @@
 //! periods is reported as a stall, end of file as the sensor's death. At the end it prints
 //! how late the readings arrived (send-to-receive latency percentiles).
 //!
-//! Midway the sensor stalls once (it stops sampling for a while) and at the end it dies
-//! without saying goodbye, so both detections show up in a normal run.
+//! Midway the sensor stalls once (it stops sampling for 30 periods, at least 50 ms) and at
+//! the end it dies without saying goodbye, so both detections show up in a normal run.
 //!
 //! ```sh
 //! cargo run --release --example sensor -- --rate 1000 --count 2000
@@ -17,6 +17,19 @@ use std::time::Duration;
 use multiproc::{ErrorKind, Pipe, Process};
 use rustix::time::{ClockId, clock_gettime};
 use serde::{Deserialize, Serialize};
+
+/// The highest `--rate` and `--count`: a microsecond period, and 8 MB of latencies.
+const MAX_RATE: u32 = 1_000_000;
+const MAX_COUNT: u32 = 1_000_000;
+/// How much longer than its planned pause a stalled sensor may take to resume before the
+/// reader gives up on it: only a hung sensor takes that long.
+const RESUME_SLACK: Duration = Duration::from_secs(10);
+
+const USAGE: &str = "\
+usage: sensor [--rate N] [--count N]
+
+  --rate N   readings per second, 1 to 1000000 (default 1000); the stall lasts 30 periods
+  --count N  readings before the sensor dies, 1 to 1000000 (default 2000)";
 
 #[derive(Serialize, Deserialize)]
 struct Reading {
@@ -31,30 +44,49 @@ fn monotonic_ns() -> u64 {
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
-fn arg(name: &str, default: u32) -> u32 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name} takes a number"))
-        })
-        .unwrap_or(default)
+/// `--rate` and `--count`, or a usage error.
+fn parse_args() -> Result<(u32, u32), String> {
+    fn number(flag: &str, value: Option<String>, max: u32) -> Result<u32, String> {
+        let value = value.ok_or_else(|| format!("{flag} needs a value"))?;
+        value
+            .parse()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| format!("{flag}: {value:?} is not a number from 1 to {max}"))
+    }
+    let (mut rate, mut count) = (1000, 2000);
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--rate" => rate = number(&flag, args.next(), MAX_RATE)?,
+            "--count" => count = number(&flag, args.next(), MAX_COUNT)?,
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok((rate, count))
 }
 
 fn main() -> multiproc::Result<()> {
-    let rate = arg("--rate", 1000).max(1);
-    let count = arg("--count", 2000);
+    let (rate, count) = match parse_args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("sensor: {e}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
     let period = Duration::from_secs(1) / rate;
+    let stall = (period * 30).max(Duration::from_millis(50));
     let (mut reader, mut sensor) = Pipe::new()?;
 
     let mut child = Process::fork(move || {
         let start = monotonic_ns();
         for seq in 0..count {
             if seq == count / 2 {
-                // The stall: sampling stops for 30 periods (at least 50 ms).
-                std::thread::sleep((period * 30).max(Duration::from_millis(50)));
+                std::thread::sleep(stall); // the stall: sampling stops for a while
             }
             // Sample on a fixed grid so lateness does not accumulate.
             let due = start + u64::from(seq) * period.as_nanos() as u64;
@@ -79,33 +111,36 @@ fn main() -> multiproc::Result<()> {
     println!("sensor started: {rate} readings/s, {count} readings");
 
     let stall_after = (period * 3).max(Duration::from_millis(20));
+    // Once a stall is reported, wait out the sensor's whole pause, however slow the rate.
+    let resume_within = stall + RESUME_SLACK;
     let mut latencies_us = Vec::with_capacity(count as usize);
     let mut stalls = 0;
+    let mut stalled = false;
     let mut last_seq = None;
     loop {
-        match reader.recv_timeout::<Reading>(stall_after) {
+        let timeout = if stalled { resume_within } else { stall_after };
+        match reader.recv_timeout::<Reading>(timeout) {
             Ok(reading) => {
                 latencies_us.push((monotonic_ns().saturating_sub(reading.taken_ns)) / 1000);
                 if let Some(last) = last_seq {
                     assert_eq!(reading.seq, last + 1, "readings arrive in order, none lost");
                 }
                 last_seq = Some(reading.seq);
+                if stalled {
+                    stalled = false;
+                    println!("sensor resumed at reading #{}", reading.seq);
+                }
             }
-            Err(e) if e.kind() == ErrorKind::Timeout => {
+            // A stall is not a death: report it once and keep listening. A timeout while
+            // stalled is a hung sensor, and an error.
+            Err(e) if e.kind() == ErrorKind::Timeout && !stalled => {
                 stalls += 1;
+                stalled = true;
                 println!(
                     "stall: no reading for {} ms after reading #{}",
                     stall_after.as_millis(),
                     last_seq.map_or(-1, i64::from)
                 );
-                // Keep listening: a stall is not a death.
-                reader
-                    .recv_timeout::<Reading>(Duration::from_secs(10))
-                    .map(|r| {
-                        latencies_us.push((monotonic_ns().saturating_sub(r.taken_ns)) / 1000);
-                        last_seq = Some(r.seq);
-                        println!("sensor resumed at reading #{}", r.seq);
-                    })?;
             }
             Err(e) if e.is_eof() => {
                 println!(
@@ -120,18 +155,22 @@ fn main() -> multiproc::Result<()> {
     let code = child.join()?;
     println!("sensor exit code: {code}");
 
-    latencies_us.sort_unstable();
-    let pct = |p: f64| latencies_us[((latencies_us.len() - 1) as f64 * p).round() as usize];
     println!(
         "readings received: {} of {count}, stalls detected: {stalls}",
         latencies_us.len()
     );
-    println!(
-        "latency (us): p50 {}  p90 {}  p99 {}  max {}",
-        pct(0.50),
-        pct(0.90),
-        pct(0.99),
-        latencies_us.last().copied().unwrap_or(0)
-    );
+    latencies_us.sort_unstable();
+    // None if the sensor died before its first reading.
+    if let Some(&max) = latencies_us.last() {
+        let pct = |p: f64| latencies_us[((latencies_us.len() - 1) as f64 * p).round() as usize];
+        println!(
+            "latency (us): p50 {}  p90 {}  p99 {}  max {max}",
+            pct(0.50),
+            pct(0.90),
+            pct(0.99),
+        );
+    } else {
+        println!("latency (us): no readings");
+    }
     Ok(())
 }

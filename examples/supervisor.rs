@@ -42,17 +42,27 @@ const PLAIN_EVERY: Duration = Duration::from_secs(1);
 /// After SIGTERM, how long workers get to exit before SIGKILL.
 const GRACE: Duration = Duration::from_secs(2);
 
+/// Upper bounds of the command-line values: the supervisor keeps about 25 bytes per task
+/// (1,000,000 tasks: 25 MB), and each worker is a process with two fds here.
+const MAX_WORKERS: usize = 256;
+const MAX_TASKS: u32 = 1_000_000;
+/// A busy worker heartbeats every `HEARTBEAT`; a stall limit must leave room for several.
+const MIN_STALL: Duration = Duration::from_millis(500);
+
 const USAGE: &str = "\
 usage: supervisor [--workers N] [--tasks N] [--rounds N] [--crashes N] [--crash-rate F]
                   [--hangs N] [--stall-ms N] [--seed N] [--verify-every N]
 
-  --workers N       worker processes (default 8)
-  --tasks N         hash chains to compute (default 1000)
+  --workers N       worker processes, 1 to 256 (default 8)
+  --tasks N         hash chains to compute, 1 to 1000000 (default 1000)
   --rounds N        links per chain, the work per task (default 4000, a few ms)
   --crashes N       tasks whose first attempt kills its worker mid-task (default 1)
-  --crash-rate F    and each task's first attempt does so with probability F (default 0)
-  --hangs N         tasks whose first attempt hangs its worker mid-task (default 0)
-  --stall-ms N      a busy worker silent this long is killed and replaced (default 2000)
+  --crash-rate F    and each task's first attempt does so with probability F, 0 to 1
+                    (default 0)
+  --hangs N         tasks whose first attempt hangs its worker mid-task (default 0);
+                    crashes and hangs together are at most the tasks
+  --stall-ms N      a busy worker silent this long is killed and replaced, at least 500
+                    (default 2000)
   --seed N          chooses the chains and the faulty tasks (default 1)
   --verify-every N  the supervisor recomputes every Nth digest and every retried one
                     (default 10; 1 checks them all)";
@@ -107,11 +117,25 @@ fn parse_args() -> Result<Config, String> {
             _ => return Err(format!("unknown flag {flag:?}")),
         }
     }
-    if cfg.workers == 0 || cfg.tasks == 0 || cfg.verify_every == 0 {
-        return Err("--workers, --tasks and --verify-every must be at least 1".into());
+    if !(1..=MAX_WORKERS).contains(&cfg.workers) {
+        return Err(format!("--workers: from 1 to {MAX_WORKERS}"));
     }
+    if !(1..=MAX_TASKS).contains(&cfg.tasks) {
+        return Err(format!("--tasks: from 1 to {MAX_TASKS}"));
+    }
+    if cfg.verify_every == 0 {
+        return Err("--verify-every must be at least 1".into());
+    }
+    // NaN is in no range, so it is refused here too.
     if !(0.0..=1.0).contains(&cfg.crash_rate) {
         return Err("--crash-rate is a probability, from 0 to 1".into());
+    }
+    if cfg.stall < MIN_STALL {
+        return Err(format!(
+            "--stall-ms: at least {} (a busy worker heartbeats every {} ms)",
+            MIN_STALL.as_millis(),
+            HEARTBEAT.as_millis()
+        ));
     }
     if u64::from(cfg.crashes) + u64::from(cfg.hangs) > u64::from(cfg.tasks) {
         return Err("more injected faults than tasks".into());

@@ -47,6 +47,25 @@ fn run_with(name: &str, args: &[&str]) -> Result<Vec<String>, Box<dyn std::error
     Ok(stdout.lines().map(str::to_owned).collect())
 }
 
+/// Runs example `name` with `args` and checks that it refuses them as a usage error: exit
+/// code 2, a line naming the problem and the usage text on stderr, no panic.
+fn refuses(name: &str, args: &[&str]) -> Result<(), Box<dyn std::error::Error>> {
+    let out = Command::new(built(&example(name))?).args(args).output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{name} {args:?}: {:?}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(
+        stderr.starts_with(&format!("{name}: ")) && stderr.contains(&format!("usage: {name}")),
+        "{name} {args:?}: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{name} {args:?}: {stderr}");
+    Ok(())
+}
+
 fn position(lines: &[String], line: &str) -> usize {
     lines
         .iter()
@@ -111,6 +130,65 @@ fn select_loop_forwards_every_reading_over_tcp() -> Result<(), Box<dyn std::erro
 }
 
 #[test]
+fn select_loop_drops_a_reset_client_and_serves_the_others() -> Result<(), Box<dyn std::error::Error>>
+{
+    use std::io::{BufRead, BufReader, Read};
+    use std::net::TcpStream;
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    // The workers start once three clients are in: its own, the one that resets and the
+    // steady one, so the reset one is among those every reading is written to.
+    let mut child = KillOnDrop(
+        Command::new(built(&example("select_loop"))?)
+            .args(["--clients", "3"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?,
+    );
+    let mut stdout = BufReader::new(child.0.stdout.take().expect("piped"));
+    let mut first = String::new();
+    stdout.read_line(&mut first)?;
+    let address = first
+        .trim_end()
+        .strip_prefix("serving readings on tcp://")
+        .ok_or_else(|| format!("first line {first:?}"))?
+        .to_owned();
+    // SO_LINGER 0, then close: the connection is reset, not closed.
+    let reset = TcpStream::connect(&address)?;
+    rustix::net::sockopt::set_socket_linger(&reset, Some(Duration::ZERO))?;
+    drop(reset);
+    let steady = TcpStream::connect(&address)?;
+    steady.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let got = BufReader::new(steady)
+        .lines()
+        .collect::<Result<Vec<String>, _>>()?;
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest)?;
+    let mut stderr = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut stderr)?;
+    let status = child.0.wait()?;
+    assert!(status.success(), "{status:?}\n{rest}\nstderr:\n{stderr}");
+    assert_eq!(got.len(), 15, "the steady client: {got:?}");
+    assert!(
+        rest.ends_with("done: 15 readings forwarded from 3 workers over TCP\n"),
+        "{rest}"
+    );
+    let dropped: Vec<&str> = stderr.lines().collect();
+    assert_eq!(dropped.len(), 1, "{stderr}");
+    assert!(
+        dropped[0].starts_with("client 127.0.0.1:") && dropped[0].contains(" dropped: "),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+#[test]
 fn sensor_detects_the_stall_and_the_death() -> Result<(), Box<dyn std::error::Error>> {
     let lines = run("sensor")?;
     let has = |prefix: &str| lines.iter().any(|l| l.starts_with(prefix));
@@ -122,6 +200,23 @@ fn sensor_detects_the_stall_and_the_death() -> Result<(), Box<dyn std::error::Er
     assert!(has("sensor exit code: -9"), "{lines:?}");
     assert!(has("readings received: 2000 of 2000"), "{lines:?}");
     assert!(has("latency (us): p50 "), "{lines:?}");
+    Ok(())
+}
+
+#[test]
+fn sensor_refuses_bad_arguments_without_panicking() -> Result<(), Box<dyn std::error::Error>> {
+    // The first two used to panic; the rest ran (for hours, or out of memory).
+    for args in [
+        &["--count", "0"][..],
+        &["--rate", "abc"],
+        &["--rate", "0"],
+        &["--rate", "1000001"],
+        &["--count", "4000000000"],
+        &["--rate"],
+        &["--rates", "10"],
+    ] {
+        refuses("sensor", args)?;
+    }
     Ok(())
 }
 
@@ -242,6 +337,41 @@ fn supervisor_kills_and_replaces_a_hung_worker() -> Result<(), Box<dyn std::erro
     );
     let restarts: u32 = summary_field(&lines, "restarts").parse()?;
     assert!(restarts >= 1, "{lines:?}");
+    Ok(())
+}
+
+#[test]
+fn supervisor_refuses_bad_arguments_without_panicking() -> Result<(), Box<dyn std::error::Error>> {
+    // 4,000,000,000 tasks used to abort allocating 16 GB; 0 ms stalls killed every busy
+    // worker at every tick, for ever.
+    for args in [
+        &["--tasks", "4000000000"][..],
+        &["--tasks", "1000001"],
+        &["--stall-ms", "0"],
+        &["--workers", "0"],
+        &["--workers", "100000"],
+        &["--crash-rate", "NaN"],
+        &["--crash-rate", "1.5"],
+        &["--tasks", "2", "--crashes", "1", "--hangs", "2"],
+        &["--hangs", "-1"],
+        &["--seed"],
+        &["--bogus", "1"],
+    ] {
+        refuses("supervisor", args)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn select_loop_refuses_bad_arguments_without_panicking() -> Result<(), Box<dyn std::error::Error>> {
+    for args in [
+        &["--clients", "0"][..],
+        &["--clients", "x"],
+        &["--clients"],
+        &["--bogus"],
+    ] {
+        refuses("select_loop", args)?;
+    }
     Ok(())
 }
 
