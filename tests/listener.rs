@@ -618,6 +618,58 @@ fn concurrent_binds_over_a_stale_file_have_one_winner() -> TestResult {
     Ok(())
 }
 
+/// Someone else's lock on the directory (a single-instance lock on a run directory, say)
+/// does not hold up a bind that replaces a stale file there for long: it goes ahead
+/// unserialised after a short wait.
+#[test]
+fn bind_over_a_stale_file_in_a_locked_directory_does_not_wait_for_the_lock() -> TestResult {
+    let dir = std::env::temp_dir().join(unique("locked-dir"));
+    std::fs::create_dir(&dir)?;
+    let path = dir.join("app.sock");
+    let _cleanup = (RemoveOnDrop(path.clone()), RemoveDirOnDrop(dir.clone()));
+    drop(UnixListener::bind(&path)?); // a stale file
+    let lock = std::fs::File::open(&dir)?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
+    let (tx, rx) = mpsc::channel();
+    let binder = {
+        let path = path.clone();
+        thread::spawn(move || {
+            let result = Listener::bind(path.as_path(), None).map(drop);
+            let _ = tx.send(result.map_err(|e| e.to_string()));
+        })
+    };
+    let got = rx.recv_timeout(HANG);
+    drop(lock);
+    join(binder)?;
+    match got {
+        Ok(result) => result?,
+        Err(_) => return Err("bind waited for someone else's directory lock".into()),
+    }
+    Ok(())
+}
+
+/// Removes a directory on drop.
+struct RemoveDirOnDrop(PathBuf);
+
+impl Drop for RemoveDirOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// A handshake timeout too large for an `Instant` is as good as none, not a panic when a
+/// client comes.
+#[test]
+fn a_huge_handshake_timeout_is_no_timeout() -> TestResult {
+    let mut listener = Listener::bind("127.0.0.1:0", Some(KEY))?;
+    listener.set_handshake_timeout(Duration::MAX);
+    let addr = tcp_addr(&listener)?;
+    let client = ping_client(Client::new(addr).authkey(KEY));
+    accept_ping(&mut listener)?;
+    join(client)??;
+    Ok(())
+}
+
 #[test]
 fn abstract_name_in_use_is_refused() -> TestResult {
     let name = format!("@{}", unique("abstract"));

@@ -314,6 +314,27 @@ fn a_listener_moved_into_a_forked_child_keeps_its_file() -> TestResult {
     Ok(())
 }
 
+/// Any forked child holds a copy of a listening socket, even one that never touches the
+/// listener: dropping the listener (not moved into that child) still removes its file, so
+/// clients find nothing there and the path can be bound again.
+fn a_listener_dropped_while_an_unrelated_child_runs_removes_its_file() -> TestResult {
+    let path =
+        std::env::temp_dir().join(format!("multiproc-fork-unrelated-{}", std::process::id()));
+    let listener = multiproc::Listener::bind(path.as_path(), None)?;
+    let (mut release, worker_end) = Pipe::new()?;
+    let mut worker = Process::fork(move || blocks_on(worker_end));
+    worker.start()?;
+    drop(listener);
+    let gone = !path.exists();
+    let rebound = multiproc::Listener::bind(path.as_path(), None).map(drop);
+    let _ = std::fs::remove_file(&path);
+    release.send_bytes(b"done")?;
+    assert_eq!(worker.join_timeout(HANG)?, 0);
+    assert!(gone, "the file outlived the listener");
+    rebound?;
+    Ok(())
+}
+
 fn dropped_running_process_is_reaped_later() -> TestResult {
     let (mut parent, mut child) = Pipe::new()?;
     let mut p = Process::fork(move || {
@@ -1033,6 +1054,7 @@ fn daemon_child_is_terminated_when_its_forked_parent_exits() -> TestResult {
 tests_main!(
     exit_codes_follow_python,
     a_listener_moved_into_a_forked_child_keeps_its_file,
+    a_listener_dropped_while_an_unrelated_child_runs_removes_its_file,
     a_start_without_fds_leaves_no_child_and_pidfds_stay_on,
     a_panic_whose_payload_panics_on_drop_still_ends_the_child,
     terminate_and_kill_report_minus_signal,

@@ -53,6 +53,9 @@ const LISTENING: u64 = 0;
 const RESUME: u64 = u64::MAX;
 /// The epoll data of the timer that wakes waiters at the first handshake deadline.
 const DEADLINE: u64 = u64::MAX - 1;
+/// How long a bind replacing a stale socket file waits for its turn (see
+/// `lock_directory_of`).
+const DIRECTORY_LOCK_WAIT: Duration = Duration::from_millis(500);
 /// How long accepting pauses when the process is out of file descriptors (or the kernel
 /// out of memory for sockets).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
@@ -133,10 +136,11 @@ impl Listener {
     /// which never waits), and binders replacing one stale file take turns (an `flock` on
     /// its directory), so that one wins and the others fail with `EADDRINUSE`.
     ///
-    /// A listener moved into a forked child's closure keeps its file: the parent's copy,
-    /// dropped at `start`, leaves it while the child listens, and the last copy dropped
+    /// A listener moved into a [`Process::fork`](crate::Process::fork) closure keeps its
+    /// file: the parent's copy, dropped at `start`, leaves it to the child, whose drop
     /// removes it (a child that ends without dropping it, by `exit`, leaves it behind, to
-    /// be replaced as stale by the next bind).
+    /// be replaced as stale by the next bind). Other forked children holding a copy of the
+    /// socket do not keep the file: dropping or closing the listener removes it.
     ///
     /// # Examples
     /// ```
@@ -326,10 +330,10 @@ impl Listener {
         for index in late {
             self.finish(index, Err(auth::auth_error("handshake timed out")));
         }
-        if self.deadline_armed.is_none() {
-            if let Some(first) = self.pending.iter().map(|(_, p)| p.handshake.deadline).min() {
-                self.arm_deadline_timer(first);
-            }
+        // Whatever this turn did (the timer fired, handshakes started, ended or expired),
+        // the timer fires by the earliest deadline left.
+        if let Some(first) = self.pending.iter().map(|(_, p)| p.handshake.deadline).min() {
+            self.arm_deadline_timer(first);
         }
         Ok(())
     }
@@ -435,7 +439,11 @@ impl Listener {
             self.ready.push_back(Ok(conn));
             return Ok(());
         }
-        let deadline = Instant::now() + self.handshake_timeout;
+        // A timeout too large for an Instant is as good as none: a year.
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(self.handshake_timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
         let handshake = match ServerHandshake::start(&mut conn, self.digest, deadline) {
             Ok(h) => h,
             Err(e) => {
@@ -508,14 +516,11 @@ impl Listener {
         self.remove_file();
     }
 
-    /// Removes the socket file, with the socket closed already: only if it is still the
-    /// file we made (someone may have replaced it), and nobody listens there any more (a
-    /// forked child may serve on a copy of the socket: a listener moved into a fork's
-    /// closure is dropped in the parent at `start`). The last one to let go removes it.
     fn remove_file(&mut self) {
         if let Some((path, dev, ino)) = self.owned_file.take() {
+            // Only if it is still the file we made (someone may have replaced it).
             if let Ok(meta) = std::fs::symlink_metadata(&path) {
-                if meta.dev() == dev && meta.ino() == ino && !listening_here(&path) {
+                if meta.dev() == dev && meta.ino() == ino {
                     let _ = std::fs::remove_file(&path);
                 }
             }
@@ -552,9 +557,10 @@ fn watch(epoll: &OwnedFd, fd: &impl AsFd, token: u64) -> rustix::io::Result<()> 
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        // Closed first: whether anyone still listens there is asked next.
-        drop(self.socket.take());
-        self.remove_file();
+        // Moved into a fork's closure: the child listens on and owns the file now.
+        if !crate::process::handed_to_child() {
+            self.remove_file();
+        }
     }
 }
 
@@ -711,21 +717,21 @@ fn stale_socket_file(path: &std::path::Path) -> bool {
     rustix::net::connect(&probe, &unix) == Err(rustix::io::Errno::CONNREFUSED)
 }
 
-/// Whether `/proc/net/unix` lists a socket listening at `path` (as given, or absolute).
+/// Whether `/proc/net/unix` lists a socket listening at `path`. The table shows the name
+/// each socket was bound with, so only absolute names are compared (with `path` made
+/// absolute): a relative one may name a file in any directory.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn listening_here(path: &std::path::Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     /// `__SO_ACCEPTCON` in the Flags column: a listening socket.
     const ACCEPTING: u32 = 1 << 16;
+    let Ok(absolute) = std::path::absolute(path) else {
+        return false;
+    };
     let Ok(table) = std::fs::read("/proc/net/unix") else {
         return false;
     };
-    let absolute = std::path::absolute(path).ok();
-    let names: Vec<&[u8]> = [Some(path), absolute.as_deref()]
-        .into_iter()
-        .flatten()
-        .map(|p| p.as_os_str().as_bytes())
-        .collect();
+    let name = absolute.as_os_str().as_bytes();
     table.split(|&b| b == b'\n').skip(1).any(|line| {
         // Num RefCount Protocol Flags Type St Inode Path: the path is the rest.
         let mut fields = line.splitn(8, |&b| b == b' ').filter(|f| !f.is_empty());
@@ -733,7 +739,7 @@ fn listening_here(path: &std::path::Path) -> bool {
         let accepting = flags
             .and_then(|f| u32::from_str_radix(f, 16).ok())
             .is_some_and(|f| f & ACCEPTING != 0);
-        accepting && fields.last().is_some_and(|name| names.contains(&name))
+        accepting && fields.last() == Some(name)
     })
 }
 
@@ -743,7 +749,9 @@ fn listening_here(_: &std::path::Path) -> bool {
 }
 
 /// An exclusive `flock` on the directory holding `path`, for as long as it is kept; `None`
-/// if the directory cannot be opened (then nothing is serialised).
+/// if the directory cannot be opened, or stays locked for [`DIRECTORY_LOCK_WAIT`] (someone
+/// else's lock, such as a single-instance lock on a run directory): then nothing is
+/// serialised, rather than wait for it without end.
 fn lock_directory_of(path: &std::path::Path) -> Option<OwnedFd> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -755,8 +763,21 @@ fn lock_directory_of(path: &std::path::Path) -> Option<OwnedFd> {
         rustix::fs::Mode::empty(),
     )
     .ok()?;
-    rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockExclusive).ok()?;
-    Some(fd)
+    let give_up = Instant::now() + DIRECTORY_LOCK_WAIT;
+    let mut pause = Duration::from_micros(100);
+    loop {
+        match rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Some(fd),
+            Err(rustix::io::Errno::WOULDBLOCK | rustix::io::Errno::INTR)
+                if Instant::now() < give_up =>
+            {
+                // Binders hold it for microseconds: a short pause, growing, until then.
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err(_) => return None,
+        }
+    }
 }
 
 /// Connects to a [`Listener`] (or a Python `Listener`). Python:

@@ -189,7 +189,17 @@ impl ChildRecord {
         }
         let pidfd = match &self.exit {
             ExitSignal::PidFd(fd) => Some(fd),
-            ExitSignal::Pipe(_) => None,
+            ExitSignal::Pipe(read) => {
+                // Readable: the child is gone. Unreaped, a signal would do nothing; reaped
+                // by someone else already (see `Process::start`), its pid may be another
+                // process's now. Either way, nothing to send.
+                if crate::sys::fd::wait_readable(read.as_fd(), Some(std::time::Instant::now()))
+                    .unwrap_or(false)
+                {
+                    return Ok(());
+                }
+                None
+            }
         };
         match sys::signal(self.pid, pidfd, signal) {
             Ok(()) => Ok(()),

@@ -329,7 +329,11 @@ impl Process {
                 let _ = std::io::stderr().flush();
                 match sys::fork()? {
                     Forked::Child => run_forked(f, identity),
-                    Forked::Parent(pid) => pid,
+                    Forked::Parent(pid) => {
+                        // What the closure holds is the child's now; the parent's copies go.
+                        handing_to_child(|| drop(f));
+                        pid
+                    }
                 }
             }
             Target::Spawn(target) => {
@@ -351,17 +355,20 @@ impl Process {
             }
             None => match sys::pidfd_open(pid) {
                 Ok(Some(fd)) => ExitSignal::PidFd(fd),
+                Err(e) if rustix::io::Errno::from_io_error(&e) == Some(rustix::io::Errno::SRCH) => {
+                    // The child ran and was reaped already, by the system (SIGCHLD
+                    // ignored) or other code: started, and gone. Its sentinel is a pipe
+                    // nobody writes to, ready at once; `join` reports what `waitid` says
+                    // (ECHILD). Never signalled: its pid may be another process's now.
+                    let (read, write) = crate::sys::fd::pipe()?;
+                    drop(write);
+                    ExitSignal::Pipe(read)
+                }
                 failed => {
                     // No sentinel, so no record: the child must not outlive the error as
-                    // an untracked zombie. Unreaped, its pid is still its own to signal;
-                    // ESRCH says it was reaped already (SIGCHLD ignored), and its pid may
-                    // be another process's by now.
-                    let gone = matches!(&failed, Err(e)
-                        if rustix::io::Errno::from_io_error(e) == Some(rustix::io::Errno::SRCH));
-                    if !gone {
-                        let _ = sys::signal(pid, None, Signal::KILL);
-                        let _ = sys::reap(pid, None, true);
-                    }
+                    // an untracked zombie. Unreaped, its pid is still its own to signal.
+                    let _ = sys::signal(pid, None, Signal::KILL);
+                    let _ = sys::reap(pid, None, true);
                     return Err(match failed {
                         Err(e) => Error::with_source(
                             ErrorKind::Io,
@@ -649,6 +656,33 @@ fn is_resource_shortage(e: &std::io::Error) -> bool {
         rustix::io::Errno::from_io_error(e),
         Some(rustix::io::Errno::MFILE | rustix::io::Errno::NFILE | rustix::io::Errno::NOMEM)
     )
+}
+
+thread_local! {
+    /// Set while the parent drops a fork target it handed to the child.
+    static HANDING_TO_CHILD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` (the parent's drop of a fork target just handed to the child) so that
+/// [`handed_to_child`] says so: objects in the closure then let go of their copies without
+/// undoing what the child goes on using (a listener's socket file).
+fn handing_to_child(f: impl FnOnce()) {
+    /// Lowers the flag however `f` ends (a drop may panic).
+    struct Lower;
+    impl Drop for Lower {
+        fn drop(&mut self) {
+            HANDING_TO_CHILD.with(|h| h.set(false));
+        }
+    }
+    HANDING_TO_CHILD.with(|h| h.set(true));
+    let _lower = Lower;
+    f();
+}
+
+/// Whether the object being dropped is the parent's copy of something a forked child was
+/// just handed (it was moved into the fork's closure).
+pub(crate) fn handed_to_child() -> bool {
+    HANDING_TO_CHILD.with(|h| h.get())
 }
 
 /// The child side of a fork: take on the identity, run the target, flush, and leave without
