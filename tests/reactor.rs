@@ -4,6 +4,7 @@
 mod util;
 
 use std::cell::{Cell, RefCell};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -309,16 +310,29 @@ fn run_returns_when_nothing_is_left() -> TestResult {
 /// Closes its connection, or puts another in its place, from a timer callback.
 struct DropsItsConnection {
     log: Rc<RefCell<Log>>,
-    replace: bool,
+    how: Drops,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Drops {
+    Close,
+    Replace,
+    /// Close, then put another in its place: on the fd number just freed.
+    Reconnect,
 }
 
 impl Handler for DropsItsConnection {
     fn on_message(&mut self, _: &mut Context<'_>, _: &[u8]) {}
     fn on_timer(&mut self, ctx: &mut Context<'_>, _: TimerId) {
-        if self.replace {
-            *ctx.connection() = Pipe::new().unwrap().0;
-        } else {
-            ctx.connection().close();
+        match self.how {
+            Drops::Close => ctx.connection().close(),
+            Drops::Replace => *ctx.connection() = Pipe::new().unwrap().0,
+            Drops::Reconnect => {
+                let old = ctx.connection().as_raw_fd();
+                ctx.connection().close();
+                *ctx.connection() = Pipe::new().unwrap().0;
+                assert_eq!(ctx.connection().as_raw_fd(), old, "not the same number");
+            }
         }
     }
     fn on_error(&mut self, _: &mut Context<'_>, error: Error) {
@@ -330,7 +344,11 @@ impl Handler for DropsItsConnection {
 /// one `on_error` and gone: its fd left epoll, so no event would ever remove it, and `run`
 /// would wait for it forever.
 fn a_connection_closed_by_its_handler_is_removed() -> TestResult {
-    for (replace, kind) in [(false, ErrorKind::Closed), (true, ErrorKind::InvalidInput)] {
+    for (how, kind) in [
+        (Drops::Close, ErrorKind::Closed),
+        (Drops::Replace, ErrorKind::InvalidInput),
+        (Drops::Reconnect, ErrorKind::InvalidInput),
+    ] {
         let log = Rc::new(RefCell::new(Log::default()));
         let (_peer, conn) = Pipe::new()?;
         let mut reactor = Reactor::new()?;
@@ -338,7 +356,7 @@ fn a_connection_closed_by_its_handler_is_removed() -> TestResult {
             conn,
             DropsItsConnection {
                 log: Rc::clone(&log),
-                replace,
+                how,
             },
         )?;
         reactor.set_timer(token, Duration::from_millis(1))?;
@@ -348,8 +366,8 @@ fn a_connection_closed_by_its_handler_is_removed() -> TestResult {
             }
             reactor.run_once(Some(Duration::from_secs(1)))?;
         }
-        assert!(reactor.is_empty(), "replace {replace}: still registered");
-        assert_eq!(log.borrow().errors, [kind], "replace {replace}");
+        assert!(reactor.is_empty(), "{how:?}: still registered");
+        assert_eq!(log.borrow().errors, [kind], "{how:?}");
         reactor.run()?; // nothing left: returns at once
     }
     Ok(())

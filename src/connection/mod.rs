@@ -82,7 +82,12 @@ pub struct Connection {
     queued: Vec<u8>,
     queued_pos: usize,
     send_buffer_limit: usize,
+    /// Unique in this process: tells this connection from another on the same fd number.
+    serial: u64,
 }
+
+/// The source of [`Connection::serial`]s.
+static SERIALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Connection {
     fn with_fd(fd: OwnedFd, kind: FdKind, readable: bool, writable: bool) -> Connection {
@@ -91,6 +96,7 @@ impl Connection {
         }
         Connection {
             fd: Some(fd),
+            serial: SERIALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             kind,
             readable,
             writable,
@@ -107,6 +113,12 @@ impl Connection {
 
     /// Adopts a connected stream socket that the caller just made (`accept`, `connect`):
     /// what `From<OwnedFd>` finds out with `fstat` and `fcntl` is known here.
+    /// This connection's number, unique in this process (a reactor tells a connection put
+    /// in another's place by it, even on the same fd number).
+    pub(crate) fn serial(&self) -> u64 {
+        self.serial
+    }
+
     pub(crate) fn from_socket(fd: OwnedFd) -> Connection {
         Connection::with_fd(fd, FdKind::Socket, true, true)
     }

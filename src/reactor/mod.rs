@@ -139,8 +139,8 @@ struct Entry {
     /// `None` while the entry's own handler runs (it is lent to the `Context`).
     conn: Option<Connection>,
     handler: Option<Box<dyn Handler>>,
-    /// The fd number registered with the poll.
-    raw: std::os::fd::RawFd,
+    /// The [`Connection::serial`] of the connection registered.
+    serial: u64,
     generation: u32,
     /// What the fd is registered for now.
     interest: Interest,
@@ -763,19 +763,19 @@ impl Core {
     fn lost_connection(&mut self, token: Token) -> Option<Error> {
         let entry = self.entry(token)?;
         let conn = entry.conn.as_ref()?;
-        let raw = crate::wait::Waitable::wait_fd(conn)
-            .ok()
-            .map(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd));
-        match raw {
-            None => Some(Error::with_message(
-                ErrorKind::Closed,
-                "the connection was closed by its handler",
-            )),
-            Some(raw) if raw != entry.raw => Some(Error::with_message(
+        if conn.serial() != entry.serial {
+            // Even on the same fd number (closed, then reconnected): never registered.
+            Some(Error::with_message(
                 ErrorKind::InvalidInput,
                 "the connection was replaced inside a callback (register the new one instead)",
-            )),
-            Some(_) => None,
+            ))
+        } else if conn.is_closed() {
+            Some(Error::with_message(
+                ErrorKind::Closed,
+                "the connection was closed by its handler",
+            ))
+        } else {
+            None
         }
     }
 
@@ -795,6 +795,7 @@ impl Core {
     fn insert(&mut self, conn: Connection, handler: Box<dyn Handler>) -> Result<Token> {
         let raw =
             crate::wait::Waitable::wait_fd(&conn).map(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd))?;
+        let conn_serial = conn.serial();
         let entry = self.entries.vacant_entry();
         let index = entry.key();
         self.poll.registry().register(
@@ -807,7 +808,7 @@ impl Core {
         entry.insert(Entry {
             conn: Some(conn),
             handler: Some(handler),
-            raw,
+            serial: conn_serial,
             generation,
             interest: Interest::READABLE,
             paused: false,
