@@ -335,6 +335,87 @@ fn a_listener_dropped_while_an_unrelated_child_runs_removes_its_file() -> TestRe
     Ok(())
 }
 
+/// A child that closed its end of the sentinel pipe (here by `exec`: the end is
+/// close-on-exec) is still running, and `terminate` still reaches it. Run again without
+/// pidfds by `sentinels_work_without_pidfds`, where that pipe is the sentinel.
+fn a_child_that_closed_its_sentinel_pipe_is_still_signalled() -> TestResult {
+    use std::os::unix::process::CommandExt;
+    let (read, write) = rustix::pipe::pipe()?;
+    let mut p = Process::fork(move || {
+        let e = std::process::Command::new("sh")
+            .args(["-c", "echo ready; exec sleep 30"])
+            .stdout(Stdio::from(write))
+            .exec();
+        panic!("exec: {e}");
+    });
+    p.start()?;
+    let mut ready = [0u8; 6];
+    std::fs::File::from(read).read_exact(&mut ready)?;
+    assert_eq!(&ready, b"ready\n");
+    p.terminate()?;
+    assert_eq!(
+        p.join_timeout(HANG)?,
+        -15,
+        "terminate did not reach the child"
+    );
+    Ok(())
+}
+
+/// The parent's copies of what a fork target holds go after the child is recorded: a
+/// closure whose drop panics in the parent leaves a child that is still tracked; and a
+/// drop that starts another process does not undo the "handed to the child" rule for the
+/// rest of the closure (a listener after it keeps the child's socket file).
+fn dropping_a_fork_target_in_the_parent_may_panic_or_start_another() -> TestResult {
+    static PARENT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    struct PanicsInParent;
+    impl Drop for PanicsInParent {
+        fn drop(&mut self) {
+            if std::process::id() == PARENT.load(std::sync::atomic::Ordering::Relaxed) {
+                panic!("deliberate panic in the parent's drop of a fork target");
+            }
+        }
+    }
+    struct StartsAnother;
+    impl Drop for StartsAnother {
+        fn drop(&mut self) {
+            let mut other = Process::fork(|| {});
+            other.start().unwrap();
+            other.join().unwrap();
+        }
+    }
+    PARENT.store(std::process::id(), std::sync::atomic::Ordering::Relaxed);
+    let guard = PanicsInParent;
+    let mut p = Process::fork(move || {
+        let _guard = &guard;
+    });
+    let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.start()));
+    assert!(
+        started.is_err(),
+        "the drop did not panic: the test proves nothing"
+    );
+    assert!(p.pid().is_some(), "the child is not tracked");
+    assert_eq!(p.join_timeout(HANG)?, 0);
+
+    let path = std::env::temp_dir().join(format!("multiproc-nested-{}", std::process::id()));
+    let server = (
+        StartsAnother,
+        multiproc::Listener::bind(path.as_path(), None)?,
+    );
+    let mut p = Process::fork(move || {
+        let (_starter, mut listener) = server;
+        let _ = listener.accept_timeout(HANG);
+    });
+    p.start()?;
+    let kept = path.exists();
+    let reached = multiproc::Client::connect(path.as_path(), None).map(drop);
+    let code = p.join_timeout(HANG)?;
+    let _ = std::fs::remove_file(&path);
+    assert!(kept, "the parent's drop removed the child's socket file");
+    reached?;
+    assert_eq!(code, 0);
+    Ok(())
+}
+
 fn dropped_running_process_is_reaped_later() -> TestResult {
     let (mut parent, mut child) = Pipe::new()?;
     let mut p = Process::fork(move || {
@@ -637,6 +718,7 @@ fn sentinels_work_without_pidfds() -> TestResult {
         "sentinels_in_a_wait_set_turn_ready_one_by_one",
         "exit_codes_follow_python",
         "terminate_and_kill_report_minus_signal",
+        "a_child_that_closed_its_sentinel_pipe_is_still_signalled",
         "join_timeout_times_out_then_succeeds",
         "daemon_child_dies_when_its_parent_is_killed",
         "daemon_child_is_terminated_when_its_spawned_parent_exits",
@@ -1053,6 +1135,8 @@ fn daemon_child_is_terminated_when_its_forked_parent_exits() -> TestResult {
 
 tests_main!(
     exit_codes_follow_python,
+    a_child_that_closed_its_sentinel_pipe_is_still_signalled,
+    dropping_a_fork_target_in_the_parent_may_panic_or_start_another,
     a_listener_moved_into_a_forked_child_keeps_its_file,
     a_listener_dropped_while_an_unrelated_child_runs_removes_its_file,
     a_start_without_fds_leaves_no_child_and_pidfds_stay_on,

@@ -111,14 +111,14 @@ impl Connection {
         }
     }
 
-    /// Adopts a connected stream socket that the caller just made (`accept`, `connect`):
-    /// what `From<OwnedFd>` finds out with `fstat` and `fcntl` is known here.
     /// This connection's number, unique in this process (a reactor tells a connection put
     /// in another's place by it, even on the same fd number).
     pub(crate) fn serial(&self) -> u64 {
         self.serial
     }
 
+    /// Adopts a connected stream socket that the caller just made (`accept`, `connect`):
+    /// what `From<OwnedFd>` finds out with `fstat` and `fcntl` is known here.
     pub(crate) fn from_socket(fd: OwnedFd) -> Connection {
         Connection::with_fd(fd, FdKind::Socket, true, true)
     }

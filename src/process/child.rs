@@ -27,14 +27,30 @@ pub(crate) enum ExitSignal {
     /// The read end of a pipe whose only write end the child holds (systems without pidfds):
     /// readable once the child, and any process it passed the write end to, has exited.
     Pipe(OwnedFd),
+    /// A child that was reaped by someone else before it could be watched (`SIGCHLD`
+    /// ignored): the read end of a pipe nobody writes to, ready at once. Never waited for
+    /// with `waitid` nor signalled: its pid may be another process's by now.
+    ReapedElsewhere(OwnedFd),
 }
 
 impl ExitSignal {
     pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         match self {
-            ExitSignal::PidFd(fd) | ExitSignal::Pipe(fd) => fd.as_fd(),
+            ExitSignal::PidFd(fd) | ExitSignal::Pipe(fd) | ExitSignal::ReapedElsewhere(fd) => {
+                fd.as_fd()
+            }
         }
     }
+}
+
+/// The error for a child whose exit status someone else took: `ECHILD`, as `waitid` says.
+fn reaped_elsewhere() -> Error {
+    Error::with_source(
+        ErrorKind::Io,
+        "the child was reaped by other code (a waitpid(-1), or SIGCHLD ignored): its exit \
+         code is lost",
+        std::io::Error::from_raw_os_error(rustix::io::Errno::CHILD.raw_os_error()),
+    )
 }
 
 /// One started child. Shared by its `Process` and the registry.
@@ -109,15 +125,30 @@ impl ChildRecord {
         self.reap(false)
     }
 
-    /// Reaps the child, blocking until it exits when `block`.
+    /// Reaps the child, blocking until it exits when `block`. A child someone else reaped
+    /// leaves the registry (nothing will ever reap it here) and is an `ECHILD` error; as in
+    /// Python, its `exit_code` stays `None`.
     fn reap(&self, block: bool) -> Result<Option<i32>> {
         let mut code = self.lock();
         if code.is_none() {
             let pidfd = match &self.exit {
                 ExitSignal::PidFd(fd) => Some(fd.as_fd()),
                 ExitSignal::Pipe(_) => None,
+                ExitSignal::ReapedElsewhere(_) => {
+                    drop(code);
+                    self.unregister();
+                    return Err(reaped_elsewhere());
+                }
             };
-            *code = sys::reap(self.pid, pidfd, block)?;
+            *code = match sys::reap(self.pid, pidfd, block) {
+                Ok(code) => code,
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::CHILD.raw_os_error()) => {
+                    drop(code);
+                    self.unregister();
+                    return Err(reaped_elsewhere());
+                }
+                Err(e) => return Err(e.into()),
+            };
             if code.is_some() {
                 drop(code);
                 self.unregister();
@@ -146,6 +177,7 @@ impl ChildRecord {
                 // Readable: the child is a zombie now, so this does not block.
                 self.reap(true)
             }
+            ExitSignal::ReapedElsewhere(_) => self.reap(false),
             // The pipe closes only when every process holding its write end has exited: the
             // child, but also whatever it handed the end on to (a command's own children, a
             // forked grandchild), which may outlive it. So it can end the wait early but not
@@ -189,17 +221,9 @@ impl ChildRecord {
         }
         let pidfd = match &self.exit {
             ExitSignal::PidFd(fd) => Some(fd),
-            ExitSignal::Pipe(read) => {
-                // Readable: the child is gone. Unreaped, a signal would do nothing; reaped
-                // by someone else already (see `Process::start`), its pid may be another
-                // process's now. Either way, nothing to send.
-                if crate::sys::fd::wait_readable(read.as_fd(), Some(std::time::Instant::now()))
-                    .unwrap_or(false)
-                {
-                    return Ok(());
-                }
-                None
-            }
+            ExitSignal::Pipe(_) => None,
+            // Its pid may be another process's now: nothing to send.
+            ExitSignal::ReapedElsewhere(_) => return Ok(()),
         };
         match sys::signal(self.pid, pidfd, signal) {
             Ok(()) => Ok(()),

@@ -319,6 +319,9 @@ impl Process {
             Some(crate::sys::fd::pipe()?)
         };
         let keep: Vec<_> = fallback.iter().map(|(_, w)| w.as_raw_fd()).collect();
+        // A fork target, once the child has it: the parent's copies go after the child is
+        // recorded (their drop may panic; the child must be tracked by then).
+        let mut handed = None;
         let pid = match self.target.as_mut().expect("checked above") {
             Target::Fork(_) => {
                 let Some(Target::Fork(f)) = self.target.take() else {
@@ -330,8 +333,7 @@ impl Process {
                 match sys::fork()? {
                     Forked::Child => run_forked(f, identity),
                     Forked::Parent(pid) => {
-                        // What the closure holds is the child's now; the parent's copies go.
-                        handing_to_child(|| drop(f));
+                        handed = Some(f);
                         pid
                     }
                 }
@@ -362,7 +364,7 @@ impl Process {
                     // (ECHILD). Never signalled: its pid may be another process's now.
                     let (read, write) = crate::sys::fd::pipe()?;
                     drop(write);
-                    ExitSignal::Pipe(read)
+                    ExitSignal::ReapedElsewhere(read)
                 }
                 failed => {
                     // No sentinel, so no record: the child must not outlive the error as
@@ -389,6 +391,10 @@ impl Process {
             self.name.clone(),
             self.daemon,
         ));
+        if let Some(f) = handed {
+            // What the closure holds is the child's now; the parent's copies go.
+            handing_to_child(|| drop(f));
+        }
         Ok(())
     }
 
@@ -667,15 +673,15 @@ thread_local! {
 /// [`handed_to_child`] says so: objects in the closure then let go of their copies without
 /// undoing what the child goes on using (a listener's socket file).
 fn handing_to_child(f: impl FnOnce()) {
-    /// Lowers the flag however `f` ends (a drop may panic).
-    struct Lower;
-    impl Drop for Lower {
+    /// Puts the flag back as it was however `f` ends (a drop may panic, or start another
+    /// fork, which sets and restores it in turn).
+    struct Restore(bool);
+    impl Drop for Restore {
         fn drop(&mut self) {
-            HANDING_TO_CHILD.with(|h| h.set(false));
+            HANDING_TO_CHILD.with(|h| h.set(self.0));
         }
     }
-    HANDING_TO_CHILD.with(|h| h.set(true));
-    let _lower = Lower;
+    let _restore = Restore(HANDING_TO_CHILD.with(|h| h.replace(true)));
     f();
 }
 
