@@ -152,7 +152,10 @@ impl Listener {
     ///
     /// # Errors
     /// `InvalidInput` for an address that does not parse; `Io` if binding fails (the
-    /// address is in use, say).
+    /// address is in use, say). One stale file is taken for a live one: when a socket still
+    /// listens under that name though the file it was bound to was removed and made again
+    /// (a copy of an old listener kept by a forked child), `/proc/net/unix` cannot tell
+    /// them apart; remove the file by hand.
     pub fn bind(address: impl ToAddress, authkey: Option<&[u8]>) -> Result<Listener> {
         let address = address.to_address()?;
         let (socket, address, owned_file) = listen(&address)?;
