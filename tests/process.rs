@@ -416,6 +416,38 @@ fn dropping_a_fork_target_in_the_parent_may_panic_or_start_another() -> TestResu
     Ok(())
 }
 
+/// A child that other code reaped (a `waitpid` of its own, `SIGCHLD` ignored): `join`
+/// says `ECHILD`, again on a second call (never `waitid` by its pid again: that could reap
+/// another child of ours), signals are not sent (its pid may be another process's), it
+/// leaves `active_children`, and a dropped one leaves no fd behind. Run again without
+/// pidfds by `sentinels_work_without_pidfds`.
+fn a_child_reaped_by_other_code_is_lost_not_leaked() -> TestResult {
+    let before = open_fds();
+    for _ in 0..5 {
+        let (mut release, child_end) = Pipe::new()?;
+        let mut p = Process::fork(move || blocks_on(child_end));
+        p.start()?;
+        let pid = Pid::from_raw(p.pid().ok_or("no pid")? as i32).ok_or("pid 0")?;
+        release.send_bytes(b"go")?;
+        // Other code reaps it.
+        rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())?;
+        for attempt in ["join", "join again"] {
+            let err = p.join_timeout(HANG).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::ECHILD), "{attempt}: {err:?}");
+        }
+        p.terminate()?;
+        p.kill()?;
+        assert!(active_children().is_empty(), "still listed");
+        assert_eq!(p.exit_code(), None);
+    }
+    assert_eq!(
+        open_fds(),
+        before,
+        "records of lost children kept their fds"
+    );
+    Ok(())
+}
+
 fn dropped_running_process_is_reaped_later() -> TestResult {
     let (mut parent, mut child) = Pipe::new()?;
     let mut p = Process::fork(move || {
@@ -719,6 +751,7 @@ fn sentinels_work_without_pidfds() -> TestResult {
         "exit_codes_follow_python",
         "terminate_and_kill_report_minus_signal",
         "a_child_that_closed_its_sentinel_pipe_is_still_signalled",
+        "a_child_reaped_by_other_code_is_lost_not_leaked",
         "join_timeout_times_out_then_succeeds",
         "daemon_child_dies_when_its_parent_is_killed",
         "daemon_child_is_terminated_when_its_spawned_parent_exits",
@@ -1135,6 +1168,7 @@ fn daemon_child_is_terminated_when_its_forked_parent_exits() -> TestResult {
 
 tests_main!(
     exit_codes_follow_python,
+    a_child_reaped_by_other_code_is_lost_not_leaked,
     a_child_that_closed_its_sentinel_pipe_is_still_signalled,
     dropping_a_fork_target_in_the_parent_may_panic_or_start_another,
     a_listener_moved_into_a_forked_child_keeps_its_file,

@@ -2,7 +2,7 @@
 //! not reaped yet (for `active_children`, dropped `Process`es and daemon cleanup at exit).
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 
@@ -63,6 +63,9 @@ pub(crate) struct ChildRecord {
     /// The exit code once reaped. Reaping and signalling happen under this lock, so a signal
     /// never reaches a pid the kernel has recycled.
     code: Mutex<Option<i32>>,
+    /// Other code reaped the child (`ECHILD`), under the lock: its pid may be another
+    /// process's now, so it is never waited for or signalled again.
+    lost: AtomicBool,
 }
 
 /// Children started by this process and not yet reaped.
@@ -101,6 +104,7 @@ impl ChildRecord {
             name,
             daemon,
             code: Mutex::new(None),
+            lost: AtomicBool::new(false),
         });
         children().push(Arc::clone(&record));
         if daemon {
@@ -131,10 +135,14 @@ impl ChildRecord {
     fn reap(&self, block: bool) -> Result<Option<i32>> {
         let mut code = self.lock();
         if code.is_none() {
+            if self.lost.load(Ordering::Relaxed) {
+                return Err(reaped_elsewhere());
+            }
             let pidfd = match &self.exit {
                 ExitSignal::PidFd(fd) => Some(fd.as_fd()),
                 ExitSignal::Pipe(_) => None,
                 ExitSignal::ReapedElsewhere(_) => {
+                    self.lost.store(true, Ordering::Relaxed);
                     drop(code);
                     self.unregister();
                     return Err(reaped_elsewhere());
@@ -143,6 +151,8 @@ impl ChildRecord {
             *code = match sys::reap(self.pid, pidfd, block) {
                 Ok(code) => code,
                 Err(e) if e.raw_os_error() == Some(rustix::io::Errno::CHILD.raw_os_error()) => {
+                    // Never waited for again: by pid, that could reap another child of ours.
+                    self.lost.store(true, Ordering::Relaxed);
                     drop(code);
                     self.unregister();
                     return Err(reaped_elsewhere());
@@ -216,12 +226,24 @@ impl ChildRecord {
     /// Sends `signal` unless the child has been reaped (then there is no one to signal).
     pub(crate) fn signal(&self, signal: Signal) -> Result<()> {
         let code = self.lock();
-        if code.is_some() {
+        if code.is_some() || self.lost.load(Ordering::Relaxed) {
             return Ok(());
         }
         let pidfd = match &self.exit {
             ExitSignal::PidFd(fd) => Some(fd),
-            ExitSignal::Pipe(_) => None,
+            ExitSignal::Pipe(_) => {
+                // By pid: only while it is still our child, unreaped (ours hold this lock).
+                match sys::child_exited(self.pid)? {
+                    Some(false) => None,
+                    // A zombie: a signal would do nothing.
+                    Some(true) => return Ok(()),
+                    // Reaped by other code: its pid may be another process's now.
+                    None => {
+                        self.lost.store(true, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                }
+            }
             // Its pid may be another process's now: nothing to send.
             ExitSignal::ReapedElsewhere(_) => return Ok(()),
         };

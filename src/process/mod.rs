@@ -695,6 +695,8 @@ pub(crate) fn handed_to_child() -> bool {
 /// returning into the parent's code.
 fn run_forked(target: Box<dyn FnOnce() + Send>, identity: current::Identity) -> ! {
     FORK_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Forked while the parent was dropping another fork's target: not ours to keep here.
+    HANDING_TO_CHILD.with(|h| h.set(false));
     child::forget_all_in_forked_child();
     if identity.daemon {
         if let Some(parent) = i32::try_from(identity.parent_pid)

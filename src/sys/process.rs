@@ -131,6 +131,21 @@ pub(crate) fn reap(
     }
 }
 
+/// Whether our child `pid` has exited (a zombie, not reaped: `WNOWAIT`), `Some(false)` if it
+/// runs, `None` if it is no child of ours (reaped by other code: `ECHILD`).
+/// [man7: waitid.2]
+pub(crate) fn child_exited(pid: Pid) -> io::Result<Option<bool>> {
+    let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+    loop {
+        match rustix::process::waitid(WaitId::Pid(pid), options) {
+            Ok(status) => return Ok(Some(status.is_some())),
+            Err(Errno::INTR) => continue,
+            Err(Errno::CHILD) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Sends `signal` to our unreaped child. [man7: pidfd_send_signal.2, kill.2]
 pub(crate) fn signal(pid: Pid, pidfd: Option<&OwnedFd>, signal: Signal) -> io::Result<()> {
     #[cfg(target_os = "linux")]
