@@ -237,9 +237,12 @@ impl ChildRecord {
                     Some(false) => None,
                     // A zombie: a signal would do nothing.
                     Some(true) => return Ok(()),
-                    // Reaped by other code: its pid may be another process's now.
+                    // Reaped by other code: its pid may be another process's now. Nothing
+                    // will ever reap it here: it leaves the registry, as in `reap`.
                     None => {
                         self.lost.store(true, Ordering::Relaxed);
+                        drop(code);
+                        self.unregister();
                         return Ok(());
                     }
                 }
