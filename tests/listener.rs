@@ -538,6 +538,19 @@ fn live_unix_socket_is_refused_and_left_alone() -> TestResult {
     Ok(())
 }
 
+/// `Listener::bind(path)` in a thread of its own (it may hang, which is what the caller
+/// checks): what it returned, once it returns, and the thread.
+fn bind_in_a_thread(
+    path: &std::path::Path,
+) -> (mpsc::Receiver<multiproc::Result<()>>, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel();
+    let path = path.to_path_buf();
+    let binder = thread::spawn(move || {
+        let _ = tx.send(Listener::bind(path.as_path(), None).map(drop));
+    });
+    (rx, binder)
+}
+
 /// A live listener whose accept queue is full: a bind at its path fails at once (a
 /// blocking connect to tell it from a stale file would wait until it accepted).
 #[test]
@@ -565,16 +578,12 @@ fn bind_at_a_live_socket_with_a_full_queue_fails_at_once() -> TestResult {
         }
         assert!(queued.len() < 100, "the queue never filled");
     }
-    let (tx, rx) = mpsc::channel();
-    let binder = {
-        let path = path.clone();
-        thread::spawn(move || {
-            let result = Listener::bind(path.as_path(), None).map(drop);
-            let _ = tx.send(result.map_err(|e| e.raw_os_error()));
-        })
-    };
-    match rx.recv_timeout(HANG) {
-        Ok(result) => assert_eq!(result, Err(Some(libc::EADDRINUSE))),
+    let (outcome, binder) = bind_in_a_thread(&path);
+    match outcome.recv_timeout(HANG) {
+        Ok(result) => assert_eq!(
+            result.map_err(|e| e.raw_os_error()),
+            Err(Some(libc::EADDRINUSE))
+        ),
         Err(_) => return Err("bind hung on a live socket with a full queue".into()),
     }
     join(binder)?;
@@ -630,15 +639,8 @@ fn bind_over_a_stale_file_in_a_locked_directory_does_not_wait_for_the_lock() -> 
     drop(UnixListener::bind(&path)?); // a stale file
     let lock = std::fs::File::open(&dir)?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
-    let (tx, rx) = mpsc::channel();
-    let binder = {
-        let path = path.clone();
-        thread::spawn(move || {
-            let result = Listener::bind(path.as_path(), None).map(drop);
-            let _ = tx.send(result.map_err(|e| e.to_string()));
-        })
-    };
-    let got = rx.recv_timeout(HANG);
+    let (outcome, binder) = bind_in_a_thread(&path);
+    let got = outcome.recv_timeout(HANG);
     drop(lock);
     join(binder)?;
     match got {

@@ -142,9 +142,7 @@ impl ChildRecord {
                 ExitSignal::PidFd(fd) => Some(fd.as_fd()),
                 ExitSignal::Pipe(_) => None,
                 ExitSignal::ReapedElsewhere(_) => {
-                    self.lost.store(true, Ordering::Relaxed);
-                    drop(code);
-                    self.unregister();
+                    self.lose(code);
                     return Err(reaped_elsewhere());
                 }
             };
@@ -152,9 +150,7 @@ impl ChildRecord {
                 Ok(code) => code,
                 Err(e) if e.raw_os_error() == Some(rustix::io::Errno::CHILD.raw_os_error()) => {
                     // Never waited for again: by pid, that could reap another child of ours.
-                    self.lost.store(true, Ordering::Relaxed);
-                    drop(code);
-                    self.unregister();
+                    self.lose(code);
                     return Err(reaped_elsewhere());
                 }
                 Err(e) => return Err(e.into()),
@@ -166,6 +162,15 @@ impl ChildRecord {
             }
         }
         Ok(*code)
+    }
+
+    /// Other code reaped the child: marks it lost (under `code`, its lock), so it is never
+    /// waited for or signalled again, and, since nothing will ever reap it here, takes it
+    /// out of the registry.
+    fn lose(&self, code: MutexGuard<'_, Option<i32>>) {
+        self.lost.store(true, Ordering::Relaxed);
+        drop(code);
+        self.unregister();
     }
 
     fn unregister(&self) {
@@ -237,12 +242,9 @@ impl ChildRecord {
                     Some(false) => None,
                     // A zombie: a signal would do nothing.
                     Some(true) => return Ok(()),
-                    // Reaped by other code: its pid may be another process's now. Nothing
-                    // will ever reap it here: it leaves the registry, as in `reap`.
+                    // Reaped by other code: its pid may be another process's now.
                     None => {
-                        self.lost.store(true, Ordering::Relaxed);
-                        drop(code);
-                        self.unregister();
+                        self.lose(code);
                         return Ok(());
                     }
                 }

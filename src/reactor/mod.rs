@@ -708,12 +708,7 @@ impl Reactor {
     /// delivers the notices that call produced.
     fn dispatch(&mut self, token: Token, f: impl FnOnce(&mut dyn Handler, &mut Context<'_>)) {
         self.core.dispatch(token, f);
-        if let Some(lost) = self.core.lost_connection(token) {
-            // Closed (or swapped) through `Context::connection`: its fd left epoll, so no
-            // event would ever come for it again, and `run` would wait for it forever.
-            self.finish(token, |h, ctx| h.on_error(ctx, lost));
-            return;
-        }
+        self.core.end_if_lost(token);
         self.deliver_notices();
     }
 
@@ -732,10 +727,7 @@ impl Reactor {
                 Notice::Backpressure(engaged) => h.on_backpressure(ctx, engaged),
                 Notice::Drained => h.on_drained(ctx),
             });
-            if let Some(lost) = self.core.lost_connection(token) {
-                self.core.dispatch(token, |h, ctx| h.on_error(ctx, lost));
-                self.core.remove(token);
-            }
+            self.core.end_if_lost(token);
         }
     }
 
@@ -758,6 +750,16 @@ impl Reactor {
 }
 
 impl Core {
+    /// Ends `token` with one `on_error` if its callback closed its connection or put another
+    /// in its place: its fd left epoll, so no event would ever come for it again, and `run`
+    /// would wait for it forever.
+    fn end_if_lost(&mut self, token: Token) {
+        if let Some(lost) = self.lost_connection(token) {
+            self.dispatch(token, |h, ctx| h.on_error(ctx, lost));
+            self.remove(token);
+        }
+    }
+
     /// Why `token`'s connection can no longer be served, if a callback closed it or put
     /// another in its place (whose fd was never registered) through `Context::connection`.
     fn lost_connection(&mut self, token: Token) -> Option<Error> {
