@@ -538,6 +538,87 @@ fn live_unix_socket_is_refused_and_left_alone() -> TestResult {
     Ok(())
 }
 
+/// A socket that still listens under a path whose file was removed and made again (say, an
+/// old listener's copy in a forked child): the file now there is stale all the same, and is
+/// replaced, while the old socket is left alone. The kernel's socket diagnostics tell the
+/// file apart by its inode; `/proc/net/unix` shows only the name, the same for both.
+#[test]
+fn a_stale_file_is_replaced_while_an_old_socket_listens_under_its_name() -> TestResult {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, netlink};
+    if let Err(e) = rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        Some(netlink::SOCK_DIAG),
+    ) {
+        eprintln!("SKIPPED: no NETLINK_SOCK_DIAG socket here ({e}); bind falls back to names");
+        return Ok(());
+    }
+    let path = socket_path("replaced");
+    let _cleanup = RemoveOnDrop(path.clone());
+    let old = UnixListener::bind(&path)?;
+    std::fs::remove_file(&path)?;
+    drop(UnixListener::bind(&path)?); // a stale file under the same name
+    let mut listener = Listener::bind(path.as_path(), Some(KEY))?;
+    let client = ping_client(Client::new(path.as_path()).authkey(KEY));
+    accept_ping(&mut listener)?;
+    join(client)??;
+    // The old socket saw no connection: not the bind's probe, not the client's.
+    old.set_nonblocking(true)?;
+    let err = old.accept().unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err:?}");
+    drop(listener);
+    assert!(!path.exists());
+    Ok(())
+}
+
+/// A live listener bound by a relative path (which `/proc/net/unix` shows as given, so a
+/// name check cannot match it) is still told live without a connection to it.
+#[test]
+fn a_live_listener_bound_by_a_relative_path_sees_no_probe() -> TestResult {
+    let path = socket_path("relative");
+    let _cleanup = RemoveOnDrop(path.clone());
+    let dir = path.parent().ok_or("no directory")?.to_path_buf();
+    let name = path.file_name().ok_or("no file name")?.to_owned();
+    // Bound relative to the directory, in a child process of its own (the working
+    // directory is the process's): it reports when it listens, then whether a connection
+    // came.
+    let mut child = std::process::Command::new("python3")
+        .current_dir(&dir)
+        .arg("-c")
+        .arg(
+            "import socket,sys\n\
+             s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen()\n\
+             print('listening', flush=True); sys.stdin.readline()\n\
+             s.setblocking(False)\n\
+             try:\n    s.accept(); print('connected')\n\
+             except BlockingIOError:\n    print('none')\n",
+        )
+        .arg(&name)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn();
+    let Ok(ref mut child) = child else {
+        eprintln!("SKIPPED: no python3 to bind a socket by a relative path");
+        return Ok(());
+    };
+    let mut out = io::BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    let mut line = String::new();
+    io::BufRead::read_line(&mut out, &mut line)?;
+    assert_eq!(line, "listening\n");
+    let err = Listener::bind(path.as_path(), None).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE), "{err:?}");
+    child.stdin.take().ok_or("no stdin")?.write_all(b"\n")?;
+    line.clear();
+    io::BufRead::read_line(&mut out, &mut line)?;
+    assert!(child.wait()?.success());
+    assert_eq!(
+        line, "none\n",
+        "the failed bind connected to the live listener"
+    );
+    Ok(())
+}
+
 /// `Listener::bind(path)` in a thread of its own (it may hang, which is what the caller
 /// checks): what it returned, once it returns, and the thread.
 fn bind_in_a_thread(

@@ -19,11 +19,11 @@
 
 mod address;
 mod auth;
+mod socket_file;
 
 use std::collections::VecDeque;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::FileTypeExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -53,9 +53,6 @@ const LISTENING: u64 = 0;
 const RESUME: u64 = u64::MAX;
 /// The epoll data of the timer that wakes waiters at the first handshake deadline.
 const DEADLINE: u64 = u64::MAX - 1;
-/// How long a bind replacing a stale socket file waits for its turn (see
-/// `lock_directory_of`).
-const DIRECTORY_LOCK_WAIT: Duration = Duration::from_millis(500);
 /// How long accepting pauses when the process is out of file descriptors (or the kernel
 /// out of memory for sockets).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
@@ -132,9 +129,10 @@ impl Listener {
     /// path whose socket file is left over from a listener that is gone (nothing accepts
     /// there, and the file is ours) is replaced; the file is removed when the listener is
     /// dropped. A live listener there is told from a stale file without connecting to it
-    /// (`/proc/net/unix`; only one in another network namespace sees a connection attempt,
-    /// which never waits), and binders replacing one stale file take turns (an `flock` on
-    /// its directory), so that one wins and the others fail with `EADDRINUSE`.
+    /// (by the file's inode in the kernel's socket diagnostics; only one in another network
+    /// namespace sees a connection attempt, which never waits), and binders replacing one
+    /// stale file take turns (an `flock` on its directory), so that one wins and the others
+    /// fail with `EADDRINUSE`.
     ///
     /// A listener moved into a [`Process::fork`](crate::Process::fork) closure keeps its
     /// file: the parent's copy, dropped at `start`, leaves it to the child, whose drop
@@ -152,10 +150,11 @@ impl Listener {
     ///
     /// # Errors
     /// `InvalidInput` for an address that does not parse; `Io` if binding fails (the
-    /// address is in use, say). One stale file is taken for a live one: when a socket still
-    /// listens under that name though the file it was bound to was removed and made again
-    /// (a copy of an old listener kept by a forked child), `/proc/net/unix` cannot tell
-    /// them apart; remove the file by hand.
+    /// address is in use, say). Where the kernel's socket diagnostics are refused (a
+    /// sandbox), sockets are known only by name in `/proc/net/unix`, and one stale file is
+    /// taken for a live one: when a socket still listens under that name though the file
+    /// it was bound to was removed and made again (a copy of an old listener kept by a
+    /// forked child); remove the file by hand then.
     pub fn bind(address: impl ToAddress, authkey: Option<&[u8]>) -> Result<Listener> {
         let address = address.to_address()?;
         let (socket, address, owned_file) = listen(&address)?;
@@ -650,8 +649,8 @@ fn listen(address: &Address) -> Result<(OwnedFd, Address, Option<SocketFile>)> {
             let mut replacing = None;
             match rustix::net::bind(&socket, &unix) {
                 Err(rustix::io::Errno::ADDRINUSE) => {
-                    replacing = lock_directory_of(path);
-                    if !stale_socket_file(path) {
+                    replacing = socket_file::lock_directory_of(path);
+                    if !socket_file::is_stale(path) {
                         return Err(rustix::io::Errno::ADDRINUSE.into());
                     }
                     std::fs::remove_file(path)?;
@@ -688,99 +687,6 @@ fn abstract_unsupported() -> Error {
         ErrorKind::Unsupported,
         "abstract socket names exist on Linux only",
     )
-}
-
-/// Whether `path` is a socket file of ours that nothing listens at any more.
-///
-/// A socket listening there in this network namespace is seen in `/proc/net/unix` without
-/// touching it. Otherwise a connection attempt decides, without waiting: refused means
-/// stale; anything else (accepted, or a full backlog: `EAGAIN`) means alive. Only a
-/// listener elsewhere (another network namespace) ever sees that attempt.
-fn stale_socket_file(path: &std::path::Path) -> bool {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return false;
-    };
-    if !meta.file_type().is_socket() || meta.uid() != rustix::process::getuid().as_raw() {
-        return false;
-    }
-    if listening_here(path) {
-        return false;
-    }
-    let Ok(unix) = rustix::net::SocketAddrUnix::new(path) else {
-        return false;
-    };
-    let Ok(probe) = rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-        None,
-    ) else {
-        return false;
-    };
-    rustix::net::connect(&probe, &unix) == Err(rustix::io::Errno::CONNREFUSED)
-}
-
-/// Whether `/proc/net/unix` lists a socket listening at `path`. The table shows the name
-/// each socket was bound with, so only absolute names are compared (with `path` made
-/// absolute): a relative one may name a file in any directory.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn listening_here(path: &std::path::Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    /// `__SO_ACCEPTCON` in the Flags column: a listening socket.
-    const ACCEPTING: u32 = 1 << 16;
-    let Ok(absolute) = std::path::absolute(path) else {
-        return false;
-    };
-    let Ok(table) = std::fs::read("/proc/net/unix") else {
-        return false;
-    };
-    let name = absolute.as_os_str().as_bytes();
-    table.split(|&b| b == b'\n').skip(1).any(|line| {
-        // Num RefCount Protocol Flags Type St Inode Path: the path is the rest.
-        let mut fields = line.splitn(8, |&b| b == b' ').filter(|f| !f.is_empty());
-        let flags = fields.nth(3).and_then(|f| std::str::from_utf8(f).ok());
-        let accepting = flags
-            .and_then(|f| u32::from_str_radix(f, 16).ok())
-            .is_some_and(|f| f & ACCEPTING != 0);
-        accepting && fields.last() == Some(name)
-    })
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn listening_here(_: &std::path::Path) -> bool {
-    false
-}
-
-/// An exclusive `flock` on the directory holding `path`, for as long as it is kept; `None`
-/// if the directory cannot be opened, or stays locked for [`DIRECTORY_LOCK_WAIT`] (someone
-/// else's lock, such as a single-instance lock on a run directory): then nothing is
-/// serialised, rather than wait for it without end.
-fn lock_directory_of(path: &std::path::Path) -> Option<OwnedFd> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => std::path::Path::new("."),
-    };
-    let fd = rustix::fs::open(
-        dir,
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .ok()?;
-    let give_up = Instant::now() + DIRECTORY_LOCK_WAIT;
-    let mut pause = Duration::from_micros(100);
-    loop {
-        match rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => return Some(fd),
-            Err(rustix::io::Errno::WOULDBLOCK | rustix::io::Errno::INTR)
-                if Instant::now() < give_up =>
-            {
-                // Binders hold it for microseconds: a short pause, growing, until then.
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(20));
-            }
-            Err(_) => return None,
-        }
-    }
 }
 
 /// Connects to a [`Listener`] (or a Python `Listener`). Python:

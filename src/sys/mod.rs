@@ -11,12 +11,14 @@
 //! - [`fd`]: reading into a `Vec`'s spare capacity, vectored writes that never raise
 //!   SIGPIPE, readiness polls with a deadline, what kind of file an fd is.
 //! - [`socket`]: the `AF_UNIX` socketpair behind a duplex `Pipe`.
+//! - [`unix_diag`]: which socket files have a listening socket (`NETLINK_SOCK_DIAG`).
 //! - [`process`]: `fork`, exit of a forked child, pidfds, `waitid`, signals.
 //!
 //! Every call retries `EINTR` itself, so callers never see it.
 //!
 //! Linux is the first platform; the pidfd paths fall back to plain `waitpid` where
-//! `pidfd_open(2)` is missing, and nothing else here is Linux-only.
+//! `pidfd_open(2)` is missing. `shm` (the queues' memfd, futexes, eventfd) and `unix_diag`
+//! are Linux-only; the rest is plain Unix.
 #![allow(unsafe_code)]
 
 pub(crate) mod entry;
@@ -25,6 +27,8 @@ pub(crate) mod process;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) mod shm;
 pub(crate) mod socket;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) mod unix_diag;
 
 /// A `Duration` as the kernel's `timespec` (saturating at `i64::MAX` seconds), for `poll`,
 /// `epoll_wait` and `futex`.
