@@ -14,7 +14,14 @@ use crate::error::{Error, ErrorKind, Result};
 /// A [`Queue`] that also counts unfinished items: every `put` adds one, every
 /// [`task_done`](Self::task_done) takes one off, and [`join`](Self::join) waits for zero.
 /// Python: `multiprocessing.JoinableQueue`. Every `Queue` method is available through
-/// `Deref`, with `put`, `put_timeout` and `try_put` counting the item.
+/// `Deref`. Every item put counts, however it is put: `put`, `put_timeout`, `try_put`,
+/// [`put_bytes`](Queue::put_bytes) and [`put_bytes_timeout`](Queue::put_bytes_timeout), here
+/// or through the `&Queue` this derefs to (a function taking `&Queue` may be handed a
+/// `&JoinableQueue`), in any process. A put that fails counts nothing.
+///
+/// A consumer killed after taking an item, before its `task_done`, leaves the item counted
+/// for ever, as in Python: `join` then waits until someone calls `task_done` for it. So does
+/// a `get` that failed with `Decode` (the item was taken): call `task_done` for it too.
 ///
 /// A producer killed between counting an item and publishing it leaves the count one too
 /// high, so `join` would wait for an item that never comes: give `join_timeout` a deadline
@@ -75,9 +82,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// # Errors
     /// As [`Queue::new`].
     pub fn new() -> Result<JoinableQueue<T>> {
-        Ok(JoinableQueue {
-            inner: Queue::new()?,
-        })
+        JoinableQueue::bounded(0)
     }
 
     /// A joinable queue of at most `maxsize` items (0: unbounded).
@@ -94,13 +99,8 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// As [`Queue::new`].
     pub fn bounded(maxsize: usize) -> Result<JoinableQueue<T>> {
         Ok(JoinableQueue {
-            inner: Queue::bounded(maxsize)?,
+            inner: Queue::with_maxsize(maxsize as u64, true)?,
         })
-    }
-
-    fn counted(&self, put: impl FnOnce(&Queue<T>) -> Result<()>) -> Result<()> {
-        self.inner.shared.add_unfinished();
-        put(&self.inner).inspect_err(|_| self.inner.shared.undo_unfinished())
     }
 
     /// Puts `item` and counts it unfinished. See [`Queue::put`].
@@ -118,7 +118,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// # Errors
     /// As [`Queue::put`].
     pub fn put(&self, item: &T) -> Result<()> {
-        self.counted(|q| q.put(item))
+        self.inner.put(item)
     }
 
     /// Puts `item`, waiting at most `timeout` for room; counts it. See
@@ -136,7 +136,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// # Errors
     /// As [`Queue::put_timeout`].
     pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<()> {
-        self.counted(|q| q.put_timeout(item, timeout))
+        self.inner.put_timeout(item, timeout)
     }
 
     /// Puts `item` if there is room now; counts it. See [`Queue::try_put`].
@@ -153,7 +153,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// # Errors
     /// As [`Queue::try_put`].
     pub fn try_put(&self, item: &T) -> Result<()> {
-        self.counted(|q| q.try_put(item))
+        self.inner.try_put(item)
     }
 
     /// Marks one item taken with `get` as processed. Python: `task_done()`.
@@ -240,9 +240,15 @@ impl<T> Serialize for JoinableQueue<T> {
 }
 
 impl<'de, T> Deserialize<'de> for JoinableQueue<T> {
+    /// Only in a spawned child, from its arguments; a plain `Queue` or `SimpleQueue` passed
+    /// there is refused (it counts nothing for `join`).
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        Ok(JoinableQueue {
-            inner: Queue::deserialize(deserializer)?,
-        })
+        let inner = Queue::deserialize(deserializer)?;
+        if !inner.shared.is_joinable() {
+            return Err(serde::de::Error::custom(
+                "a Queue or SimpleQueue was passed where a JoinableQueue is expected",
+            ));
+        }
+        Ok(JoinableQueue { inner })
     }
 }

@@ -22,7 +22,7 @@
 //! round and round, already in memory and in every process's page tables.
 
 /// Identifies a multiproc queue file, and its layout version.
-pub(crate) const MAGIC: u64 = 0x6d70_7175_6575_0005; // "mpque" v5
+pub(crate) const MAGIC: u64 = 0x6d70_7175_6575_0006; // "mpque" v6
 
 /// Header offsets.
 pub(crate) const H_MAGIC: usize = 0;
@@ -31,6 +31,9 @@ pub(crate) const H_MAXSIZE: usize = 8;
 pub(crate) const H_FLAGS: usize = 16;
 /// One more than the highest log index ever claimed: consumers scan below it.
 pub(crate) const H_USED_LOGS: usize = 20;
+/// 1 for a `JoinableQueue`: every put counts its item unfinished (`H_UNFINISHED`), however
+/// it was made. Written before `H_MAGIC`, never after.
+pub(crate) const H_JOINABLE: usize = 24;
 /// Bumped after every put; getters sleep on it.
 pub(crate) const H_ITEMS_SEQ: usize = 64;
 pub(crate) const H_GET_SLEEPERS: usize = 68;

@@ -200,7 +200,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// `Io` if the system refuses the shared memory or the eventfd.
     pub fn new() -> Result<Queue<T>> {
-        Queue::with_maxsize(0)
+        Queue::with_maxsize(0, false)
     }
 
     /// A queue holding at most `maxsize` items; `put` waits for room. Python:
@@ -219,12 +219,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// As [`new`](Self::new).
     pub fn bounded(maxsize: usize) -> Result<Queue<T>> {
-        Queue::with_maxsize(maxsize as u64)
+        Queue::with_maxsize(maxsize as u64, false)
     }
 
-    fn with_maxsize(maxsize: u64) -> Result<Queue<T>> {
+    /// A new queue; a `joinable` one counts every item put (see [`JoinableQueue`]).
+    fn with_maxsize(maxsize: u64, joinable: bool) -> Result<Queue<T>> {
         Ok(Queue {
-            shared: shared::registered(Shared::create(maxsize)?),
+            shared: shared::registered(Shared::create(maxsize, joinable)?),
             _item: PhantomData,
         })
     }
@@ -592,7 +593,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// This process will put no more items. Python: `close()`. Items already put stay in
-    /// the queue; getting still works. Later puts from this process fail with `Closed`.
+    /// the queue; getting still works (unlike Python's, where `get` then raises
+    /// `ValueError` too). Later puts from this process fail with `Closed`, through every
+    /// clone of the handle; a child forked afterwards inherits the closed state (as a
+    /// forked Python child does), while a spawned child's handle is open.
     ///
     /// # Examples
     /// ```

@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     file: OwnedFd,
     events: OwnedFd,
     maxsize: u64,
+    /// A `JoinableQueue`'s file (read once, at open: see `l::H_JOINABLE`).
+    joinable: bool,
     producer: Mutex<Producer>,
     /// Where the next scan of the logs starts, so consumers spread over producers.
     next_log: AtomicUsize,
@@ -104,11 +106,14 @@ struct Producer {
 }
 
 impl Shared {
-    /// A new queue file. `maxsize` 0 is unbounded.
-    pub(crate) fn create(maxsize: u64) -> Result<Shared> {
+    /// A new queue file. `maxsize` 0 is unbounded; a `joinable` queue counts every item put
+    /// unfinished.
+    pub(crate) fn create(maxsize: u64, joinable: bool) -> Result<Shared> {
         let (file, map) = SharedMap::create("multiproc-queue", l::FILE_LEN)?;
         let events = shm::eventfd()?;
         map.u64_at(l::H_MAXSIZE).store(maxsize, Ordering::Relaxed);
+        map.u32_at(l::H_JOINABLE)
+            .store(u32::from(joinable), Ordering::Relaxed);
         map.u64_at(l::H_MAGIC).store(l::MAGIC, Ordering::Release);
         Ok(Shared::from_parts(file, events, map, maxsize))
     }
@@ -128,11 +133,13 @@ impl Shared {
     }
 
     fn from_parts(file: OwnedFd, events: OwnedFd, map: SharedMap, maxsize: u64) -> Shared {
+        let joinable = map.u32_at(l::H_JOINABLE).load(Ordering::Relaxed) != 0;
         Shared {
             map,
             file,
             events,
             maxsize,
+            joinable,
             producer: Mutex::new(Producer::default()),
             next_log: AtomicUsize::new(std::process::id() as usize),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -149,6 +156,11 @@ impl Shared {
 
     pub(crate) fn maxsize(&self) -> u64 {
         self.maxsize
+    }
+
+    /// Whether this is a `JoinableQueue`'s file.
+    pub(crate) fn is_joinable(&self) -> bool {
+        self.joinable
     }
 
     fn h32(&self, offset: usize) -> &AtomicU32 {
@@ -217,7 +229,19 @@ impl Shared {
 
     /// Puts one item, `head` then `body` (either may be empty), waiting until `deadline` for
     /// room in a bounded queue (`None`: as long as it takes; a past deadline: not at all).
+    /// A joinable queue's item is counted unfinished first (and the count taken back if the
+    /// put fails), whichever handle or method put it: `put_bytes`, a `&Queue` a
+    /// `JoinableQueue` derefs to, or a plain `Queue` handle received in a spawned child.
     pub(crate) fn put(&self, head: &[u8], body: &[u8], deadline: Option<Instant>) -> Result<()> {
+        if !self.joinable {
+            return self.put_item(head, body, deadline);
+        }
+        self.add_unfinished();
+        self.put_item(head, body, deadline)
+            .inspect_err(|_| self.undo_unfinished())
+    }
+
+    fn put_item(&self, head: &[u8], body: &[u8], deadline: Option<Instant>) -> Result<()> {
         let item = Item { head, body };
         if item.len() > l::MAX_ITEM {
             return Err(Error::with_message(
@@ -1368,12 +1392,12 @@ impl Shared {
     }
 
     /// Counts one more unfinished item (before it is put).
-    pub(crate) fn add_unfinished(&self) {
+    fn add_unfinished(&self) {
         self.unfinished().fetch_add(1, Ordering::SeqCst);
     }
 
     /// Takes back an unfinished count (its put failed).
-    pub(crate) fn undo_unfinished(&self) {
+    fn undo_unfinished(&self) {
         self.task_done().ok();
     }
 
@@ -1692,7 +1716,7 @@ mod tests {
 
     #[test]
     fn a_scribbled_frame_header_discards_its_log_once_and_the_queue_goes_on() -> Result<()> {
-        let shared = Shared::create(0)?;
+        let shared = Shared::create(0, false)?;
         let put = |item: &[u8]| {
             shared.add_unfinished();
             shared.put(b"", item, None)
