@@ -158,13 +158,26 @@ impl Listener {
     pub fn bind(address: impl ToAddress, authkey: Option<&[u8]>) -> Result<Listener> {
         let address = address.to_address()?;
         let (socket, address, owned_file) = listen(&address)?;
-        rustix::io::ioctl_fionbio(&socket, true)?;
-        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
-        watch(&epoll, &socket, LISTENING)?;
-        let resume_timer = new_timer()?;
-        watch(&epoll, &resume_timer, RESUME)?;
-        let deadline_timer = new_timer()?;
-        watch(&epoll, &deadline_timer, DEADLINE)?;
+        let parts = (|| -> rustix::io::Result<_> {
+            rustix::io::ioctl_fionbio(&socket, true)?;
+            let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+            watch(&epoll, &socket, LISTENING)?;
+            let resume_timer = new_timer()?;
+            watch(&epoll, &resume_timer, RESUME)?;
+            let deadline_timer = new_timer()?;
+            watch(&epoll, &deadline_timer, DEADLINE)?;
+            Ok((epoll, resume_timer, deadline_timer))
+        })();
+        let (epoll, resume_timer, deadline_timer) = match parts {
+            Ok(parts) => parts,
+            Err(e) => {
+                // No listener will own the socket file: it goes with the failed bind.
+                if let Some(file) = &owned_file {
+                    remove_socket_file(file);
+                }
+                return Err(e.into());
+            }
+        };
         Ok(Listener {
             socket: Some(socket),
             address,
@@ -519,13 +532,18 @@ impl Listener {
     }
 
     fn remove_file(&mut self) {
-        if let Some((path, dev, ino)) = self.owned_file.take() {
-            // Only if it is still the file we made (someone may have replaced it).
-            if let Ok(meta) = std::fs::symlink_metadata(&path) {
-                if meta.dev() == dev && meta.ino() == ino {
-                    let _ = std::fs::remove_file(&path);
-                }
-            }
+        if let Some(file) = self.owned_file.take() {
+            remove_socket_file(&file);
+        }
+    }
+}
+
+/// Removes a socket file a listener made, if it is still that file (someone may have
+/// replaced it).
+fn remove_socket_file((path, dev, ino): &SocketFile) {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.dev() == *dev && meta.ino() == *ino {
+            let _ = std::fs::remove_file(path);
         }
     }
 }
@@ -658,14 +676,16 @@ fn listen(address: &Address) -> Result<(OwnedFd, Address, Option<SocketFile>)> {
                 }
                 other => other?,
             }
-            rustix::net::listen(&socket, BACKLOG)?;
+            // The file exists now: identified at once, so that a failure from here on
+            // removes it (and only it) rather than leave it behind.
             let meta = std::fs::symlink_metadata(path)?;
+            let file = (path.clone(), meta.dev(), meta.ino());
+            if let Err(e) = rustix::net::listen(&socket, BACKLOG) {
+                remove_socket_file(&file);
+                return Err(e.into());
+            }
             drop(replacing);
-            Ok((
-                socket,
-                address.clone(),
-                Some((path.clone(), meta.dev(), meta.ino())),
-            ))
+            Ok((socket, address.clone(), Some(file)))
         }
         #[cfg(any(target_os = "linux", target_os = "android"))]
         Address::Abstract(name) => {

@@ -57,6 +57,10 @@ struct Payload {
     fds: Vec<RawFd>,
     /// In test mode, the real stdout, to put back over libtest's /dev/null.
     stdout: Option<RawFd>,
+    /// fds the child holds open, untouched, until it exits (the write end of an exit
+    /// sentinel pipe, where there are no pidfds); made close-on-exec there, so that no
+    /// program the child runs holds them on after it.
+    held: Vec<RawFd>,
     #[serde(with = "serde_bytes_compat")]
     args: Vec<u8>,
 }
@@ -257,6 +261,7 @@ pub(crate) fn start(
         identity,
         fds,
         stdout: saved_stdout.as_ref().map(AsRawFd::as_raw_fd),
+        held: extra_keep.to_vec(),
         args,
     };
     let file = write_payload(token, &payload)?;
@@ -361,11 +366,17 @@ impl Child {
             identity,
             fds,
             stdout,
+            held,
             args,
             ..
         } = self.payload;
         if let Some(saved) = stdout.and_then(crate::sys::fd::adopt_inherited) {
             let _ = rustix::stdio::dup2_stdout(&saved);
+        }
+        for fd in held {
+            // Adopting makes it close-on-exec; it stays open (never closed by us) for as
+            // long as this process lives, which is what the parent watches it for.
+            let _ = crate::sys::fd::adopt_inherited(fd).map(std::os::fd::IntoRawFd::into_raw_fd);
         }
         let mut listed = fds.clone();
         listed.sort_unstable();
