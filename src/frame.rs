@@ -297,11 +297,13 @@ impl FrameDecoder {
 
 /// The error for a frame of `len` bytes over `limit`.
 fn over_limit(len: u64, limit: u64) -> Error {
-    let limit = limit.min(isize::MAX as u64);
-    Error::with_message(
-        ErrorKind::BadMessageLength,
-        format!("bad message length: frame of {len} bytes exceeds the limit of {limit}"),
-    )
+    let message = if limit >= isize::MAX as u64 {
+        // No limit was set: the header claims more than any allocation can hold.
+        format!("bad message length: frame of {len} bytes is larger than memory can hold")
+    } else {
+        format!("bad message length: frame of {len} bytes exceeds the limit of {limit}")
+    };
+    Error::with_message(ErrorKind::BadMessageLength, message)
 }
 
 /// Whether the frame starting at `buf[pos..]` would run past the buffer's capacity, so the

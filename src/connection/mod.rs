@@ -382,9 +382,11 @@ impl Connection {
         Ok(self.frame_to_vec(frame))
     }
 
-    /// Receives one byte message into `buf`, replacing its contents and reusing its
-    /// capacity; returns the message length. Python: `Connection.recv_bytes_into`, without
-    /// its `BufferTooShort` trap: the vector grows to fit.
+    /// Receives one byte message into `buf`, replacing its contents; returns the message
+    /// length. Python: `Connection.recv_bytes_into`, without its `BufferTooShort` trap: the
+    /// vector grows to fit, so no message is ever cut. `buf`'s capacity is reused for
+    /// messages that fit the 64 KiB read-ahead buffer; a longer one is read into a vector
+    /// of its own, which takes `buf`'s place (one copy fewer).
     ///
     /// # Examples
     /// ```
@@ -500,7 +502,13 @@ impl Connection {
     /// Closes this end; later calls fail with `Closed`. Closing twice is harmless. Python:
     /// `Connection.close`. Dropping the `Connection` closes it too.
     ///
-    /// Messages received but not yet returned are discarded.
+    /// Messages received but not yet returned are discarded. Messages
+    /// [`try_send`](Self::try_send) queued and not yet written
+    /// ([`pending_send_len`](Self::pending_send_len)) are written as far as the fd takes them
+    /// without blocking; the rest is lost (one the fd took only part of reaches the peer cut
+    /// short, as `TruncatedMessage`). To deliver them all, call [`flush`](Self::flush) until
+    /// it returns true (or `send` anything, which writes the queue first) before closing or
+    /// dropping.
     ///
     /// # Examples
     /// ```
@@ -513,8 +521,19 @@ impl Connection {
     /// # Ok(()) }
     /// ```
     pub fn close(&mut self) {
+        self.write_queue_before_closing();
         self.fd = None;
         self.decoder = FrameDecoder::new();
+    }
+
+    /// Writes as much of the `try_send` queue as the fd takes now, without blocking: what it
+    /// cannot take is lost with the connection. Not by the parent's copy of a connection a
+    /// forked child was handed (moved into the fork's closure): the child writes its own
+    /// copy of the queue, and both would put the same bytes on the stream.
+    fn write_queue_before_closing(&mut self) {
+        if self.fd.is_some() && self.pending_send_len() > 0 && !crate::process::handed_to_child() {
+            let _ = self.flush();
+        }
     }
 
     /// Whether [`close`](Self::close) was called. Python: `Connection.closed`.
@@ -661,6 +680,12 @@ impl From<OwnedFd> for Connection {
     /// writable)`, with the direction read from the fd's access mode (a pipe's read end is
     /// read-only) and sockets written with `MSG_NOSIGNAL`.
     ///
+    /// The fd must carry a byte stream: a stream socket, a pipe or FIFO, a file. A datagram
+    /// or seqpacket socket is not refused, but a message over 64 KiB arrives damaged or never
+    /// (a datagram longer than one read is cut short). An fd in non-blocking mode
+    /// (`O_NONBLOCK`, as mio and tokio sockets are) is fine: the blocking calls wait for it,
+    /// and its mode is left as it is.
+    ///
     /// # Examples
     /// ```
     /// # fn main() -> multiproc::Result<()> {
@@ -682,9 +707,18 @@ impl From<OwnedFd> for Connection {
     }
 }
 
+impl Drop for Connection {
+    /// Closes the fd, after writing what it takes now of the `try_send` queue (see
+    /// [`Connection::close`]).
+    fn drop(&mut self) {
+        self.write_queue_before_closing();
+    }
+}
+
 impl From<Connection> for OwnedFd {
     /// Takes the fd out. Buffered, unreturned bytes are dropped (see
-    /// [`Connection::buffered_len`]).
+    /// [`Connection::buffered_len`]), and so are queued sends (see
+    /// [`Connection::pending_send_len`]): the fd may be left in the middle of a frame.
     ///
     /// # Panics
     /// If the connection was closed.
@@ -717,7 +751,8 @@ impl AsRawFd for Connection {
 }
 
 impl IntoRawFd for Connection {
-    /// Takes the fd out; the caller must close it. Buffered bytes are dropped.
+    /// Takes the fd out; the caller must close it. Buffered bytes and queued sends are
+    /// dropped, as with `OwnedFd::from`.
     ///
     /// # Panics
     /// If the connection was closed.

@@ -269,13 +269,17 @@ impl Connection {
         }
     }
 
-    /// Whether a whole frame, or the end of the stream, is already in user space.
+    /// Whether a whole frame, or the end of the stream, is already in user space, or the
+    /// end is write-only (a receive fails at once, as `ready_now` says too: `wait` must not
+    /// block on an fd that will never bring what it waits for).
     pub(crate) fn ready_buffered(&self) -> bool {
-        self.eof || self.decoder.frame_ready(self.max_message_len)
+        !self.readable || self.eof || self.decoder.frame_ready(self.max_message_len)
     }
 
     /// Sends `value` without blocking: written at once if the fd takes it, else queued for
-    /// [`flush`](Self::flush). Messages keep their order whichever way they go.
+    /// [`flush`](Self::flush). Messages keep their order whichever way they go. On
+    /// [`close`](Self::close) or drop the queue is written only as far as the fd takes it
+    /// without blocking: flush it first to deliver it all.
     ///
     /// # Examples
     /// ```

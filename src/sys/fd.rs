@@ -36,8 +36,23 @@ pub(crate) fn describe(fd: BorrowedFd<'_>) -> io::Result<(FdKind, bool, bool)> {
 }
 
 /// `read(2)` appending at most `limit` bytes to `buf`'s spare capacity; returns how many
-/// (0 at end of file). Retries `EINTR`. [man7: read.2]
+/// (0 at end of file). Retries `EINTR`, and blocks even on an fd the user made
+/// non-blocking: on `EAGAIN` it waits for the fd to turn readable and reads again.
+/// [man7: read.2]
 pub(crate) fn read_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, limit: usize) -> io::Result<usize> {
+    loop {
+        match read_once(fd, buf, limit) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                wait_readable(fd, None)?;
+            }
+            res => return res,
+        }
+    }
+}
+
+/// One `read(2)` into `buf`'s spare capacity (at most `limit` bytes), retrying `EINTR`;
+/// `EAGAIN` (an `O_NONBLOCK` fd with nothing to read) is returned as an error.
+fn read_once(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, limit: usize) -> io::Result<usize> {
     let spare = buf.spare_capacity_mut();
     let limit = limit.min(spare.len());
     let target = &mut spare[..limit];
@@ -67,8 +82,13 @@ pub(crate) fn try_read_into(
         if !poll_now(fd, PollFlags::IN)? {
             return Ok(None);
         }
-        // Readable: one read returns what is there without blocking.
-        return read_into(fd, buf, limit).map(Some);
+        // Readable: one read returns what is there without blocking (unless another
+        // reader of a shared, non-blocking fd took it first: then there is nothing).
+        return match read_once(fd, buf, limit) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        };
     }
     let spare = buf.spare_capacity_mut();
     let limit = limit.min(spare.len());
@@ -143,9 +163,10 @@ pub(crate) fn poll_now(fd: BorrowedFd<'_>, flags: PollFlags) -> io::Result<bool>
     )? > 0)
 }
 
-/// Writes all of `bufs`, retrying short writes and `EINTR`. Sockets use `sendmsg` with
-/// `MSG_NOSIGNAL`, so a dead peer is `EPIPE` and never a signal; for pipes see
-/// [`ignore_sigpipe_once`]. [man7: sendmsg.2, writev.2]
+/// Writes all of `bufs`, retrying short writes and `EINTR`, and waiting out `EAGAIN` (an fd
+/// the user made non-blocking). Sockets use `sendmsg` with `MSG_NOSIGNAL`, so a dead peer
+/// is `EPIPE` and never a signal; for pipes see [`ignore_sigpipe_once`].
+/// [man7: sendmsg.2, writev.2]
 pub(crate) fn write_all(
     fd: BorrowedFd<'_>,
     kind: FdKind,
@@ -163,6 +184,9 @@ pub(crate) fn write_all(
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => IoSlice::advance_slices(&mut bufs, n),
             Err(Errno::INTR) => continue,
+            // An fd the user made non-blocking: wait for room rather than leave half a
+            // frame on the stream.
+            Err(Errno::AGAIN) => wait_writable(fd)?,
             Err(e) => return Err(e.into()),
         }
     }
@@ -170,8 +194,8 @@ pub(crate) fn write_all(
 }
 
 /// Writes all of `buf`: `send(2)` with `MSG_NOSIGNAL` for sockets, `write(2)` otherwise,
-/// retrying short writes and `EINTR`. One buffer, so no msghdr or iovec for the kernel to
-/// copy in. [man7: send.2, write.2]
+/// retrying short writes and `EINTR` and waiting out `EAGAIN`. One buffer, so no msghdr or
+/// iovec for the kernel to copy in. [man7: send.2, write.2]
 pub(crate) fn write_all_contiguous(
     fd: BorrowedFd<'_>,
     kind: FdKind,
@@ -186,6 +210,7 @@ pub(crate) fn write_all_contiguous(
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => buf = &buf[n..],
             Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) => wait_writable(fd)?,
             Err(e) => return Err(e.into()),
         }
     }
@@ -217,6 +242,12 @@ pub(crate) fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io
     Ok(poll_until(&mut [PollFd::from_borrowed_fd(fd, PollFlags::IN)], deadline)? > 0)
 }
 
+/// Waits, as long as it takes, until `fd` is writable (or in error, which the next write
+/// reports). For blocking writes to an fd the user made non-blocking. [man7: poll.2]
+fn wait_writable(fd: BorrowedFd<'_>) -> io::Result<()> {
+    poll_until(&mut [PollFd::from_borrowed_fd(fd, PollFlags::OUT)], None).map(drop)
+}
+
 /// `poll(2)` until `deadline` (`None`: forever); returns how many fds have events. Retries
 /// `EINTR` without stretching the deadline. [man7: poll.2]
 pub(crate) fn poll_until(fds: &mut [PollFd<'_>], deadline: Option<Instant>) -> io::Result<usize> {
@@ -233,7 +264,10 @@ pub(crate) fn poll_until(fds: &mut [PollFd<'_>], deadline: Option<Instant>) -> i
 
 impl FromRawFd for Connection {
     /// Adopts `fd` (Python: `Connection(handle)`); see `From<OwnedFd> for Connection` for
-    /// what is detected. Panics if `fd` is not an open descriptor.
+    /// what is detected. Panics if `fd` is -1 (as `OwnedFd::from_raw_fd` does); any other
+    /// number that is not open is not detected: the connection says it is readable and
+    /// writable, and its calls fail with `Io` (`EBADF`) until another file takes that
+    /// number.
     ///
     /// # Safety
     /// `fd` must be an open file descriptor that nothing else owns or will close.

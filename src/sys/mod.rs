@@ -26,6 +26,8 @@ pub(crate) mod fd;
 pub(crate) mod process;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) mod shm;
+#[cfg(test)]
+mod signal_tests;
 pub(crate) mod socket;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) mod unix_diag;
