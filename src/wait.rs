@@ -203,3 +203,16 @@ pub(crate) fn waits_forever() -> crate::Error {
         "a wait on no objects without a timeout would never return",
     )
 }
+
+/// The error for registering an fd that an epoll set holds already (`EEXIST`): two handles
+/// of one object (clones of a queue) share their readiness fd.
+pub(crate) fn registered_twice(e: std::io::Error) -> crate::Error {
+    if e.raw_os_error() == Some(rustix::io::Errno::EXIST.raw_os_error()) {
+        crate::Error::with_message(
+            crate::ErrorKind::InvalidInput,
+            "this object's fd is registered here already (clones of a queue share one fd)",
+        )
+    } else {
+        e.into()
+    }
+}

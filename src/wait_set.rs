@@ -145,14 +145,16 @@ impl<T: Waitable> WaitSet<T> {
     /// ```
     ///
     /// # Errors
-    /// `Closed` if `item` was closed; `Io` if registration fails.
+    /// `Closed` if `item` was closed; `InvalidInput` if its fd is in the set already (two
+    /// handles of one queue share one); `Io` if registration fails.
     pub fn insert(&mut self, item: T) -> Result<Key> {
         let entry = self.slots.vacant_entry();
         let index = entry.key();
         let raw = item.wait_fd()?.as_raw_fd();
         self.poll
             .registry()
-            .register(&mut SourceFd(&raw), Token(index), Interest::READABLE)?;
+            .register(&mut SourceFd(&raw), Token(index), Interest::READABLE)
+            .map_err(crate::wait::registered_twice)?;
         self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
         entry.insert(Slot {

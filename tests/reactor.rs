@@ -528,6 +528,10 @@ fn a_sentinel_watch_does_not_fire_while_the_child_runs() -> TestResult {
 }
 
 tests_main!(
+    a_handler_removes_a_connection_whose_event_is_pending,
+    forwarding_to_a_peer_that_never_reads_is_bounded,
+    a_panicking_handler_loses_no_event_of_the_others,
+    a_write_only_connection_can_be_registered_to_send,
     an_endless_producer_does_not_starve_other_connections,
     timers_fire_in_order_and_a_cancelled_one_never_fires,
     messages_from_a_child_arrive_in_order_then_eof_once,
@@ -543,3 +547,218 @@ tests_main!(
     a_sentinel_watch_fires_once_per_exit_and_may_restart_the_child,
     a_sentinel_watch_does_not_fire_while_the_child_runs,
 );
+
+// ---- review probes ----
+
+/// Panics on the message "boom", records the rest.
+struct Bomb {
+    log: Rc<RefCell<Log>>,
+}
+
+impl Handler for Bomb {
+    fn on_message(&mut self, _: &mut Context<'_>, message: &[u8]) {
+        if message == b"boom" {
+            panic!("handler blew up");
+        }
+        self.log.borrow_mut().messages.push(message.to_vec());
+    }
+}
+
+fn a_panicking_handler_loses_no_event_of_the_others() -> TestResult {
+    let log = Rc::new(RefCell::new(Log::default()));
+    let other = Rc::new(RefCell::new(Log::default()));
+    let mut reactor = Reactor::new()?;
+    let (mut bomb_peer, bomb_end) = Pipe::new()?;
+    let (mut peer, conn) = Pipe::new()?;
+    let bomb = reactor.register(
+        bomb_end,
+        Bomb {
+            log: Rc::clone(&log),
+        },
+    )?;
+    reactor.register(conn, Recorder::new(&other))?;
+    // Registration rounds: nothing to read yet.
+    reactor.run_once(Some(Duration::ZERO))?;
+    bomb_peer.send_bytes(b"boom")?;
+    peer.send_bytes(b"after")?;
+    // A task posted before the round: its wake-up is consumed by the round that panics.
+    let task_ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ran = std::sync::Arc::clone(&task_ran);
+    reactor
+        .handle()
+        .post(move |_| ran.store(true, std::sync::atomic::Ordering::SeqCst));
+    // Both fds are readable before the round; the bomb (lower index) goes first.
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        reactor.run_once(Some(Duration::from_secs(5)))
+    }));
+    std::panic::set_hook(prev);
+    assert!(caught.is_err(), "the panic propagates out of run_once");
+    // The panicking connection is gone, and the other one's message is still delivered.
+    assert_eq!(reactor.len(), 1, "the panicking connection is removed");
+    assert!(reactor.deregister(bomb).is_none());
+    let _ = &mut bomb_peer;
+    for _ in 0..3 {
+        if !other.borrow().messages.is_empty() {
+            break;
+        }
+        reactor.run_once(Some(Duration::from_millis(200)))?;
+    }
+    assert_eq!(other.borrow().messages, [b"after".to_vec()]);
+    assert!(
+        task_ran.load(std::sync::atomic::Ordering::SeqCst),
+        "the posted task was lost"
+    );
+    // Nothing of the panicking connection is left to keep `run` going.
+    drop(peer);
+    reactor.run()?;
+    assert!(reactor.is_empty());
+    Ok(())
+}
+
+/// Sends one message when its timer fires.
+struct SendOnTimer(Rc<RefCell<Log>>);
+
+impl Handler for SendOnTimer {
+    fn on_message(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    fn on_timer(&mut self, ctx: &mut Context<'_>, _: TimerId) {
+        ctx.send_bytes(b"from a writer").unwrap();
+    }
+    fn on_error(&mut self, ctx: &mut Context<'_>, error: Error) {
+        self.0.borrow_mut().errors.push(error.kind());
+        ctx.stop();
+    }
+}
+
+fn a_write_only_connection_can_be_registered_to_send() -> TestResult {
+    let log = Rc::new(RefCell::new(Log::default()));
+    let (mut r, w) = Pipe::half_duplex()?;
+    let fds_before = util::open_fds().len();
+    let mut reactor = Reactor::new()?;
+    let token = reactor.register(w, SendOnTimer(Rc::clone(&log)))?;
+    reactor.set_timer(token, Duration::from_millis(1))?;
+    while !r.poll(Some(Duration::ZERO))? {
+        reactor.run_once(Some(Duration::from_secs(5)))?;
+    }
+    assert_eq!(
+        log.borrow().errors,
+        [],
+        "a write-only end was ended at registration"
+    );
+    assert_eq!(r.recv_bytes()?, b"from a writer");
+    // The reader goes: one error, the connection removed, its fd closed, no spinning.
+    drop(r);
+    let before = cpu_ns()?;
+    reactor.run()?;
+    assert!(cpu_ns()? - before < 20_000_000);
+    assert_eq!(log.borrow().errors, [ErrorKind::BrokenPipe]);
+    assert!(reactor.is_empty());
+    drop(reactor);
+    assert_eq!(util::open_fds().len(), fds_before - 2);
+    Ok(())
+}
+
+/// Removes another connection on its first message.
+struct Remover {
+    victim: Rc<Cell<Option<multiproc::Token>>>,
+    removed: Rc<RefCell<Option<multiproc::Connection>>>,
+}
+
+impl Handler for Remover {
+    fn on_message(&mut self, ctx: &mut Context<'_>, _: &[u8]) {
+        assert!(ctx.deregister(ctx.token()).is_none(), "not its own");
+        let victim = self.victim.get().unwrap();
+        *self.removed.borrow_mut() = ctx.deregister(victim);
+        ctx.stop();
+    }
+}
+
+fn a_handler_removes_a_connection_whose_event_is_pending() -> TestResult {
+    let log = Rc::new(RefCell::new(Log::default()));
+    let removed = Rc::new(RefCell::new(None));
+    let victim = Rc::new(Cell::new(None));
+    let mut reactor = Reactor::new()?;
+    let (mut a_peer, a) = Pipe::new()?;
+    let (mut b_peer, b) = Pipe::new()?;
+    // The remover gets the lower index: read first in a round.
+    reactor.register(
+        a,
+        Remover {
+            victim: Rc::clone(&victim),
+            removed: Rc::clone(&removed),
+        },
+    )?;
+    victim.set(Some(reactor.register(b, Recorder::new(&log))?));
+    reactor.run_once(Some(Duration::ZERO))?;
+    b_peer.send_bytes(b"for b")?;
+    a_peer.send_bytes(b"remove b")?;
+    // Both writes are in their pipes now: one epoll_wait reports both, a's read first.
+    reactor.run()?;
+    assert!(
+        log.borrow().messages.is_empty(),
+        "a removed connection's handler ran"
+    );
+    let mut b = removed.borrow_mut().take().ok_or("not handed back")?;
+    assert_eq!(
+        b.recv_bytes()?,
+        b"for b",
+        "its message stays for the new owner"
+    );
+    assert_eq!(reactor.len(), 1);
+    Ok(())
+}
+/// Forwards every message to another connection; records how much that one holds.
+struct Forwarder {
+    to: multiproc::Token,
+    refused: Rc<Cell<usize>>,
+}
+
+impl Handler for Forwarder {
+    fn on_message(&mut self, ctx: &mut Context<'_>, message: &[u8]) {
+        if let Err(e) = ctx.send_bytes_to(self.to, message) {
+            assert_eq!(e.kind(), ErrorKind::Full);
+            self.refused.set(self.refused.get() + 1);
+        }
+    }
+}
+
+fn forwarding_to_a_peer_that_never_reads_is_bounded() -> TestResult {
+    let mut reactor = Reactor::new()?;
+    reactor.set_high_water(64 * 1024);
+    let (_slow_peer, slow_end) = Pipe::new()?; // never read
+    let log = Rc::new(RefCell::new(Log::default()));
+    let slow = reactor.register(slow_end, Recorder::new(&log))?;
+    let (mut src, src_end) = Pipe::new()?;
+    let refused = Rc::new(Cell::new(0));
+    reactor.register(
+        src_end,
+        Forwarder {
+            to: slow,
+            refused: Rc::clone(&refused),
+        },
+    )?;
+    let chunk = vec![1u8; 16 * 1024];
+    // 8 MiB through the forwarder: with the slow side's queue unbounded, all of it would
+    // sit in memory.
+    for _ in 0..512 {
+        while src.try_send_bytes(&chunk).is_err() {
+            reactor.run_once(Some(Duration::from_millis(100)))?;
+        }
+        src.flush()?;
+        reactor.run_once(Some(Duration::ZERO))?;
+    }
+    while !src.flush()? {
+        reactor.run_once(Some(Duration::from_millis(100)))?;
+    }
+    for _ in 0..10 {
+        reactor.run_once(Some(Duration::ZERO))?;
+    }
+    let held = reactor.deregister(slow).unwrap().pending_send_len();
+    assert!(
+        held <= 1 << 20,
+        "{held} bytes queued for a peer that never reads"
+    );
+    assert!(refused.get() > 0);
+    Ok(())
+}

@@ -430,6 +430,12 @@ fn non_blocking_use_never_sets_o_nonblock_on_the_shared_fd() -> TestResult {
 }
 
 tests_main!(
+    mio_connection_drain_rule_loses_nothing,
+    mio_queue_drain_rule_loses_nothing,
+    mio_listener_with_several_pending_clients,
+    mio_sentinel_and_two_polls,
+    a_queue_and_its_clone_in_one_wait_set_is_a_typed_error,
+    wait_mixes_every_kind,
     non_blocking_use_never_sets_o_nonblock_on_the_shared_fd,
     sentinels_wait_beside_connections_and_fire_exactly_at_exit,
     a_killed_child_wakes_its_sentinel,
@@ -449,3 +455,239 @@ tests_main!(
     try_send_to_a_dead_peer_is_broken_pipe,
     recv_timeout_times_out_and_keeps_partial_data,
 );
+
+// ---- review probes: our types in a user's own (edge-triggered) mio Poll ----
+
+fn ready_tokens(
+    poll: &mut mio::Poll,
+    events: &mut mio::Events,
+    timeout: Duration,
+) -> std::io::Result<Vec<mio::Token>> {
+    poll.poll(events, Some(timeout))?;
+    Ok(events.iter().map(|e| e.token()).collect())
+}
+
+fn mio_connection_drain_rule_loses_nothing() -> TestResult {
+    use mio::{Events, Interest, Poll, Token};
+    let (mut tx, mut rx) = Pipe::new()?;
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(8);
+    poll.registry()
+        .register(&mut rx, Token(1), Interest::READABLE)?;
+    for i in 0..50u32 {
+        tx.send(&i)?;
+    }
+    let big = vec![7u8; 3 << 20];
+    tx.try_send_bytes(&big)?; // more than a pipe holds: streams in while we read
+    let mut got = Vec::new();
+    let mut big_seen = false;
+    while !big_seen {
+        // The writer pushes more whenever the reader has drained the pipe.
+        tx.flush()?;
+        let t = ready_tokens(&mut poll, &mut events, Duration::from_secs(5))?;
+        assert_eq!(t, [Token(1)], "an event was lost");
+        while let Some(m) = rx.try_recv_bytes()? {
+            if m.len() == big.len() {
+                big_seen = true;
+            } else {
+                got.push(m);
+            }
+        }
+    }
+    assert_eq!(got.len(), 50);
+    // A partial frame: the drain leaves it, and the rest raises a new edge.
+    let mut raw = raw_writer_dup(&tx)?;
+    raw.write_all(&4u32.to_be_bytes())?;
+    raw.write_all(b"ab")?;
+    assert_eq!(
+        ready_tokens(&mut poll, &mut events, Duration::from_secs(5))?,
+        [Token(1)]
+    );
+    assert_eq!(rx.try_recv_bytes()?, None);
+    raw.write_all(b"cd")?;
+    assert_eq!(
+        ready_tokens(&mut poll, &mut events, Duration::from_secs(5))?,
+        [Token(1)]
+    );
+    assert_eq!(rx.try_recv_bytes()?.as_deref(), Some(&b"abcd"[..]));
+    // EOF after the drain: one more edge, then Eof.
+    drop(raw);
+    drop(tx);
+    assert_eq!(
+        ready_tokens(&mut poll, &mut events, Duration::from_secs(5))?,
+        [Token(1)]
+    );
+    assert!(rx.try_recv_bytes().unwrap_err().is_eof());
+    Ok(())
+}
+
+fn raw_writer_dup(conn: &Connection) -> std::io::Result<std::fs::File> {
+    Ok(std::fs::File::from(conn.as_fd().try_clone_to_owned()?))
+}
+
+fn mio_queue_drain_rule_loses_nothing() -> TestResult {
+    use mio::{Events, Interest, Poll, Token};
+    let mut q = multiproc::Queue::<u32>::new()?;
+    let producer = q.clone();
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(8);
+    poll.registry()
+        .register(&mut q, Token(2), Interest::READABLE)?;
+    assert!(ready_tokens(&mut poll, &mut events, Duration::from_millis(10))?.is_empty());
+    let mut child = Process::fork(move || {
+        for i in 0..300 {
+            producer.put(&i).unwrap();
+        }
+    });
+    child.start()?;
+    let mut got = Vec::new();
+    while got.len() < 300 {
+        let t = ready_tokens(&mut poll, &mut events, Duration::from_secs(5))?;
+        assert_eq!(t, [Token(2)], "an event was lost after {} items", got.len());
+        loop {
+            match q.try_get() {
+                Ok(v) => got.push(v),
+                Err(e) if e.kind() == ErrorKind::Empty => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    assert_eq!(got, (0..300).collect::<Vec<_>>());
+    assert_eq!(child.join()?, 0);
+    Ok(())
+}
+
+fn mio_listener_with_several_pending_clients() -> TestResult {
+    use mio::{Events, Interest, Poll, Token};
+    let key = b"secret";
+    let mut listener = multiproc::Listener::bind("127.0.0.1:0", Some(key))?;
+    let addr = listener.local_addr().clone();
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(8);
+    poll.registry()
+        .register(&mut listener, Token(3), Interest::READABLE)?;
+    let mut children = Vec::new();
+    for i in 0..4u8 {
+        let addr = addr.clone();
+        let mut c = Process::fork(move || {
+            let mut conn = multiproc::Client::connect(addr, Some(b"secret")).unwrap();
+            conn.send_bytes(&[i]).unwrap();
+            let _ = conn.recv_bytes();
+        });
+        c.start()?;
+        children.push(c);
+    }
+    let mut accepted = Vec::new();
+    while accepted.len() < 4 {
+        let t = ready_tokens(&mut poll, &mut events, Duration::from_secs(5))?;
+        assert_eq!(
+            t,
+            [Token(3)],
+            "an event was lost after {} accepts",
+            accepted.len()
+        );
+        while let Some(conn) = listener.try_accept()? {
+            accepted.push(conn);
+        }
+    }
+    drop(accepted);
+    for mut c in children {
+        assert_eq!(c.join()?, 0);
+    }
+    Ok(())
+}
+
+fn mio_sentinel_and_two_polls() -> TestResult {
+    use mio::{Events, Interest, Poll, Token};
+    let (mut keep, mut child_end) = Pipe::new()?;
+    let mut p = Process::fork(move || {
+        let _ = child_end.recv_bytes();
+    });
+    p.start()?;
+    let mut s = p.sentinel()?;
+    let mut poll1 = Poll::new()?;
+    let mut poll2 = Poll::new()?;
+    let mut events = Events::with_capacity(8);
+    poll1
+        .registry()
+        .register(&mut s, Token(4), Interest::READABLE)?;
+    poll2
+        .registry()
+        .register(&mut s, Token(5), Interest::READABLE)?;
+    assert!(ready_tokens(&mut poll1, &mut events, Duration::from_millis(10))?.is_empty());
+    keep.send_bytes(b"exit")?;
+    assert_eq!(
+        ready_tokens(&mut poll1, &mut events, Duration::from_secs(5))?,
+        [Token(4)]
+    );
+    assert_eq!(
+        ready_tokens(&mut poll2, &mut events, Duration::from_secs(5))?,
+        [Token(5)]
+    );
+    poll1.registry().deregister(&mut s)?;
+    poll2
+        .registry()
+        .reregister(&mut s, Token(6), Interest::READABLE)?;
+    assert_eq!(
+        ready_tokens(&mut poll2, &mut events, Duration::from_secs(5))?,
+        [Token(6)]
+    );
+    assert_eq!(p.join()?, 0);
+    Ok(())
+}
+
+fn a_queue_and_its_clone_in_one_wait_set_is_a_typed_error() -> TestResult {
+    let q = multiproc::Queue::<u32>::new()?;
+    let mut set = WaitSet::new()?;
+    let a = set.insert(q.clone())?;
+    // One fd under both handles: a typed error that says so, not a bare EEXIST.
+    let err = set.insert(q.clone()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("registered here already"), "{err}");
+    q.put(&1)?;
+    assert_eq!(set.wait(FIVE_S)?, [a]);
+    Ok(())
+}
+
+fn wait_mixes_every_kind() -> TestResult {
+    let (mut tx, mut rx) = Pipe::new()?;
+    let q = multiproc::Queue::<u32>::new()?;
+    let mut q2 = q.clone();
+    let mut listener = multiproc::Listener::bind("127.0.0.1:0", None)?;
+    let (mut keep, mut child_end) = Pipe::new()?;
+    let mut p = Process::fork(move || {
+        let _ = child_end.recv_bytes();
+    });
+    p.start()?;
+    let mut s = p.sentinel()?;
+    let mut q1 = q.clone();
+    macro_rules! objs {
+        () => {
+            [
+                &mut rx as &mut dyn Waitable,
+                &mut s,
+                &mut q1,
+                &mut listener,
+                &mut q2,
+            ]
+        };
+    }
+    assert!(wait(&mut objs!(), Some(Duration::ZERO))?.is_empty());
+    q.put(&5)?;
+    assert_eq!(wait(&mut objs!(), FIVE_S)?, [2, 4], "the same queue twice");
+    assert_eq!(q.try_get()?, 5);
+    assert!(wait(&mut objs!(), Some(Duration::ZERO))?.is_empty());
+    tx.send_bytes(b"x")?;
+    assert_eq!(wait(&mut objs!(), Some(Duration::MAX))?, [0]);
+    rx.recv_bytes()?;
+    let _client = multiproc::Client::connect(listener.local_addr().clone(), None)?;
+    assert_eq!(wait(&mut objs!(), FIVE_S)?, [3]);
+    assert!(listener.try_accept()?.is_some());
+    keep.send_bytes(b"exit")?;
+    assert_eq!(wait(&mut objs!(), FIVE_S)?, [1]);
+    p.join()?;
+    listener.close();
+    let err = wait(&mut objs!(), FIVE_S).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed);
+    Ok(())
+}

@@ -10,6 +10,7 @@
 //! the fd turns readable and yields each message once it is whole.
 
 use std::io::IoSlice;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -267,6 +268,14 @@ impl Connection {
                 Ok(Fill::Eof) | Err(_) => return true,
             }
         }
+    }
+
+    /// Whether the other end is gone as far as the fd can tell without reading: an error
+    /// or hang-up on it (a write-only end's reader closed). A closed connection counts.
+    pub(crate) fn peer_gone(&self) -> bool {
+        self.fd
+            .as_ref()
+            .is_none_or(|fd| sys::fd::hung_up(fd.as_fd()))
     }
 
     /// Whether a whole frame, or the end of the stream, is already in user space, or the

@@ -232,6 +232,53 @@ impl<T> crate::wait::Waitable for JoinableQueue<T> {
     }
 }
 
+/// Registers the queue's readiness fd in a user's own mio `Poll`, as [`Queue`]'s impl does:
+/// an event means items may be there. Take them until the queue says it is empty (`Empty`
+/// from a non-blocking get, which also re-arms the fd). Clones share the fd: register one.
+///
+/// # Examples
+/// ```
+/// # fn main() -> multiproc::Result<()> {
+/// use std::time::Duration;
+/// use mio::{Events, Interest, Poll, Token};
+/// let mut q = multiproc::JoinableQueue::<u8>::new()?;
+/// let mut poll = Poll::new()?;
+/// poll.registry().register(&mut q, Token(1), Interest::READABLE)?;
+/// let mut events = Events::with_capacity(4);
+/// for round in 0..2 {
+///     q.put(&round)?;
+///     poll.poll(&mut events, Some(Duration::from_secs(5)))?;
+///     assert_eq!(events.iter().next().unwrap().token(), Token(1));
+///     assert_eq!(q.try_get()?, round);
+///     assert_eq!(q.try_get().unwrap_err().kind(), multiproc::ErrorKind::Empty);
+///     q.task_done()?;
+/// }
+/// # Ok(()) }
+/// ```
+impl<T> mio::event::Source for JoinableQueue<T> {
+    fn register(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> std::io::Result<()> {
+        self.inner.register(registry, token, interests)
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> std::io::Result<()> {
+        self.inner.reregister(registry, token, interests)
+    }
+
+    fn deregister(&mut self, registry: &mio::Registry) -> std::io::Result<()> {
+        self.inner.deregister(registry)
+    }
+}
+
 impl<T> Serialize for JoinableQueue<T> {
     /// As [`Queue`]'s: only in spawn arguments.
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {

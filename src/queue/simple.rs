@@ -132,6 +132,59 @@ impl<T> crate::wait::Waitable for SimpleQueue<T> {
     }
 }
 
+/// Registers the queue's readiness fd in a user's own mio `Poll`, as [`Queue`]'s impl does:
+/// an event means items may be there. A `SimpleQueue` has no non-blocking get, so drain it
+/// with [`Waitable::is_ready`](crate::Waitable::is_ready) and `get`: take items while
+/// `is_ready` says so; its `false` re-arms the fd (mio is edge-triggered: a queue emptied
+/// with `get` alone would get no new event). Clones share the fd: register one.
+///
+/// # Examples
+/// ```
+/// # fn main() -> multiproc::Result<()> {
+/// use std::time::Duration;
+/// use mio::{Events, Interest, Poll, Token};
+/// use multiproc::Waitable;
+/// let mut q = multiproc::SimpleQueue::<u8>::new()?;
+/// let mut poll = Poll::new()?;
+/// poll.registry().register(&mut q, Token(1), Interest::READABLE)?;
+/// let mut events = Events::with_capacity(4);
+/// for round in 0..2 {
+///     q.put(&round)?;
+///     q.put(&10)?;
+///     poll.poll(&mut events, Some(Duration::from_secs(5)))?;
+///     assert_eq!(events.iter().next().unwrap().token(), Token(1));
+///     let mut got = Vec::new();
+///     while q.is_ready() {
+///         got.push(q.get()?);
+///     }
+///     assert_eq!(got, [round, 10]);
+/// }
+/// # Ok(()) }
+/// ```
+impl<T> mio::event::Source for SimpleQueue<T> {
+    fn register(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> std::io::Result<()> {
+        self.inner.register(registry, token, interests)
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> std::io::Result<()> {
+        self.inner.reregister(registry, token, interests)
+    }
+
+    fn deregister(&mut self, registry: &mio::Registry) -> std::io::Result<()> {
+        self.inner.deregister(registry)
+    }
+}
+
 impl<T> Serialize for SimpleQueue<T> {
     /// As [`Queue`]'s: only in spawn arguments.
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {

@@ -21,6 +21,7 @@
 mod timers;
 mod watch;
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -77,6 +78,12 @@ pub struct Token {
 
 /// What a connection's owner does with its events. Every method but `on_message` has a
 /// default that does nothing.
+///
+/// A callback that panics: its connection is removed (closed, its timers cancelled), then
+/// the panic goes on out of [`Reactor::run`] or [`Reactor::run_once`]. Nothing else is
+/// lost: a caller that catches the panic may run the reactor again, and events of the other
+/// connections reported in that round, timers, watches and posted tasks still to come are
+/// taken up by the next round.
 ///
 /// # Examples
 /// An echo server handler; the client's EOF ends it:
@@ -169,6 +176,12 @@ struct Core {
     dirty: Vec<usize>,
     /// Entries with more to read (budget ran out, just registered, or just resumed).
     again: Vec<usize>,
+    /// The entries of this round still to be read, and (below) still to be flushed. Kept
+    /// here rather than on the stack so that a handler's panic, caught by the caller of
+    /// `run`, loses none of them: the next round takes them up (mio will not report them
+    /// again).
+    reading: Vec<usize>,
+    flushing: Vec<usize>,
     notices: Vec<(Token, Notice)>,
 }
 
@@ -197,7 +210,7 @@ type Task = Box<dyn FnOnce(&mut Reactor) + Send>;
 #[derive(Clone)]
 pub struct ReactorHandle {
     waker: Arc<Waker>,
-    inbox: Arc<Mutex<Vec<Task>>>,
+    inbox: Arc<Mutex<VecDeque<Task>>>,
 }
 
 /// An event loop over connections, timers and posted tasks. Each round waits for events (or the next timer), reads whole
@@ -243,10 +256,12 @@ pub struct Reactor {
     core: Core,
     events: Events,
     waker: Arc<Waker>,
-    inbox: Arc<Mutex<Vec<Task>>>,
+    inbox: Arc<Mutex<VecDeque<Task>>>,
     /// Reused for each received message.
     scratch: Vec<u8>,
     watches: Watches,
+    /// Watches of this round still to fire (see `Core::reading`).
+    firing: Vec<WatchId>,
 }
 
 impl Reactor {
@@ -275,13 +290,16 @@ impl Reactor {
                 stopped: false,
                 dirty: Vec::new(),
                 again: Vec::new(),
+                reading: Vec::new(),
+                flushing: Vec::new(),
                 notices: Vec::new(),
             },
             events: Events::with_capacity(1024),
             waker,
-            inbox: Arc::new(Mutex::new(Vec::new())),
+            inbox: Arc::new(Mutex::new(VecDeque::new())),
             scratch: Vec::new(),
             watches: Watches::default(),
+            firing: Vec::new(),
         })
     }
 
@@ -443,7 +461,8 @@ impl Reactor {
     /// ```
     ///
     /// # Errors
-    /// `Closed` if `source` has no fd; `Io` if registration fails.
+    /// `Closed` if `source` has no fd; `InvalidInput` if its fd is watched already (two
+    /// handles of one queue share one); `Io` if registration fails.
     pub fn when_ready<W, F>(&mut self, source: W, callback: F) -> Result<WatchId>
     where
         W: crate::wait::Waitable + 'static,
@@ -608,8 +627,18 @@ impl Reactor {
             let until = deadline.saturating_duration_since(now);
             wait = Some(wait.map_or(until, |w| w.min(until)));
         }
-        let due = self.watches.take_due();
-        if !self.core.again.is_empty() || !self.core.dirty.is_empty() || !due.is_empty() {
+        // What a round cut short by a panic left undone comes first.
+        let mut watched = std::mem::take(&mut self.firing);
+        watched.append(&mut self.watches.take_due());
+        let mut readable = std::mem::take(&mut self.core.reading);
+        readable.append(&mut self.core.again);
+        let mut leftover = std::mem::take(&mut self.core.flushing);
+        leftover.retain(|i| !self.core.dirty.contains(i));
+        leftover.append(&mut self.core.dirty);
+        self.core.dirty = leftover;
+        let tasks_left = !self.inbox.lock().map_or(true, |i| i.is_empty());
+        if !readable.is_empty() || !self.core.dirty.is_empty() || !watched.is_empty() || tasks_left
+        {
             wait = Some(Duration::ZERO);
         }
         match self.core.poll.poll(&mut self.events, wait) {
@@ -617,9 +646,7 @@ impl Reactor {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),
         }
-        let mut woken = false;
-        let mut readable = Vec::new();
-        let mut watched = due;
+        let mut woken = tasks_left;
         for event in self.events.iter() {
             if event.token() == WAKER {
                 woken = true;
@@ -637,13 +664,17 @@ impl Reactor {
                 readable.push(index);
             }
         }
-        readable.append(&mut self.core.again);
         readable.sort_unstable();
         readable.dedup();
-        for index in readable {
+        // Taken from the back: reversed, they are read in ascending order.
+        readable.reverse();
+        self.core.reading = readable;
+        while let Some(index) = self.core.reading.pop() {
             self.read(index);
         }
-        for id in watched {
+        watched.reverse();
+        self.firing = watched;
+        while let Some(id) = self.firing.pop() {
             if let Some(fire) = self.watches.take(self.core.poll.registry(), id) {
                 fire(self);
             }
@@ -653,8 +684,17 @@ impl Reactor {
             self.dispatch(token, |h, ctx| h.on_timer(ctx, id));
         }
         if woken {
-            let tasks = std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|p| p.into_inner()));
-            for task in tasks {
+            // One at a time, and only those posted by now (a task posting another must not
+            // keep the round going): a panicking task leaves the rest in the inbox.
+            let posted = self.inbox.lock().unwrap_or_else(|p| p.into_inner()).len();
+            for _ in 0..posted {
+                let task = {
+                    let mut inbox = self.inbox.lock().unwrap_or_else(|p| p.into_inner());
+                    match inbox.pop_front() {
+                        Some(task) => task,
+                        None => break,
+                    }
+                };
                 task(self);
             }
         }
@@ -677,6 +717,18 @@ impl Reactor {
             let Some(conn) = entry.conn.as_mut() else {
                 return;
             };
+            if !conn.readable() {
+                // A write-only end (a half-duplex pipe's writer) is there to send: nothing
+                // to read. Its event means the reader is gone; any send would fail now.
+                if conn.peer_gone() {
+                    let gone = Error::with_message(
+                        ErrorKind::BrokenPipe,
+                        "the reading end of this write-only connection is closed",
+                    );
+                    self.finish(token, |h, ctx| h.on_error(ctx, gone));
+                }
+                return;
+            }
             match conn.try_recv_bytes_into_within(&mut self.scratch, READS_PER_TURN) {
                 Ok(Within::Message(_)) => {
                     let mut message = std::mem::take(&mut self.scratch);
@@ -736,7 +788,10 @@ impl Reactor {
         // One pass: output that notices queue now (a producer refilling in `on_drained`)
         // waits for the next round, which then polls without blocking. Looping here until
         // quiet would let one producer starve every other connection, timer and `stop`.
-        for index in std::mem::take(&mut self.core.dirty) {
+        let mut round = std::mem::take(&mut self.core.dirty);
+        round.reverse();
+        self.core.flushing = round;
+        while let Some(index) = self.core.flushing.pop() {
             let Some(token) = self.core.token_of(index) else {
                 continue;
             };
@@ -800,11 +855,14 @@ impl Core {
         let conn_serial = conn.serial();
         let entry = self.entries.vacant_entry();
         let index = entry.key();
-        self.poll.registry().register(
-            &mut mio::unix::SourceFd(&raw),
-            mio::Token(index),
-            Interest::READABLE,
-        )?;
+        self.poll
+            .registry()
+            .register(
+                &mut mio::unix::SourceFd(&raw),
+                mio::Token(index),
+                Interest::READABLE,
+            )
+            .map_err(crate::wait::registered_twice)?;
         self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
         entry.insert(Entry {
@@ -873,17 +931,27 @@ impl Core {
         let (Some(mut conn), Some(mut handler)) = (entry.conn.take(), entry.handler.take()) else {
             return;
         };
-        {
+        let outcome = {
             let mut ctx = Context {
                 token,
                 conn: &mut conn,
                 core: self,
             };
-            f(handler.as_mut(), &mut ctx);
-        }
+            // Caught only to tidy up, then resumed: the panic still reaches the caller of
+            // `run`, but the connection whose handler panicked is removed first (its fd out
+            // of epoll and closed, its timers cancelled), so that a caller who catches it
+            // can run on without a dead entry that keeps `run` waiting for ever.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                f(handler.as_mut(), &mut ctx);
+            }))
+        };
         if let Some(entry) = self.entry(token) {
             entry.conn = Some(conn);
             entry.handler = Some(handler);
+        }
+        if let Err(panic) = outcome {
+            drop(self.remove(token));
+            std::panic::resume_unwind(panic);
         }
     }
 
@@ -1109,6 +1177,13 @@ impl Context<'_> {
 
     /// Queues a byte message for another registered connection.
     ///
+    /// Memory stays bounded when that connection's peer reads slower than this one's
+    /// writes: while its queue is past the high-water mark (see
+    /// [`Reactor::set_high_water`]; until it falls to half), the message is refused with
+    /// `Full` and nothing is queued. Its own handler hears of it in
+    /// [`Handler::on_backpressure`]; the sender decides whether to drop the message, keep
+    /// it, or stop reading its own peer.
+    ///
     /// # Examples
     /// ```
     /// # fn main() -> multiproc::Result<()> {
@@ -1136,16 +1211,26 @@ impl Context<'_> {
     /// ```
     ///
     /// # Errors
-    /// `InvalidInput` if `token` names no registered connection; `ReadOnly`.
+    /// `InvalidInput` if `token` names no registered connection; `Full` while its queue is
+    /// past the high-water mark; `ReadOnly`.
     pub fn send_bytes_to(&mut self, token: Token, message: &[u8]) -> Result<()> {
         if token == self.token {
             return self.send_bytes(message);
         }
-        let conn = self
+        let entry = self
             .core
             .entry(token)
-            .and_then(|e| e.conn.as_mut())
+            .filter(|e| e.conn.is_some())
             .ok_or_else(|| Error::with_message(ErrorKind::InvalidInput, "no such reactor token"))?;
+        if entry.paused {
+            return Err(Error::with_message(
+                ErrorKind::Full,
+                "the connection's send queue is past the high-water mark",
+            ));
+        }
+        let Some(conn) = entry.conn.as_mut() else {
+            unreachable!("filtered above");
+        };
         conn.queue_frame(message)?;
         let pending = conn.pending_send_len();
         self.core.queued(token, pending);
@@ -1218,6 +1303,44 @@ impl Context<'_> {
     /// As [`Reactor::register`].
     pub fn register(&mut self, conn: Connection, handler: impl Handler + 'static) -> Result<Token> {
         self.core.insert(conn, Box::new(handler))
+    }
+
+    /// Removes another registered connection and hands it back, as
+    /// [`Reactor::deregister`] does: its handler gets no further callback, even for an
+    /// event already reported in this round. `None` for a token that names nothing, and
+    /// for this callback's own connection (end that one with [`close`](Self::close)).
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use multiproc::{Connection, Context, Handler, Pipe, Reactor, Token};
+    /// struct Kick(Token, Option<Connection>);
+    /// impl Handler for Kick {
+    ///     fn on_message(&mut self, ctx: &mut Context<'_>, _: &[u8]) {
+    ///         self.1 = ctx.deregister(self.0);
+    ///         assert!(self.1.is_some());
+    ///         ctx.stop();
+    ///     }
+    /// }
+    /// struct Quiet;
+    /// impl Handler for Quiet {
+    ///     fn on_message(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    /// }
+    /// let (_other_peer, other) = Pipe::new()?;
+    /// let (mut admin, admin_end) = Pipe::new()?;
+    /// let mut reactor = Reactor::new()?;
+    /// let other = reactor.register(other, Quiet)?;
+    /// reactor.register(admin_end, Kick(other, None))?;
+    /// admin.send_bytes(b"kick")?;
+    /// reactor.run()?;
+    /// assert_eq!(reactor.len(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn deregister(&mut self, token: Token) -> Option<Connection> {
+        if token == self.token {
+            return None;
+        }
+        self.core.remove(token)
     }
 
     /// Sets a one-shot timer for this handler.
@@ -1366,7 +1489,7 @@ impl ReactorHandle {
         self.inbox
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(Box::new(task));
+            .push_back(Box::new(task));
         // Waking can only fail if the reactor's eventfd is gone, i.e. the reactor with it.
         let _ = self.waker.wake();
     }

@@ -66,11 +66,13 @@ impl Watches {
         let buffered = source.is_ready_buffered();
         let entry = self.slab.vacant_entry();
         let index = entry.key();
-        registry.register(
-            &mut mio::unix::SourceFd(&fd),
-            mio::Token(WATCH_BIT | index),
-            Interest::READABLE,
-        )?;
+        registry
+            .register(
+                &mut mio::unix::SourceFd(&fd),
+                mio::Token(WATCH_BIT | index),
+                Interest::READABLE,
+            )
+            .map_err(crate::wait::registered_twice)?;
         self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
         entry.insert(Watch {
