@@ -1690,6 +1690,60 @@ fn write_only_end_is_ready_alike_to_wait_and_wait_set() -> TestResult {
     )
 }
 
+/// Runs `f` on a thread of its own and returns what it returned; an error if it is still
+/// running after `HANG` (a call that blocks for ever).
+fn within_hang<R: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, Box<dyn std::error::Error>> {
+    const HANG: Duration = Duration::from_secs(20);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(HANG)
+        .map_err(|_| format!("{what}: still blocked after {HANG:?}").into())
+}
+
+/// A blocking socket the user gave a receive timeout (`SO_RCVTIMEO`: std's
+/// `set_read_timeout`) and adopted: a receive that runs out of it fails with `EAGAIN`,
+/// as the kernel says, and loses nothing (the rest of a frame begun arrives later), rather
+/// than wait for ever as if the fd were non-blocking.
+fn a_receive_timeout_on_an_adopted_socket_ends_a_recv() -> TestResult {
+    let (ours, mut theirs) = UnixStream::pair()?;
+    ours.set_read_timeout(Some(Duration::from_millis(20)))?;
+    let ours = Connection::from(OwnedFd::from(ours));
+    // Half a header, so the receive has begun a frame when it times out.
+    theirs.write_all(&[0, 0])?;
+    let (got, mut ours) = within_hang("recv_bytes past the socket's receive timeout", move || {
+        let mut ours = ours;
+        (ours.recv_bytes(), ours)
+    })?;
+    let err = got.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err:?}");
+    assert_eq!(err.raw_os_error(), Some(libc::EAGAIN), "{err:?}");
+    theirs.write_all(&[0, 5])?;
+    theirs.write_all(b"hello")?;
+    assert_eq!(ours.recv_bytes()?, b"hello");
+    Ok(())
+}
+
+/// The same for a send timeout (`SO_SNDTIMEO`: std's `set_write_timeout`): a send the peer
+/// does not read fails once it runs out, rather than wait for ever.
+fn a_send_timeout_on_an_adopted_socket_ends_a_send() -> TestResult {
+    let (ours, theirs) = UnixStream::pair()?;
+    ours.set_write_timeout(Some(Duration::from_millis(20)))?;
+    let ours = Connection::from(OwnedFd::from(ours));
+    let got = within_hang("send_bytes past the socket's send timeout", move || {
+        let mut ours = ours;
+        ours.send_bytes(&vec![7u8; 16 << 20])
+    })?;
+    let err = got.unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EAGAIN), "{err:?}");
+    drop(theirs);
+    Ok(())
+}
+
 tests_main!(
     round_trip_sizes_over_duplex,
     round_trip_sizes_over_half_duplex,
@@ -1725,7 +1779,9 @@ tests_main!(
     queued_sends_are_written_on_close_and_drop_as_far_as_the_fd_takes_them,
     queued_sends_handed_to_a_forked_child_are_written_once,
     absurd_length_headers_are_typed_errors,
-    write_only_end_is_ready_alike_to_wait_and_wait_set;
+    write_only_end_is_ready_alike_to_wait_and_wait_set,
+    a_receive_timeout_on_an_adopted_socket_ends_a_recv,
+    a_send_timeout_on_an_adopted_socket_ends_a_send;
     ignored: headers_at_the_length_boundaries,
     a_two_gib_frame_arrives_whole,
 );

@@ -738,6 +738,70 @@ fn repeated_use_does_not_grow_memory() -> TestResult {
     Ok(())
 }
 
+/// A spawned child that replaces itself with another program (`exec`): its stdin and
+/// stdout become the two pipes it was passed, and the program (a shell) says it runs, then
+/// waits for a line.
+fn exec_a_shell((input, output): (Connection, Connection)) {
+    let input = OwnedFd::from(input);
+    let output = OwnedFd::from(output);
+    rustix::stdio::dup2_stdin(&input).unwrap();
+    rustix::stdio::dup2_stdout(&output).unwrap();
+    let err = std::os::unix::process::CommandExt::exec(
+        std::process::Command::new("sh").args(["-c", "echo up; read line"]),
+    );
+    panic!("exec failed: {err}");
+}
+
+/// The child's exit sentinel fires when the child exits, not before: not when it runs
+/// another program in its place (`exec`: the same process goes on), with pidfds or
+/// without (the sentinel pipe's write end, held by the child, must survive its exec).
+fn a_spawned_childs_sentinel_fires_at_its_exit_not_at_its_exec() -> TestResult {
+    let (stdin_r, stdin_w) = Pipe::half_duplex()?;
+    let (stdout_r, stdout_w) = Pipe::half_duplex()?;
+    let mut p = Process::spawn(exec_a_shell, (stdin_r, stdout_w));
+    p.set_daemon(true)?;
+    p.start()?;
+    let stdout_r = OwnedFd::from(stdout_r);
+    let mut up = [0u8; 3];
+    let mut got = 0;
+    while got < up.len() {
+        let n = rustix::io::read(&stdout_r, &mut up[got..])?;
+        if n == 0 {
+            fail!("the shell said nothing");
+        }
+        got += n;
+    }
+    assert_eq!(&up, b"up\n");
+    // The shell runs (it said so) and waits for its line: the child has not exited.
+    let sentinel = p.sentinel()?;
+    let ready = multiproc::wait(&mut [sentinel], Some(Duration::ZERO))?;
+    let early = !ready.is_empty();
+    rustix::io::write(OwnedFd::from(stdin_w), b"go\n")?;
+    let ready = multiproc::wait(&mut [p.sentinel()?], Some(Duration::from_secs(20)))?;
+    assert_eq!(ready, [0], "the sentinel did not fire at exit");
+    assert_eq!(p.join()?, 0);
+    if early {
+        fail!("the sentinel fired while the child ran (after its exec)");
+    }
+    Ok(())
+}
+
+/// The same without pidfds: this test binary runs that test again with pidfds off.
+fn without_pidfds_a_spawned_childs_sentinel_fires_at_its_exit_not_at_its_exec() -> TestResult {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "a_spawned_childs_sentinel_fires_at_its_exit_not_at_its_exec",
+            "--exact",
+        ])
+        .env("MULTIPROC_NO_PIDFD", "1")
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !text.contains("1 passed") {
+        fail!("{}\n{}", text, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
 tests_main!(
     an_exec_inherits_no_fd_of_the_library,
     a_spawned_child_receives_only_what_was_passed,
@@ -751,4 +815,11 @@ tests_main!(
     reactor_and_waitset_errors_leak_nothing,
     children_leave_nothing_behind,
     repeated_use_does_not_grow_memory,
+    a_spawned_childs_sentinel_fires_at_its_exit_not_at_its_exec;
+    // Fails, as documented on `Sentinel`: without pidfds, a spawned child holds the
+    // sentinel pipe's write end close-on-exec, so an exec of its own fires the sentinel
+    // early. Chosen over the other way (surviving exec, it reached every program the child
+    // starts with std's `Command`, and one outliving the child kept the sentinel from ever
+    // firing). Kept to show the cost; run it with `--ignored`.
+    ignored: without_pidfds_a_spawned_childs_sentinel_fires_at_its_exit_not_at_its_exec,
 );

@@ -538,20 +538,31 @@ fn live_unix_socket_is_refused_and_left_alone() -> TestResult {
     Ok(())
 }
 
+/// Whether the kernel's socket diagnostics can be asked here (a sandbox may refuse
+/// netlink); says so loudly when not, for the tests that need them to skip.
+fn sock_diag_available() -> bool {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, netlink};
+    match rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        Some(netlink::SOCK_DIAG),
+    ) {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("SKIPPED: no NETLINK_SOCK_DIAG socket here ({e}); bind falls back to names");
+            false
+        }
+    }
+}
+
 /// A socket that still listens under a path whose file was removed and made again (say, an
 /// old listener's copy in a forked child): the file now there is stale all the same, and is
 /// replaced, while the old socket is left alone. The kernel's socket diagnostics tell the
 /// file apart by its inode; `/proc/net/unix` shows only the name, the same for both.
 #[test]
 fn a_stale_file_is_replaced_while_an_old_socket_listens_under_its_name() -> TestResult {
-    use rustix::net::{AddressFamily, SocketFlags, SocketType, netlink};
-    if let Err(e) = rustix::net::socket_with(
-        AddressFamily::NETLINK,
-        SocketType::DGRAM,
-        SocketFlags::CLOEXEC,
-        Some(netlink::SOCK_DIAG),
-    ) {
-        eprintln!("SKIPPED: no NETLINK_SOCK_DIAG socket here ({e}); bind falls back to names");
+    if !sock_diag_available() {
         return Ok(());
     }
     let path = socket_path("replaced");
@@ -1487,5 +1498,101 @@ fn client_connect_timeout_when_a_unix_backlog_is_full() -> TestResult {
         assert_eq!(err.kind(), ErrorKind::Timeout, "{address}: {err:?}");
         assert!(took >= timeout, "gave up after {took:?}");
     }
+    Ok(())
+}
+
+/// Hundreds of live listeners, on the root filesystem and on tmpfs (`/dev/shm`): the
+/// kernel's socket diagnostics answer in many datagrams, and each listener must be found in
+/// them by its file's device and inode (a live one that is missed is probed with a
+/// connection). Every bind over one fails with `EADDRINUSE`, and none of them sees a
+/// connection.
+#[test]
+fn live_listeners_among_hundreds_are_found_without_a_probe() -> TestResult {
+    const EACH: usize = 250;
+    if !sock_diag_available() {
+        return Ok(());
+    }
+    let mut dirs = vec![std::env::temp_dir()];
+    if std::path::Path::new("/dev/shm").is_dir() {
+        dirs.push(PathBuf::from("/dev/shm"));
+    }
+    // Each bound through a symlink to its directory and bound over by the real path: the
+    // names differ, so only the file's identity can tell (`/proc/net/unix` shows the name).
+    let mut live = Vec::new();
+    let mut cleanup = Vec::new();
+    for dir in &dirs {
+        let real = dir.join(unique("many-real"));
+        std::fs::create_dir(&real)?;
+        let link = dir.join(unique("many-link"));
+        std::os::unix::fs::symlink(&real, &link)?;
+        cleanup.push(RemoveTreeOnDrop(real.clone(), link.clone()));
+        for i in 0..EACH {
+            let name = format!("{i}.sock");
+            let listener = UnixListener::bind(link.join(&name))?;
+            listener.set_nonblocking(true)?;
+            live.push((real.join(&name), listener));
+        }
+    }
+    for (path, listener) in &live {
+        let err = Listener::bind(path.as_path(), None).unwrap_err();
+        assert_eq!(
+            err.raw_os_error(),
+            Some(libc::EADDRINUSE),
+            "{}: {err:?}",
+            path.display()
+        );
+        match listener.accept() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            other => panic!("{}: the failed bind probed it: {other:?}", path.display()),
+        }
+    }
+    Ok(())
+}
+
+/// Removes a directory with what is in it, and a symlink to it, on drop.
+struct RemoveTreeOnDrop(PathBuf, PathBuf);
+
+impl Drop for RemoveTreeOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.1);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Binders racing for one free path: exactly one wins. One caught between its `bind(2)`
+/// and its `listen(2)` looks like a stale file to the other (nothing listens there, a
+/// connection is refused), which must not take the path from it: two "successful" binds
+/// would leave one listener unreachable, and its drop could remove the other's file.
+#[test]
+fn binders_racing_for_a_free_path_never_both_win() -> TestResult {
+    const ROUNDS: usize = 1500;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let mut both = 0;
+    for round in 0..ROUNDS {
+        let path = socket_path("race");
+        let _cleanup = RemoveOnDrop(path.clone());
+        let binders: Vec<_> = (0..2)
+            .map(|_| {
+                let (path, barrier) = (path.clone(), barrier.clone());
+                thread::spawn(move || {
+                    barrier.wait();
+                    Listener::bind(path.as_path(), None)
+                })
+            })
+            .collect();
+        let results: Vec<_> = binders
+            .into_iter()
+            .map(|b| b.join().expect("binder panicked"))
+            .collect();
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        if won != 1 {
+            both += 1;
+            eprintln!("round {round}: {won} binders won: {results:?}");
+        }
+    }
+    assert_eq!(
+        both, 0,
+        "rounds of {ROUNDS} where the winners were not exactly one"
+    );
     Ok(())
 }

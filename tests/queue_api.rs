@@ -521,6 +521,45 @@ fn clones_in_many_threads_at_once() -> TestResult {
     Ok(())
 }
 
+/// Every put that fails counts nothing, whatever made it fail (Full, Timeout, Closed,
+/// ShutDown), whether or not it waited: afterwards `join` waits for exactly the items put.
+fn joinable_failed_puts_count_nothing() -> TestResult {
+    let q = JoinableQueue::<u32>::bounded(1)?;
+    q.put(&1)?;
+    assert_eq!(q.try_put(&2).unwrap_err().kind(), ErrorKind::Full);
+    let err = q.put_timeout(&3, Duration::from_millis(5)).unwrap_err();
+    assert!(err.kind() == ErrorKind::Full || err.is_timeout(), "{err:?}");
+    assert!(q.put_bytes_timeout(&cbor(&4u32)?, Duration::ZERO).is_err());
+    assert_eq!(q.get()?, 1);
+    q.task_done()?;
+    q.join_timeout(Duration::ZERO)?;
+    assert_eq!(q.task_done().unwrap_err().kind(), ErrorKind::InvalidInput);
+
+    // A producer waiting for room when an immediate shutdown discards the item in the way:
+    // that item counts done, the waiting put fails and counts nothing, so `join` returns
+    // (whichever came first, the put's wait or the shutdown).
+    q.put(&5)?;
+    let producer = {
+        let q = q.clone();
+        std::thread::spawn(move || q.put(&6))
+    };
+    q.shutdown(true);
+    let put = producer.join().map_err(|_| "producer panicked")?;
+    assert_eq!(put.unwrap_err().kind(), ErrorKind::ShutDown);
+    q.join_timeout(HANG)?;
+    assert_eq!(q.task_done().unwrap_err().kind(), ErrorKind::InvalidInput);
+
+    let q = JoinableQueue::<u32>::new()?;
+    q.close();
+    assert_eq!(q.put(&7).unwrap_err().kind(), ErrorKind::Closed);
+    assert_eq!(
+        q.put_bytes(&cbor(&7u32)?).unwrap_err().kind(),
+        ErrorKind::Closed
+    );
+    q.join_timeout(Duration::ZERO)?;
+    Ok(())
+}
+
 tests_main!(
     joinable_put_bytes_counts_the_item,
     joinable_items_put_through_a_plain_queue_reference_count,
@@ -537,4 +576,5 @@ tests_main!(
     wait_loop_drains_then_sees_shutdown,
     clones_dropped_and_closed_while_another_thread_gets,
     clones_in_many_threads_at_once,
+    joinable_failed_puts_count_nothing,
 );

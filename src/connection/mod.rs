@@ -684,7 +684,10 @@ impl From<OwnedFd> for Connection {
     /// or seqpacket socket is not refused, but a message over 64 KiB arrives damaged or never
     /// (a datagram longer than one read is cut short). An fd in non-blocking mode
     /// (`O_NONBLOCK`, as mio and tokio sockets are) is fine: the blocking calls wait for it,
-    /// and its mode is left as it is.
+    /// and its mode is left as it is. A timeout set on a blocking socket (`SO_RCVTIMEO`,
+    /// `SO_SNDTIMEO`: std's `set_read_timeout`, `set_write_timeout`) ends a blocking call
+    /// with an `Io` error (`EAGAIN`); a receive loses nothing by it (a frame begun is
+    /// finished by the next), while a send may have written part of its frame.
     ///
     /// # Examples
     /// ```

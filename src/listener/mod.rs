@@ -130,9 +130,9 @@ impl Listener {
     /// there, and the file is ours) is replaced; the file is removed when the listener is
     /// dropped. A live listener there is told from a stale file without connecting to it
     /// (by the file's inode in the kernel's socket diagnostics; only one in another network
-    /// namespace sees a connection attempt, which never waits), and binders replacing one
-    /// stale file take turns (an `flock` on its directory), so that one wins and the others
-    /// fail with `EADDRINUSE`.
+    /// namespace sees a connection attempt, which never waits), and binders of one path
+    /// take turns (an `flock` on its directory, from `bind(2)` to `listen(2)`), so that one
+    /// wins and the others fail with `EADDRINUSE`.
     ///
     /// A listener moved into a [`Process::fork`](crate::Process::fork) closure keeps its
     /// file: the parent's copy, dropped at `start`, leaves it to the child, whose drop
@@ -662,12 +662,15 @@ fn listen(address: &Address) -> Result<(OwnedFd, Address, Option<SocketFile>)> {
             let unix = rustix::net::SocketAddrUnix::new(path.as_path())?;
             let socket =
                 rustix::net::socket_with(AddressFamily::UNIX, SocketType::STREAM, flags, None)?;
-            // Held while a stale file is replaced, to the end: two binders over one stale
-            // file must not both replace it (the second would remove the first's new file).
-            let mut replacing = None;
+            // Held from before `bind(2)` to after `listen(2)`. Between the two, the file is
+            // there with nothing listening on it: to another binder it looks stale (a
+            // connection is refused), and without the lock it would replace it, so that
+            // both binds succeed, this listener unreachable and its drop removing the
+            // other's file. And two binders over one stale file must not both replace it
+            // (the second would remove the first's new file).
+            let lock = socket_file::lock_directory_of(path);
             match rustix::net::bind(&socket, &unix) {
                 Err(rustix::io::Errno::ADDRINUSE) => {
-                    replacing = socket_file::lock_directory_of(path);
                     if !socket_file::is_stale(path) {
                         return Err(rustix::io::Errno::ADDRINUSE.into());
                     }
@@ -684,7 +687,7 @@ fn listen(address: &Address) -> Result<(OwnedFd, Address, Option<SocketFile>)> {
                 remove_socket_file(&file);
                 return Err(e.into());
             }
-            drop(replacing);
+            drop(lock);
             Ok((socket, address.clone(), Some(file)))
         }
         #[cfg(any(target_os = "linux", target_os = "android"))]

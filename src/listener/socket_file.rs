@@ -11,7 +11,7 @@ use rustix::net::{AddressFamily, SocketFlags, SocketType};
 #[cfg(any(target_os = "linux", target_os = "android"))]
 use crate::sys::unix_diag;
 
-/// How long a bind replacing a stale socket file waits for its turn (see
+/// How long a bind of a socket file waits for its turn (see
 /// `lock_directory_of`).
 const DIRECTORY_LOCK_WAIT: Duration = Duration::from_millis(500);
 

@@ -12,7 +12,11 @@ use crate::error::Result;
 /// On Linux it is a pidfd, so it can never report another process that reused the pid.
 /// Where the kernel has no pidfds, it is the read end of a pipe whose write end only the
 /// child holds: it then becomes ready when the child and every process the child handed that
-/// end on to (its own forked children) have exited. Waiting on it does not reap the child:
+/// end on to (its own forked children) have exited. A spawned child holds it close-on-exec,
+/// so that programs it runs (with std's `Command`, which passes on every other fd) cannot
+/// keep it from turning ready after the child's death; the price is that a spawned child
+/// that replaces itself with another program (`exec`) makes it ready at that exec, while
+/// the process goes on (`join` still waits for the real exit). Waiting on it does not reap the child:
 /// call [`Process::join`](crate::Process::join) (which then returns at once) to collect the
 /// exit code.
 ///

@@ -37,17 +37,27 @@ pub(crate) fn describe(fd: BorrowedFd<'_>) -> io::Result<(FdKind, bool, bool)> {
 
 /// `read(2)` appending at most `limit` bytes to `buf`'s spare capacity; returns how many
 /// (0 at end of file). Retries `EINTR`, and blocks even on an fd the user made
-/// non-blocking: on `EAGAIN` it waits for the fd to turn readable and reads again.
-/// [man7: read.2]
+/// non-blocking: on `EAGAIN` it waits for the fd to turn readable and reads again. On a
+/// blocking socket `EAGAIN` is a receive timeout the user set (`SO_RCVTIMEO`) running out,
+/// and is returned. [man7: read.2, socket.7]
 pub(crate) fn read_into(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, limit: usize) -> io::Result<usize> {
     loop {
         match read_once(fd, buf, limit) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && is_nonblocking(fd) => {
                 wait_readable(fd, None)?;
             }
             res => return res,
         }
     }
+}
+
+/// Whether `fd` is in non-blocking mode (`O_NONBLOCK`), so that `EAGAIN` from it means
+/// "not now" and is to be waited out by the blocking calls. On a blocking fd it means a
+/// timeout the user set on the socket (`SO_RCVTIMEO`, `SO_SNDTIMEO`) ran out: that is
+/// reported, not waited past. Asked only after an `EAGAIN`, so it costs nothing otherwise.
+/// [man7: fcntl.2, socket.7]
+fn is_nonblocking(fd: BorrowedFd<'_>) -> bool {
+    rustix::fs::fcntl_getfl(fd).is_ok_and(|flags| flags.contains(rustix::fs::OFlags::NONBLOCK))
 }
 
 /// One `read(2)` into `buf`'s spare capacity (at most `limit` bytes), retrying `EINTR`;
@@ -176,7 +186,8 @@ pub(crate) fn hung_up(fd: BorrowedFd<'_>) -> bool {
 }
 
 /// Writes all of `bufs`, retrying short writes and `EINTR`, and waiting out `EAGAIN` (an fd
-/// the user made non-blocking). Sockets use `sendmsg` with `MSG_NOSIGNAL`, so a dead peer
+/// the user made non-blocking; on a blocking socket it is a send timeout the user set, and
+/// is returned, with part of the frame possibly written). Sockets use `sendmsg` with `MSG_NOSIGNAL`, so a dead peer
 /// is `EPIPE` and never a signal; for pipes see [`ignore_sigpipe_once`].
 /// [man7: sendmsg.2, writev.2]
 pub(crate) fn write_all(
@@ -197,8 +208,9 @@ pub(crate) fn write_all(
             Ok(n) => IoSlice::advance_slices(&mut bufs, n),
             Err(Errno::INTR) => continue,
             // An fd the user made non-blocking: wait for room rather than leave half a
-            // frame on the stream.
-            Err(Errno::AGAIN) => wait_writable(fd)?,
+            // frame on the stream. (On a blocking socket, a send timeout the user set ran
+            // out: reported, as the user asked.)
+            Err(Errno::AGAIN) if is_nonblocking(fd) => wait_writable(fd)?,
             Err(e) => return Err(e.into()),
         }
     }
@@ -222,7 +234,7 @@ pub(crate) fn write_all_contiguous(
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => buf = &buf[n..],
             Err(Errno::INTR) => continue,
-            Err(Errno::AGAIN) => wait_writable(fd)?,
+            Err(Errno::AGAIN) if is_nonblocking(fd) => wait_writable(fd)?,
             Err(e) => return Err(e.into()),
         }
     }

@@ -37,6 +37,15 @@ pub(crate) struct FileId {
     pub(crate) ino: u64,
 }
 
+impl FileId {
+    /// Whether the kernel's `self` names the file `file` (from `stat`): `unix_diag_vfs`
+    /// carries only the low 32 bits of the inode number, which on filesystems with 64-bit
+    /// inode numbers (btrfs, XFS, tmpfs with `inode64`) are not all of it.
+    fn is(self, file: FileId) -> bool {
+        self.major == file.major && self.minor == file.minor && self.ino == file.ino & 0xffff_ffff
+    }
+}
+
 /// Whether a socket of this network namespace listens on the file `file`. `Err` when the
 /// kernel cannot tell (no `unix_diag`, netlink refused by a sandbox, a reply that does not
 /// parse): the caller falls back to another way.
@@ -115,7 +124,7 @@ fn scan_datagram(mut datagram: &[u8], file: FileId) -> io::Result<Scan> {
                 return Err(io::Error::from_raw_os_error(errno.unsigned_abs() as i32));
             }
             SOCK_DIAG_BY_FAMILY => {
-                listening |= socket_on(&datagram[NLMSG_HEADER..len]) == Some(file);
+                listening |= socket_on(&datagram[NLMSG_HEADER..len]).is_some_and(|on| on.is(file));
             }
             _ => {}
         }
@@ -193,6 +202,37 @@ mod tests {
         assert!(!listening_on(file).unwrap(), "a closed socket was found");
         std::fs::remove_file(&path).unwrap();
         std::fs::remove_dir(&dir).unwrap();
+    }
+
+    /// `unix_diag_vfs` holds a 32-bit inode number: a file whose inode number needs more
+    /// bits is still matched (it was missed, and a live listener on it probed).
+    #[test]
+    fn a_64_bit_inode_number_matches_its_low_32_bits() {
+        let mut message = vec![0u8; NLMSG_HEADER + DIAG_MSG + 12];
+        let total = message.len() as u32;
+        message[0..4].copy_from_slice(&total.to_ne_bytes());
+        message[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        message[32..34].copy_from_slice(&12u16.to_ne_bytes());
+        message[34..36].copy_from_slice(&UNIX_DIAG_VFS.to_ne_bytes());
+        message[36..40].copy_from_slice(&5u32.to_ne_bytes());
+        message[40..44].copy_from_slice(&((254u32 << 20) | 3).to_ne_bytes());
+        let file = |ino| FileId {
+            major: 254,
+            minor: 3,
+            ino,
+        };
+        for (ino, found) in [
+            (5, true),
+            ((7 << 32) | 5, true),
+            (6, false),
+            (1 << 32, false),
+        ] {
+            assert_eq!(
+                scan_datagram(&message, file(ino)).unwrap(),
+                Scan::More { listening: found },
+                "inode {ino:#x}"
+            );
+        }
     }
 
     #[test]
