@@ -173,6 +173,17 @@ impl Error {
         }
     }
 
+    /// The same error, its message saying what was being done: `what` in place of the
+    /// kind's default message, or before a message of its own (`"what: message"`).
+    pub(crate) fn context(mut self, what: impl fmt::Display) -> Error {
+        self.message = if self.message == self.kind.default_message() {
+            Cow::Owned(what.to_string())
+        } else {
+            Cow::Owned(format!("{what}: {}", self.message))
+        };
+        self
+    }
+
     /// What went wrong.
     ///
     /// # Examples

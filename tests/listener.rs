@@ -1596,3 +1596,134 @@ fn binders_racing_for_a_free_path_never_both_win() -> TestResult {
     );
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Addresses as users write them
+
+/// Listens at a relative path (in the working directory, which the test process shares:
+/// nothing here changes it), and connects to what `local_addr().to_string()` says.
+fn connect_by_displayed_address(relative: &str) -> TestResult {
+    assert!(!relative.contains('/'));
+    let _cleanup = RemoveOnDrop(PathBuf::from(relative));
+    let mut listener = Listener::bind(std::path::Path::new(relative), None)?;
+    assert_eq!(
+        listener.local_addr(),
+        &Address::Unix(relative.into()),
+        "{relative:?}"
+    );
+    let shown = listener.local_addr().to_string();
+    let parsed: Address = shown.parse()?;
+    assert!(
+        matches!(&parsed, Address::Unix(path) if path.ends_with(relative)),
+        "{relative:?} displays as {shown:?}, which reads as {parsed:?}"
+    );
+    let client = thread::spawn(move || Client::connect(shown.as_str(), None).map(drop));
+    let accepted = listener.accept_timeout(HANG).map(drop);
+    let connected = join(client)?;
+    connected.map_err(|e| format!("{relative:?}: connecting to its displayed address: {e}"))?;
+    accepted?;
+    Ok(())
+}
+
+#[test]
+fn a_relative_path_that_reads_as_another_address_displays_as_a_path() -> TestResult {
+    // A file named like TCP, at a port nothing listens on; a file named like an abstract
+    // name; a file named like an IPv6 address. Each is a path when given as a `Path`; its
+    // displayed address must name that file again, not TCP or an abstract name.
+    let free_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    for relative in [
+        format!("localhost:{free_port}"),
+        format!("127.0.0.1:{free_port}"),
+        format!("@{}", unique("relative")),
+        "::1".to_owned(),
+    ] {
+        connect_by_displayed_address(&relative)?;
+    }
+    // A relative path that reads as a path already is displayed as it is.
+    let plain = format!("{}.sock", unique("plain"));
+    let _cleanup = RemoveOnDrop(PathBuf::from(&plain));
+    let listener = Listener::bind(plain.as_str(), None)?;
+    assert_eq!(listener.local_addr().to_string(), plain);
+    Ok(())
+}
+
+#[test]
+fn an_empty_path_is_invalid_input_not_the_empty_abstract_name() -> TestResult {
+    // The kernel reads an empty `sun_path` as the abstract name "" (what "@" names): a
+    // client given an empty path must not reach whoever listens there.
+    let abstract_empty = Listener::bind("@", None);
+    let empty = std::path::Path::new("");
+    let err = Client::connect(empty, None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err:?}");
+    assert!(err.to_string().contains("empty socket path"), "{err}");
+    let err = Client::connect(Address::Unix(PathBuf::new()), None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err:?}");
+    let err = Listener::bind(empty, None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err:?}");
+    if let Ok(mut listener) = abstract_empty {
+        assert!(listener.try_accept()?.is_none(), "a client reached \"@\"");
+        // "@" itself is a name like any other.
+        let client = thread::spawn(|| Client::connect("@", None).map(drop));
+        listener.accept_timeout(HANG)?;
+        join(client)??;
+    }
+    Ok(())
+}
+
+#[test]
+fn socket_paths_the_kernel_cannot_hold_are_invalid_input() -> TestResult {
+    let dir = std::env::temp_dir();
+    let long = dir.join(format!("{}-{}", unique("long"), "x".repeat(120)));
+    let nul = dir.join(format!("{}\0.sock", unique("nul")));
+    let _cleanup = (RemoveOnDrop(long.clone()), RemoveOnDrop(nul.clone()));
+    for (path, says, errno) in [
+        (&long, "too long", libc::ENAMETOOLONG),
+        (&nul, "NUL byte", libc::EINVAL),
+    ] {
+        let err = Listener::bind(path.as_path(), None).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err:?}");
+        assert!(err.to_string().contains(says), "{err}");
+        assert_eq!(err.raw_os_error(), Some(errno), "{err:?}");
+        let err = Client::connect(path.as_path(), None).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err:?}");
+        assert!(err.to_string().contains(says), "{err}");
+    }
+    assert!(!long.exists());
+    // 108 bytes of path fill `sun_path` exactly (no NUL needed), as in Python; 109 do not.
+    let base = dir.join(unique("fit"));
+    let pad = 108usize
+        .checked_sub(base.as_os_str().len() + 1)
+        .ok_or("temp dir path too long for this test")?;
+    let fits = PathBuf::from(format!("{}-{}", base.display(), "y".repeat(pad)));
+    assert_eq!(fits.as_os_str().len(), 108);
+    let _cleanup_fits = RemoveOnDrop(fits.clone());
+    drop(Listener::bind(fits.as_path(), None)?);
+    let over = PathBuf::from(format!("{}y", fits.display()));
+    let err = Listener::bind(over.as_path(), None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err:?}");
+    // An abstract name has 107 bytes after its leading NUL.
+    let name = unique("abs");
+    let fits = format!("@{name}{}", "z".repeat(107 - name.len()));
+    drop(Listener::bind(fits.as_str(), None)?);
+    let err = Listener::bind(format!("{fits}z").as_str(), None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err:?}");
+    assert!(err.to_string().contains("too long"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn bind_and_connect_errors_name_the_address() -> TestResult {
+    let listener = Listener::bind("127.0.0.1:0", None)?;
+    let taken = listener.local_addr().to_string();
+    let err = Listener::bind(taken.as_str(), None).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE), "{err:?}");
+    assert!(err.to_string().contains(&taken), "{err}");
+    let missing = socket_path("named");
+    let err = Client::connect(missing.as_path(), None).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err:?}");
+    assert!(
+        err.to_string().contains(&missing.display().to_string()),
+        "{err}"
+    );
+    Ok(())
+}

@@ -35,9 +35,16 @@ use crate::error::{Error, ErrorKind, Result};
 ///      `"127.0.0.1:70000"`, `"127.0.0.1:80 "`, `"10.0.0.1:http"`);
 ///    - a plausible host name (letters, digits, `-`, `_`, dot-separated), a `:`, and a
 ///      port-like text that is not a valid port: nothing, or digits (with a sign or
-///      spaces) out of range (`"localhost:"`, `"localhost:99999"`, `"db: 5432"`).
+///      spaces) out of range (`"localhost:"`, `"localhost:99999"`, `"db: 5432"`);
+///    - a port with no host (`":6000"`, Python's `('', 6000)` as a string): Python would
+///      take it for a socket file; the error suggests `"0.0.0.0:6000"`.
 /// 5. Anything else is a Unix path: no `:` (`"app.sock"`, and `"127.0.0.1"`, as in
-///    Python), or a `:` that cannot be a port typo (`"a:b"`, `"run:v2.sock"`, `":80"`).
+///    Python), or a `:` that cannot be a port typo (`"a:b"`, `"run:v2.sock"`).
+///
+/// Displayed (`to_string`), an address reads back as the same address: an abstract name
+/// as `@name`, IPv6 in brackets, and a relative path whose text would read as something
+/// else (`Path::new("localhost:6000")`, `Path::new("@x")`) with `./` before it. A path or
+/// abstract name that is not UTF-8 is displayed lossily, and does not read back.
 ///
 /// # Examples
 /// ```
@@ -59,6 +66,9 @@ use crate::error::{Error, ErrorKind, Result};
 /// assert!(err.to_string().contains("port 99999 is out of range"));
 /// let odd: Address = "./localhost:99999".parse().unwrap();
 /// assert_eq!(odd, Address::Unix("./localhost:99999".into()));
+/// // A relative path that reads as TCP is displayed so that it reads back as a path.
+/// let file = Address::Unix("localhost:6000".into());
+/// assert_eq!(file.to_string(), "./localhost:6000");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Address {
@@ -82,20 +92,43 @@ impl FromStr for Address {
 /// Every address `s` names, never none: several only for a host name with several
 /// addresses, ordered by [`ipv4_first`].
 fn parse_all(s: &str) -> Result<Vec<Address>> {
+    match classify(s) {
+        Form::Abstract(name) => Ok(vec![Address::Abstract(name.as_bytes().to_vec())]),
+        Form::Unix => Ok(vec![Address::Unix(PathBuf::from(s))]),
+        Form::Tcp(addr) => Ok(vec![Address::Tcp(addr)]),
+        Form::HostName(host) => Ok(resolve(s, host)?.into_iter().map(Address::Tcp).collect()),
+        Form::Invalid(message) => Err(Error::with_message(ErrorKind::InvalidInput, message)),
+    }
+}
+
+/// What a string names by the rules of [`Address`], before any host name is resolved.
+#[derive(Debug, PartialEq)]
+enum Form<'a> {
+    /// An abstract name (the text after `\0` or `@`).
+    Abstract(&'a str),
+    /// A Unix socket path: the whole text.
+    Unix,
+    /// A TCP address written as one.
+    Tcp(SocketAddr),
+    /// `host:port` with a valid port: this host name is to be resolved.
+    HostName(&'a str),
+    /// Not an address: why.
+    Invalid(String),
+}
+
+/// Which [`Form`] `s` has; no side effects (no name is resolved).
+fn classify(s: &str) -> Form<'_> {
     if s.is_empty() {
-        return Err(Error::with_message(
-            ErrorKind::InvalidInput,
-            "empty address",
-        ));
+        return Form::Invalid("empty address".to_owned());
     }
     if let Some(name) = s.strip_prefix('\0').or_else(|| s.strip_prefix('@')) {
-        return Ok(vec![Address::Abstract(name.as_bytes().to_vec())]);
+        return Form::Abstract(name);
     }
     if s.contains('/') {
-        return Ok(vec![Address::Unix(PathBuf::from(s))]);
+        return Form::Unix;
     }
     if let Ok(addr) = s.parse::<SocketAddr>() {
-        return Ok(vec![Address::Tcp(addr)]);
+        return Form::Tcp(addr);
     }
     if let Some((host, port)) = s.rsplit_once(':') {
         // A bare IPv6 address ("::1") splits into a host (":") and a port ("1") too; it is
@@ -103,16 +136,13 @@ fn parse_all(s: &str) -> Result<Vec<Address>> {
         // as [::1]:80 as it always was).
         let bare_ipv6 = is_ipv6(s) && !is_ipv6(host);
         if !host.is_empty() && port.parse::<u16>().is_ok() && !bare_ipv6 {
-            return Ok(resolve(s, host)?.into_iter().map(Address::Tcp).collect());
+            return Form::HostName(host);
         }
     }
-    if let Some(problem) = port_problem(s) {
-        return Err(Error::with_message(
-            ErrorKind::InvalidInput,
-            format!("{s:?} is not a valid TCP address: {problem}"),
-        ));
+    match port_problem(s) {
+        Some(problem) => Form::Invalid(format!("{s:?} is not a valid TCP address: {problem}")),
+        None => Form::Unix,
     }
-    Ok(vec![Address::Unix(PathBuf::from(s))])
 }
 
 /// What is wrong with `s`, if it is meant as TCP (rule 4 of [`Address`]); `None` for a
@@ -133,6 +163,14 @@ fn port_problem(s: &str) -> Option<String> {
         ));
     }
     let (host, port) = s.rsplit_once(':')?;
+    if host.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+        // Python's `Listener(('', 6000))` written as a string: no host to listen at.
+        return Some(format!(
+            "no host before the port: write \"0.0.0.0:{port}\" for every IPv4 interface, \
+             \"127.0.0.1:{port}\" for this machine only{}",
+            path_hint()
+        ));
+    }
     let meant_as_tcp = host.parse::<IpAddr>().is_ok() || (is_host_name(host) && is_port_like(port));
     meant_as_tcp.then(|| bad_port(port) + &path_hint())
 }
@@ -222,7 +260,16 @@ fn ipv4_first(found: impl IntoIterator<Item = SocketAddr>) -> Vec<SocketAddr> {
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Address::Unix(path) => write!(f, "{}", path.display()),
+            Address::Unix(path) => {
+                let text = path.display().to_string();
+                // A relative path whose text reads as another address ("localhost:6000",
+                // "@x") is written "./localhost:6000": the same file, and read back as a path.
+                if path.is_relative() && !text.is_empty() && classify(&text) != Form::Unix {
+                    write!(f, "./{text}")
+                } else {
+                    f.write_str(&text)
+                }
+            }
             Address::Abstract(name) => write!(f, "@{}", String::from_utf8_lossy(name)),
             Address::Tcp(addr) => write!(f, "{addr}"),
         }
@@ -378,6 +425,8 @@ mod tests {
             "[::1]:99999",
             "127.0.0.1:",
             "127.0.0.1:80 ",
+            ":6000",
+            ":0",
             "127.0.0.1: 80",
             "127.0.0.1:http",
             "localhost:",
@@ -408,7 +457,7 @@ mod tests {
             "localhost",
             "app:sock",
             "run:v2.sock",
-            ":80",
+            ":http",
             "my socket:99999",
             "./localhost:99999",
             "/tmp/127.0.0.1:70000",
@@ -420,6 +469,37 @@ mod tests {
                 Address::Unix(text.into()),
                 "{text:?}"
             );
+        }
+    }
+
+    #[test]
+    fn every_displayed_address_reads_back_as_the_same_kind() {
+        for path in [
+            "localhost:6000",
+            "127.0.0.1:9",
+            "@x",
+            "::1",
+            "[::1]:9",
+            "a:1",
+            "localhost:99999",
+            "x.sock",
+            "a:b",
+            "/abs/localhost:6000",
+        ] {
+            let address = Address::Unix(path.into());
+            let shown = address.to_string();
+            assert!(shown.ends_with(path), "{path:?} shown as {shown:?}");
+            match classify(&shown) {
+                Form::Unix => {}
+                other => panic!("{path:?} shown as {shown:?}, which reads as {other:?}"),
+            }
+        }
+        // Paths that read as paths are shown as they are.
+        assert_eq!(Address::Unix("x.sock".into()).to_string(), "x.sock");
+        assert_eq!(Address::Unix("a:b".into()).to_string(), "a:b");
+        for text in ["@x", "@", "@a\0b", "127.0.0.1:9", "[::1]:9", "/tmp/x"] {
+            let address: Address = text.parse().unwrap();
+            assert_eq!(address.to_string().parse::<Address>().unwrap(), address);
         }
     }
 

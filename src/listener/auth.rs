@@ -7,7 +7,7 @@
 //! message, a bare 16-byte HMAC-MD5 for a 20-byte one. The server replies `#WELCOME#` or
 //! `#FAILURE#`; then the roles swap. A 16-byte answer is taken as HMAC-MD5 either way, so a
 //! legacy peer is understood without asking; [`Digest::Md5`] makes *our* challenges legacy
-//! ones, for peers that cannot parse a prefix.
+//! ones, for peers that insist on them (CPython's of every version answer either form).
 //!
 //! Beyond CPython: every frame of the handshake is at most 256 bytes (refused from its
 //! header, before it is read), MACs are compared in constant time (`hmac`'s
@@ -39,14 +39,15 @@ pub(crate) const MAX_FRAME: u64 = 256;
 /// # fn main() -> multiproc::Result<()> {
 /// use multiproc::{Digest, Listener};
 /// let mut listener = Listener::bind("127.0.0.1:0", Some(b"key"))?;
-/// listener.set_digest(Digest::Md5); // talk to peers older than Python 3.12 only
+/// listener.set_digest(Digest::Md5); // challenge as Python 3.11 and older do
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Digest {
     /// HMAC-MD5 in the legacy form: a bare 20-byte challenge, a bare 16-byte answer. What
-    /// Python 3.11 and older send, and the only form a pre-3.12 *client* can answer.
+    /// Python 3.11 and older send. Not needed to talk to them: they answer any challenge
+    /// with HMAC-MD5 over all of its bytes, prefix included, which is accepted.
     Md5,
     /// HMAC-SHA256 (Python 3.12's default).
     #[default]

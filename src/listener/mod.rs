@@ -157,7 +157,8 @@ impl Listener {
     /// forked child); remove the file by hand then.
     pub fn bind(address: impl ToAddress, authkey: Option<&[u8]>) -> Result<Listener> {
         let address = address.to_address()?;
-        let (socket, address, owned_file) = listen(&address)?;
+        let (socket, address, owned_file) =
+            listen(&address).map_err(|e| e.context(format_args!("cannot listen at {address}")))?;
         let parts = (|| -> rustix::io::Result<_> {
             rustix::io::ioctl_fionbio(&socket, true)?;
             let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
@@ -211,8 +212,10 @@ impl Listener {
     }
 
     /// The digest of the challenges this listener sends (default SHA-256, as Python 3.12+).
-    /// [`Digest::Md5`] sends the legacy challenge, which clients of Python 3.11 and older
-    /// need; answers in any digest Python allows are accepted either way.
+    /// Every CPython client, 2.7 included, answers any of them (3.11 and older with
+    /// HMAC-MD5 over the whole challenge, which is accepted), and answers in any digest
+    /// Python allows are accepted whatever this is. [`Digest::Md5`] sends the legacy
+    /// 20-byte challenge, as Python 3.11 and older do, for a peer that expects exactly that.
     ///
     /// # Examples
     /// ```
@@ -659,7 +662,7 @@ fn listen(address: &Address) -> Result<(OwnedFd, Address, Option<SocketFile>)> {
             Ok((socket, Address::Tcp(local), None))
         }
         Address::Unix(path) => {
-            let unix = rustix::net::SocketAddrUnix::new(path.as_path())?;
+            let unix = unix_path(path)?;
             let socket =
                 rustix::net::socket_with(AddressFamily::UNIX, SocketType::STREAM, flags, None)?;
             // Held from before `bind(2)` to after `listen(2)`. Between the two, the file is
@@ -692,7 +695,7 @@ fn listen(address: &Address) -> Result<(OwnedFd, Address, Option<SocketFile>)> {
         }
         #[cfg(any(target_os = "linux", target_os = "android"))]
         Address::Abstract(name) => {
-            let unix = rustix::net::SocketAddrUnix::new_abstract_name(name)?;
+            let unix = abstract_name(name)?;
             let socket =
                 rustix::net::socket_with(AddressFamily::UNIX, SocketType::STREAM, flags, None)?;
             rustix::net::bind(&socket, &unix)?;
@@ -702,6 +705,67 @@ fn listen(address: &Address) -> Result<(OwnedFd, Address, Option<SocketFile>)> {
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
         Address::Abstract(_) => Err(abstract_unsupported()),
     }
+}
+
+/// The kernel's address for a socket path, or `InvalidInput` for a path it cannot hold:
+/// empty (the kernel would read it as the abstract name `""`), with a NUL byte, or too long
+/// for `sun_path` (108 bytes on Linux).
+fn unix_path(path: &std::path::Path) -> Result<rustix::net::SocketAddrUnix> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    let invalid = |message: String, errno: rustix::io::Errno| {
+        Error::with_source(
+            ErrorKind::InvalidInput,
+            message,
+            std::io::Error::from(errno),
+        )
+    };
+    if bytes.is_empty() {
+        return Err(invalid(
+            "empty socket path".to_owned(),
+            rustix::io::Errno::INVAL,
+        ));
+    }
+    if bytes.contains(&0) {
+        return Err(invalid(
+            "a socket path cannot contain a NUL byte".to_owned(),
+            rustix::io::Errno::INVAL,
+        ));
+    }
+    rustix::net::SocketAddrUnix::new(path).map_err(|errno| {
+        if errno == rustix::io::Errno::NAMETOOLONG {
+            invalid(
+                format!(
+                    "the socket path is {} bytes, too long for a Unix socket address; \
+                     use a shorter (relative, say) path or an abstract name",
+                    bytes.len()
+                ),
+                errno,
+            )
+        } else {
+            errno.into()
+        }
+    })
+}
+
+/// The kernel's address for an abstract name, or `InvalidInput` for a name too long for
+/// `sun_path` (107 bytes on Linux, after the leading NUL).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn abstract_name(name: &[u8]) -> Result<rustix::net::SocketAddrUnix> {
+    rustix::net::SocketAddrUnix::new_abstract_name(name).map_err(|errno| {
+        if errno == rustix::io::Errno::NAMETOOLONG {
+            Error::with_source(
+                ErrorKind::InvalidInput,
+                format!(
+                    "the abstract name is {} bytes, too long for a Unix socket address",
+                    name.len()
+                ),
+                std::io::Error::from(errno),
+            )
+        } else {
+            errno.into()
+        }
+    })
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
@@ -765,7 +829,10 @@ impl Client {
         client.open()
     }
 
-    /// A client for `address`, to configure before [`open`](Self::open)ing.
+    /// A client for `address`, to configure before [`open`](Self::open)ing. A host name is
+    /// resolved here, once: its addresses are what every `open` tries, and the resolver's
+    /// wait is not part of the [`timeout`](Self::timeout). An address that does not parse or
+    /// resolve is `open`'s `InvalidInput`.
     ///
     /// # Examples
     /// ```
@@ -805,8 +872,10 @@ impl Client {
         self
     }
 
-    /// The digest of the challenge this client sends the server (default SHA-256);
-    /// [`Digest::Md5`] for a server of Python 3.11 or older.
+    /// The digest of the challenge this client sends the server (default SHA-256). Every
+    /// CPython listener answers any of them (3.11 and older with HMAC-MD5 over the whole
+    /// challenge, which is accepted); [`Digest::Md5`] sends the legacy 20-byte challenge, for
+    /// a peer that expects exactly that.
     ///
     /// # Examples
     /// ```
@@ -880,23 +949,19 @@ fn connect_to(
     deadline: Instant,
     then_readable: bool,
 ) -> Result<(OwnedFd, bool)> {
-    match address {
+    let connected = match address {
         Address::Tcp(addr) => connect_tcp(addr, deadline, then_readable),
-        Address::Unix(path) => Ok((
-            connect_unix(&rustix::net::SocketAddrUnix::new(path.as_path())?, deadline)?,
-            false,
-        )),
+        Address::Unix(path) => {
+            unix_path(path).and_then(|unix| Ok((connect_unix(&unix, deadline)?, false)))
+        }
         #[cfg(any(target_os = "linux", target_os = "android"))]
-        Address::Abstract(name) => Ok((
-            connect_unix(
-                &rustix::net::SocketAddrUnix::new_abstract_name(name)?,
-                deadline,
-            )?,
-            false,
-        )),
+        Address::Abstract(name) => {
+            abstract_name(name).and_then(|unix| Ok((connect_unix(&unix, deadline)?, false)))
+        }
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
         Address::Abstract(_) => Err(abstract_unsupported()),
-    }
+    };
+    connected.map_err(|e| e.context(format_args!("cannot connect to {address}")))
 }
 
 /// `connect(2)` over TCP, waiting at most until `deadline`: the socket connects without
