@@ -246,7 +246,7 @@ fn wait_go(fd: BorrowedFd<'_>) -> io::Result<()> {
     read_exact(fd, &mut [0u8])
 }
 
-fn join(mut p: Process, what: &str) -> Res<()> {
+fn join(p: Process, what: &str) -> Res<()> {
     match p.join()? {
         0 => Ok(()),
         code => Err(format!("{what} child exited with {code}").into()),

@@ -126,7 +126,7 @@ fn fork(f: impl FnOnce() + Send + 'static) -> Res<Process> {
     Ok(child)
 }
 
-fn join(mut p: Process, what: &str) -> Res<()> {
+fn join(p: Process, what: &str) -> Res<()> {
     match p.join()? {
         0 => Ok(()),
         code => Err(format!("{what} child exited with {code}").into()),
@@ -134,7 +134,7 @@ fn join(mut p: Process, what: &str) -> Res<()> {
 }
 
 /// After a failure in the parent: stop the child and reap it, then report the failure.
-fn abandon<T>(mut p: Process, e: Box<dyn Error>) -> Res<T> {
+fn abandon<T>(p: Process, e: Box<dyn Error>) -> Res<T> {
     let _ = p.kill();
     let _ = p.join();
     Err(e)

@@ -693,7 +693,7 @@ fn flow<P: Put, G: Get>(
             .into());
         }
     }
-    for mut child in children {
+    for child in children {
         match child.join()? {
             0 => {}
             code => return Err(format!("queue bench child exited with {code}").into()),

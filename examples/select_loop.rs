@@ -241,7 +241,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Every reading is written: closing the streams ends the client's read loop.
     drop(clients);
     let lines = tcp_client.join().map_err(|_| "tcp client panicked")??;
-    for mut w in workers {
+    for w in workers {
         w.join()?;
     }
     println!("done: {lines} readings forwarded from {WORKERS} workers over TCP");

@@ -42,7 +42,7 @@ fn spawn(f: impl FnOnce() + Send + 'static) -> multiproc::Result<Process> {
 }
 
 /// Joins `p` and fails unless it exited 0 (a failed assertion in the child exits 1).
-fn join_ok(mut p: Process) -> TestResult {
+fn join_ok(p: Process) -> TestResult {
     match p.join()? {
         0 => Ok(()),
         code => fail!("child exited with {code}"),

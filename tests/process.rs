@@ -984,7 +984,7 @@ fn active_children_lists_running_children_only() -> TestResult {
     };
     assert_eq!(listed(), expected(&running));
 
-    let (mut first, mut conn) = running.remove(0);
+    let (first, mut conn) = running.remove(0);
     let mut sentinel = first.sentinel()?;
     release(&mut conn)?;
     assert_eq!(wait(&mut [&mut sentinel], Some(HANG))?, [0]);

@@ -616,7 +616,7 @@ fn stopped_while_holding_the_only_place(q: &Queue<ByteBuf>) -> Res<Process> {
 /// queue full, sees the owner dead and takes the place: a `put` in this process gets it.
 fn room_held_by_a_killed_producer_comes_back_to_the_next_putter() -> TestResult {
     let q = Queue::<ByteBuf>::bounded(1)?;
-    let mut holder = stopped_while_holding_the_only_place(&q)?;
+    let holder = stopped_while_holding_the_only_place(&q)?;
     holder.kill()?;
     assert_eq!(holder.join_timeout(HANG)?, -libc::SIGKILL);
     assert_eq!((q.full(), q.qsize()), (true, 0));
@@ -631,7 +631,7 @@ fn room_held_by_a_killed_producer_comes_back_to_the_next_putter() -> TestResult 
 /// released that way is looked at again before the deadline is checked).
 fn try_put_takes_room_a_killed_producer_held() -> TestResult {
     let q = Queue::<ByteBuf>::bounded(1)?;
-    let mut holder = stopped_while_holding_the_only_place(&q)?;
+    let holder = stopped_while_holding_the_only_place(&q)?;
     holder.kill()?;
     assert_eq!(holder.join_timeout(HANG)?, -libc::SIGKILL);
     assert_eq!((q.full(), q.qsize()), (true, 0));
@@ -645,7 +645,7 @@ fn try_put_takes_room_a_killed_producer_held() -> TestResult {
 /// the queue full ("a process killed inside put or get blocks no one").
 fn waiting_put_takes_room_when_its_holder_is_killed() -> TestResult {
     let q = Queue::<ByteBuf>::bounded(1)?;
-    let mut holder = stopped_while_holding_the_only_place(&q)?;
+    let holder = stopped_while_holding_the_only_place(&q)?;
     let (mut ours, mut theirs) = Pipe::new()?;
     let waiter_q = q.clone();
     let mut waiter = child(move || {
@@ -1560,7 +1560,7 @@ fn forked_children_share_the_queue_and_their_items_outlive_them() -> TestResult 
     let q = Queue::<u32>::new()?;
     let (mut ours, mut theirs) = Pipe::new()?;
     let producer = q.clone();
-    let mut p = child(move || {
+    let p = child(move || {
         for i in 0..3 {
             producer.put(&i).unwrap();
         }
@@ -1838,7 +1838,7 @@ fn producer_table_holds_128_and_reclaims_logs_of_killed_producers() -> TestResul
         Ok(result.err().unwrap_or_else(|| "Ok".to_owned()))
     };
     assert_eq!(try_one_more(1000)?, "Unsupported");
-    let (mut victim, _) = producers.remove(0);
+    let (victim, _) = producers.remove(0);
     victim.kill()?;
     assert_eq!(victim.join_timeout(HANG)?, -libc::SIGKILL);
     // Its item still holds its log.
@@ -2108,7 +2108,7 @@ fn a_consumer_killed_while_trimming_leaves_the_queue_whole() -> TestResult {
     // A consumer that finds the queue empty again and again: each look gives back 16 MiB.
     let trimmer_queue = q.clone();
     let (mut to_trimmer, mut from_parent) = Pipe::new()?;
-    let mut trimmer = child(move || {
+    let trimmer = child(move || {
         let look = || {
             let err = trimmer_queue.try_get().unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Empty);

@@ -221,7 +221,7 @@ fn joinable_consumer_killed_after_get_leaves_join_waiting() -> TestResult {
     q.put(&1)?;
     let (mut ours, mut theirs) = Pipe::new()?;
     let cq = q.clone();
-    let mut consumer = child(move || {
+    let consumer = child(move || {
         let got: u32 = cq.get().unwrap();
         theirs.send(&got).unwrap();
         loop {

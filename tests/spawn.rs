@@ -328,7 +328,7 @@ fn spawned_child_flushes_stdout_on_every_exit_path() -> TestResult {
     let (started, stderr) = inner?;
     started?;
     let codes = children
-        .iter_mut()
+        .iter()
         .map(Process::join)
         .collect::<multiproc::Result<Vec<i32>>>()?;
     assert_eq!(codes, [0, 3, 1]);

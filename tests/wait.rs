@@ -591,7 +591,7 @@ fn mio_listener_with_several_pending_clients() -> TestResult {
         }
     }
     drop(accepted);
-    for mut c in children {
+    for c in children {
         assert_eq!(c.join()?, 0);
     }
     Ok(())

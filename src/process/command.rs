@@ -229,8 +229,11 @@ impl Command {
         self.inner.env(FDS_ENV, listed.join(","));
         self.inner.env_remove(super::spawn::ENV);
         keep.extend_from_slice(extra_keep);
-        let child = crate::sys::process::spawn(&mut self.inner, &keep, daemon)?;
-        Ok(child)
+        crate::sys::process::spawn(&mut self.inner, &keep, daemon).map_err(|e| {
+            // As Python's `FileNotFoundError: [Errno 2] ... 'prog'`: say which program.
+            let message = format!("cannot run {:?}", self.inner.get_program());
+            Error::with_source(ErrorKind::Io, message, e)
+        })
     }
 }
 
