@@ -65,7 +65,9 @@ fn listening_on(_: &Path, _: &std::fs::Metadata) -> bool {
     false
 }
 
-/// Whether `/proc/net/unix` lists a socket listening at `path`. The table shows the name
+/// Whether `/proc/net/unix` lists a socket listening at `path`, or bound there and not
+/// listening yet (unconnected, `St` 01; an accepted connection, which shows its listener's
+/// name, is connected, 03). The table shows the name
 /// each socket was bound with, so only absolute names are compared (with `path` made
 /// absolute): a relative one may name a file in any directory.
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -73,6 +75,8 @@ fn listening_under_name(path: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     /// `__SO_ACCEPTCON` in the Flags column: a listening socket.
     const ACCEPTING: u32 = 1 << 16;
+    /// `SS_UNCONNECTED` in the St column.
+    const UNCONNECTED: &[u8] = b"01";
     let Ok(absolute) = std::path::absolute(path) else {
         return false;
     };
@@ -87,14 +91,17 @@ fn listening_under_name(path: &Path) -> bool {
         let accepting = flags
             .and_then(|f| u32::from_str_radix(f, 16).ok())
             .is_some_and(|f| f & ACCEPTING != 0);
-        accepting && fields.last() == Some(name)
+        let unconnected = fields.nth(1) == Some(UNCONNECTED);
+        (accepting || unconnected) && fields.last() == Some(name)
     })
 }
 
 /// An exclusive `flock` on the directory holding `path`, for as long as it is kept; `None`
 /// if the directory cannot be opened, or stays locked for [`DIRECTORY_LOCK_WAIT`] (someone
 /// else's lock, such as a single-instance lock on a run directory): then nothing is
-/// serialised, rather than wait for it without end.
+/// serialised, rather than wait for it without end. A directory found locked that long is
+/// remembered, and later binds there try its lock once rather than wait again (every bind
+/// there waited the whole time, one after another); taking it forgets it.
 pub(super) fn lock_directory_of(path: &Path) -> Option<OwnedFd> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -106,11 +113,23 @@ pub(super) fn lock_directory_of(path: &Path) -> Option<OwnedFd> {
         rustix::fs::Mode::empty(),
     )
     .ok()?;
-    let give_up = Instant::now() + DIRECTORY_LOCK_WAIT;
+    let id = rustix::fs::fstat(&fd).ok().map(|st| (st.st_dev, st.st_ino));
+    let held_before = id.is_some_and(|id| held_elsewhere().contains(&id));
+    let give_up = Instant::now()
+        + if held_before {
+            Duration::ZERO
+        } else {
+            DIRECTORY_LOCK_WAIT
+        };
     let mut pause = Duration::from_micros(100);
     loop {
         match rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => return Some(fd),
+            Ok(()) => {
+                if held_before {
+                    held_elsewhere().retain(|&known| Some(known) != id);
+                }
+                return Some(fd);
+            }
             Err(rustix::io::Errno::WOULDBLOCK | rustix::io::Errno::INTR)
                 if Instant::now() < give_up =>
             {
@@ -118,9 +137,32 @@ pub(super) fn lock_directory_of(path: &Path) -> Option<OwnedFd> {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(20));
             }
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                if let Some(id) = id.filter(|_| !held_before) {
+                    let mut held = held_elsewhere();
+                    if !held.contains(&id) {
+                        // Bounded: the oldest is forgotten (and waited for once more).
+                        if held.len() == HELD_DIRECTORIES {
+                            held.remove(0);
+                        }
+                        held.push(id);
+                    }
+                }
+                return None;
+            }
             Err(_) => return None,
         }
     }
+}
+
+/// How many directories found locked by someone else are remembered.
+const HELD_DIRECTORIES: usize = 64;
+
+/// Directories (device, inode) whose lock was held past [`DIRECTORY_LOCK_WAIT`].
+fn held_elsewhere() -> std::sync::MutexGuard<'static, Vec<(u64, u64)>> {
+    static HELD: std::sync::Mutex<Vec<(u64, u64)>> = std::sync::Mutex::new(Vec::new());
+    HELD.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(all(test, any(target_os = "linux", target_os = "android")))]
@@ -136,6 +178,30 @@ mod tests {
         assert!(listening_under_name(&path));
         drop(listener);
         assert!(!listening_under_name(&path));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    /// A socket bound to the file and not listening yet (a binder between `bind(2)` and
+    /// `listen(2)`) holds it too, in both ways of asking; once closed, it is stale.
+    #[test]
+    fn a_socket_bound_and_not_yet_listening_holds_its_file() {
+        let path = std::env::temp_dir().join(format!("multiproc-bound-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let socket = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        rustix::net::bind(&socket, &rustix::net::SocketAddrUnix::new(&path).unwrap()).unwrap();
+        assert!(listening_under_name(&path));
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(listening_on(&path, &meta));
+        assert!(!is_stale(&path));
+        drop(socket);
+        assert!(!listening_under_name(&path));
+        assert!(is_stale(&path));
         std::fs::remove_file(&path).unwrap();
     }
 }

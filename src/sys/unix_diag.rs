@@ -1,5 +1,6 @@
-//! Which Unix socket files have a socket listening on them, asked of the kernel's socket
-//! diagnostics (`NETLINK_SOCK_DIAG`, `unix_diag`): each listening socket of this network
+//! Which Unix socket files have a socket listening on them (or bound to them and not yet
+//! listening), asked of the kernel's socket diagnostics (`NETLINK_SOCK_DIAG`, `unix_diag`):
+//! each listening or unconnected socket of this network
 //! namespace with the device and inode of the file it was bound to.
 //!
 //! `/proc/net/unix` shows only the *name* a socket was bound with, which stays the same when
@@ -19,6 +20,10 @@ const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 /// `TCP_LISTEN`, the state `unix_diag` reports listening sockets in.
 const TCP_LISTEN: u32 = 10;
+/// `TCP_CLOSE`, the state of a socket bound to a file and not listening (yet): a binder
+/// between its `bind(2)` and its `listen(2)`. Accepted connections, which carry their
+/// listener's file too, are `TCP_ESTABLISHED`, and not asked for.
+const TCP_CLOSE: u32 = 7;
 /// `UDIAG_SHOW_VFS`: ask for each socket's file.
 const UDIAG_SHOW_VFS: u32 = 0x2;
 /// The attribute carrying `struct unix_diag_vfs { u32 ino; u32 dev; }`.
@@ -46,7 +51,9 @@ impl FileId {
     }
 }
 
-/// Whether a socket of this network namespace listens on the file `file`. `Err` when the
+/// Whether a socket of this network namespace listens on the file `file`, or is bound to it
+/// without listening or being connected (about to listen: its file is not stale, though a
+/// connection to it is refused). `Err` when the
 /// kernel cannot tell (no `unix_diag`, netlink refused by a sandbox, a reply that does not
 /// parse): the caller falls back to another way.
 pub(crate) fn listening_on(file: FileId) -> io::Result<bool> {
@@ -81,7 +88,7 @@ pub(crate) fn listening_on(file: FileId) -> io::Result<bool> {
     }
 }
 
-/// The dump request: every listening `AF_UNIX` socket, with its file.
+/// The dump request: every listening or unconnected `AF_UNIX` socket, with its file.
 fn dump_request() -> [u8; 40] {
     let mut request = [0u8; 40];
     request[0..4].copy_from_slice(&40u32.to_ne_bytes());
@@ -90,7 +97,7 @@ fn dump_request() -> [u8; 40] {
     // Sequence number and port 0: one request on a socket of its own.
     // struct unix_diag_req: family, protocol, padding, states, ino, show, cookie.
     request[16] = AddressFamily::UNIX.as_raw() as u8;
-    request[20..24].copy_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
+    request[20..24].copy_from_slice(&((1u32 << TCP_LISTEN) | (1u32 << TCP_CLOSE)).to_ne_bytes());
     request[28..32].copy_from_slice(&UDIAG_SHOW_VFS.to_ne_bytes());
     request
 }
