@@ -24,10 +24,11 @@
 //!     consumer_process.join()
 //! ```
 //!
-//! In CPython the consumer's `while not queue.empty()` loop may stop early: the producer's
-//! feeder thread may not have flushed every item into the pipe yet, and `empty()` only looks
-//! at the pipe. Here `put` is final when it returns and `empty()` is exact, so the consumer
-//! always retrieves all five.
+//! Both print the same ten lines. In CPython the consumer gets all five because the producer
+//! has exited first, and a process's exit waits for its queue's feeder thread to flush the
+//! items into the pipe; `empty()` itself only looks at the pipe, so right after a `put` it is
+//! often still true. Here `put` is final when it returns and `empty()` is exact, so the
+//! consumer would get all five even while the producer still ran.
 //!
 //! Run it with `cargo run --release --example queue`.
 

@@ -2,7 +2,8 @@
 //!
 //! A child process samples a "sensor" at a fixed rate and sends each reading with the
 //! moment it was taken. The parent reads with a timeout: a silence longer than three
-//! periods is reported as a stall, end of file as the sensor's death. At the end it prints
+//! periods (and at least 20 ms) is reported as a stall, end of file as the sensor's death.
+//! At the end it prints
 //! how late the readings arrived (send-to-receive latency percentiles).
 //!
 //! Midway the sensor stalls once (it stops sampling for 30 periods, at least 50 ms) and at

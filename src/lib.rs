@@ -43,7 +43,7 @@
 //! | `conn.poll(timeout)` | `conn.poll(Some(timeout))?` |
 //! | `conn.fileno()` | `conn.as_fd()` / `conn.as_raw_fd()` |
 //! | `EOFError` | `Err(e)` with `e.kind() == ErrorKind::Eof` |
-//! | `wait([a, b], timeout)` | `wait(&mut [a, b], Some(timeout))?` (indices of the ready ones) |
+//! | `wait([a, b], timeout)` | `wait(&mut [&mut a, &mut b], Some(timeout))?` (indices of the ready ones) |
 //! | a `select` loop over many connections | [`WaitSet`] (O(ready) per wait) or a [`Reactor`] |
 //! | `Process(target=f, args=(x,)).start()` | `Process::spawn(f, x).start()?` (after `multiproc::init()` in `main`) |
 //! | fork start method | `Process::fork(closure).start()?` |
@@ -52,6 +52,12 @@
 //! | `p.join(); p.exitcode` | `p.join()?` returns the exit code |
 //!
 //! `docs/python.md` in the repository has the full cheat-sheet.
+//!
+//! # Cargo features
+//!
+//! - `pickle` (default): `Encoding::Pickle`, so `send`/`recv` exchange plain data with a
+//!   Python peer's own `send`/`recv`, and the `multiproc::pickle` module (`loads`/`dumps`
+//!   of dynamic values).
 #![deny(missing_docs, missing_debug_implementations, unsafe_code)]
 #![warn(unsafe_op_in_unsafe_fn, unreachable_pub, rust_2018_idioms)]
 #![doc(test(attr(deny(warnings))))]

@@ -1,6 +1,5 @@
-//! `wait()` and the `Waitable` trait: one readiness poll over connections, raw fds and
-//! (later) queues, listeners and process sentinels. Python:
-//! `multiprocessing.connection.wait`.
+//! `wait()` and the `Waitable` trait: one readiness poll over connections, raw fds, queues,
+//! listeners and process sentinels. Python: `multiprocessing.connection.wait`.
 //!
 //! Readiness is level-triggered and means "the next receive would not block": a whole
 //! message buffered in user space counts even when the fd has nothing more, an incomplete
@@ -24,8 +23,10 @@ use crate::sys;
 /// Something [`wait`] and [`WaitSet`](crate::WaitSet) can wait on: an fd that turns
 /// readable when there may be progress, and a non-blocking check of whether there is.
 ///
-/// Implemented for [`Connection`], for raw fds ([`BorrowedFd`]), and for `&mut` of any
-/// `Waitable`, so a slice may mix kinds as `&mut dyn Waitable`.
+/// Implemented for [`Connection`], [`Sentinel`](crate::Sentinel), [`Listener`](crate::Listener),
+/// the queues ([`Queue`](crate::Queue), [`SimpleQueue`](crate::SimpleQueue),
+/// [`JoinableQueue`](crate::JoinableQueue)), raw fds ([`BorrowedFd`]), and for `Box` and
+/// `&mut` of any `Waitable`, so a slice may mix kinds as `&mut dyn Waitable`.
 ///
 /// # Examples
 /// ```

@@ -244,7 +244,24 @@ impl Listener {
     /// Waits for the next authenticated connection. Python: `Listener.accept()`.
     ///
     /// # Examples
-    /// See [`Listener`].
+    /// A client with the wrong key fails for itself; `accept` goes on to the next client:
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use multiproc::{Client, ErrorKind, Listener};
+    /// let mut listener = Listener::bind("127.0.0.1:0", Some(b"secret"))?;
+    /// let address = listener.local_addr().clone();
+    /// let clients = std::thread::spawn(move || -> multiproc::Result<Vec<u8>> {
+    ///     let wrong = Client::connect(&address, Some(b"guess")).unwrap_err();
+    ///     assert_eq!(wrong.kind(), ErrorKind::Authentication);
+    ///     let mut conn = Client::connect(&address, Some(b"secret"))?;
+    ///     conn.recv_bytes()
+    /// });
+    /// assert_eq!(listener.accept().unwrap_err().kind(), ErrorKind::Authentication);
+    /// let mut conn = listener.accept()?;
+    /// conn.send_bytes(b"welcome")?;
+    /// assert_eq!(clients.join().unwrap()?, b"welcome");
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// `Authentication` when a client failed the handshake (or did not finish it in time):
@@ -816,7 +833,23 @@ impl Client {
     /// IPv4 address.
     ///
     /// # Examples
-    /// See [`Listener`].
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use multiproc::{Client, Listener};
+    /// let mut listener = Listener::bind("127.0.0.1:0", None)?;
+    /// let address = listener.local_addr().clone();
+    /// let server = std::thread::spawn(move || -> multiproc::Result<()> {
+    ///     let mut conn = listener.accept()?;
+    ///     let got = conn.recv_bytes()?;
+    ///     conn.send_bytes(&got)
+    /// });
+    /// // No key on either side: no handshake, as with Python's `authkey=None`.
+    /// let mut conn = Client::connect(&address, None)?;
+    /// conn.send_bytes(b"echo")?;
+    /// assert_eq!(conn.recv_bytes()?, b"echo");
+    /// server.join().unwrap()?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// `InvalidInput` for an address that does not parse; `Timeout` if the connection took

@@ -187,6 +187,28 @@ struct Core {
 
 /// The context a handler callback runs in: its connection, sends, timers, registration and
 /// stopping the loop.
+///
+/// # Examples
+/// A handler that answers each typed request through its context, then stops the loop:
+/// ```
+/// # fn main() -> multiproc::Result<()> {
+/// use multiproc::{Context, Handler, Pipe, Reactor};
+/// struct Doubler;
+/// impl Handler for Doubler {
+///     fn on_message(&mut self, ctx: &mut Context<'_>, message: &[u8]) {
+///         let n: u64 = ctx.decode(message).unwrap();
+///         ctx.send(&(n * 2)).unwrap();
+///         ctx.stop();
+///     }
+/// }
+/// let (mut client, server_end) = Pipe::new()?;
+/// let mut reactor = Reactor::new()?;
+/// reactor.register(server_end, Doubler)?;
+/// client.send(&21u64)?;
+/// reactor.run()?; // returns once the handler called `stop`, its answer written
+/// assert_eq!(client.recv::<u64>()?, 42);
+/// # Ok(()) }
+/// ```
 pub struct Context<'a> {
     token: Token,
     /// The handler's own connection, lent out of its entry while the callback runs.
