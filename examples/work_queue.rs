@@ -3,8 +3,8 @@
 //! Producers put jobs (count the primes below a number); consumers take them, put each
 //! result on a second queue and mark the job done. The parent waits with
 //! `JoinableQueue::join` until every job was processed, stops the consumers, and prints a
-//! summary: the jobs put (per producer, and in all), the jobs each consumer took, and a check that every job came back
-//! exactly once with the right answer.
+//! summary: the jobs put (per producer, and in all), the jobs each consumer took, and a
+//! check that every job came back exactly once with the right answer.
 //!
 //! Run it with `cargo run --release --example work_queue`.
 
