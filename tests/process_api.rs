@@ -211,8 +211,129 @@ fn sentinels_of_killed_and_joined_children_are_ready() -> TestResult {
 }
 
 tests_main!(
+    threads_join_signal_and_poll_one_child_together,
+    threads_on_one_child_without_pidfds,
+    a_fork_target_runs_once_and_the_parents_copy_writes_nothing,
     one_thread_joins_while_another_terminates,
     a_start_the_system_refuses_can_be_retried,
     a_command_that_cannot_run_is_named_in_the_error,
     sentinels_of_killed_and_joined_children_are_ready,
 );
+
+// ---------------------------------------------------------------------------------------------
+// Review r2a probes
+
+/// Several threads at once on one child: two join, one terminates, one kills, one polls
+/// `is_alive`, `exit_code`, `pid` and `sentinel` until it is gone. Every joiner and every
+/// later look sees the one exit code; nothing errs (a double reap would be `ECHILD`).
+fn threads_join_signal_and_poll_one_child_together() -> TestResult {
+    for round in 0..8 {
+        let (_keep, end) = Pipe::new()?;
+        let mut p = Process::fork(move || blocks_on(end));
+        p.start()?;
+        let p = &p;
+        let barrier = std::sync::Barrier::new(5);
+        let barrier = &barrier;
+        let (a, b, polled) = std::thread::scope(|s| {
+            let a = s.spawn(move || {
+                barrier.wait();
+                p.join()
+            });
+            let b = s.spawn(move || {
+                barrier.wait();
+                p.join_timeout(HANG)
+            });
+            let polled = s.spawn(move || -> multiproc::Result<Option<i32>> {
+                barrier.wait();
+                while p.is_alive() {
+                    let _ = p.exit_code();
+                    assert!(p.pid().is_some());
+                    drop(p.sentinel()?);
+                }
+                Ok(p.exit_code())
+            });
+            let t = s.spawn(move || {
+                barrier.wait();
+                p.terminate()
+            });
+            let k = s.spawn(move || {
+                barrier.wait();
+                if round % 2 == 0 {
+                    p.kill()
+                } else {
+                    p.terminate()
+                }
+            });
+            t.join().unwrap().unwrap();
+            k.join().unwrap().unwrap();
+            (a.join().unwrap(), b.join().unwrap(), polled.join().unwrap())
+        });
+        let a = a?;
+        assert!(a == -libc::SIGTERM || a == -libc::SIGKILL, "code {a}");
+        assert_eq!(b?, a, "round {round}");
+        assert_eq!(polled?, Some(a));
+        assert_eq!(p.exit_code(), Some(a));
+        assert_eq!(p.join()?, a);
+        p.terminate()?;
+        p.kill()?;
+        assert!(!p.is_alive());
+    }
+    Ok(())
+}
+
+/// The same without pidfds, in a fresh run of this binary (the choice is made once per
+/// process).
+fn threads_on_one_child_without_pidfds() -> TestResult {
+    let names = ["threads_join_signal_and_poll_one_child_together"];
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .arg("--exact")
+        .args(names)
+        .env("MULTIPROC_NO_PIDFD", "1")
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = format!("test result: ok. {} passed; 0 failed", names.len());
+    if !out.status.success() || !stdout.contains(&summary) {
+        fail!(
+            "with MULTIPROC_NO_PIDFD=1 ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// The fork closure runs once, in the child; the parent's copy of what it holds (a
+/// connection with sends still queued) goes without writing them a second time.
+fn a_fork_target_runs_once_and_the_parents_copy_writes_nothing() -> TestResult {
+    let (mut reader, mut writer) = Pipe::new()?;
+    let chunk = vec![3u8; 64 * 1024];
+    let mut queued = 0;
+    while writer.pending_send_len() == 0 {
+        writer.try_send_bytes(&chunk)?;
+        queued += 1;
+    }
+    let mut p = Process::fork(move || {
+        writer.send_bytes(b"ran").unwrap();
+        drop(writer);
+    });
+    p.start()?;
+    let mut got = 0;
+    loop {
+        match reader.recv_bytes() {
+            Ok(m) if m == chunk => got += 1,
+            Ok(m) => {
+                assert_eq!(m, b"ran");
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    assert_eq!(got, queued, "the queued sends once each");
+    assert!(
+        reader.recv_bytes().unwrap_err().is_eof(),
+        "anything after the child's last message was written by the parent's copy"
+    );
+    assert_eq!(p.join()?, 0);
+    Ok(())
+}

@@ -528,6 +528,14 @@ fn a_sentinel_watch_does_not_fire_while_the_child_runs() -> TestResult {
 }
 
 tests_main!(
+    an_idle_write_only_end_does_not_spin,
+    panics_in_on_timer_and_on_drained_lose_no_other_timer_or_notice,
+    panicking_watches_and_tasks_lose_no_other,
+    a_paused_write_only_end_ends_when_its_reader_leaves,
+    a_closing_write_only_end_ends_when_its_reader_leaves,
+    a_paused_duplex_end_ends_when_its_peer_leaves,
+    a_closing_duplex_end_ends_when_its_peer_leaves,
+    a_write_only_end_with_a_send_queued_gets_one_error_when_its_reader_leaves,
     a_handler_removes_a_connection_whose_event_is_pending,
     forwarding_to_a_peer_that_never_reads_is_bounded,
     a_panicking_handler_loses_no_event_of_the_others,
@@ -760,5 +768,307 @@ fn forwarding_to_a_peer_that_never_reads_is_bounded() -> TestResult {
         "{held} bytes queued for a peer that never reads"
     );
     assert!(refused.get() > 0);
+    Ok(())
+}
+
+// ---- review r2a probes ----
+
+/// Fills its write-only (or any) connection past the high-water mark when its timer fires,
+/// optionally closing it then; records errors.
+struct FloodOnce {
+    log: Rc<RefCell<Log>>,
+    bytes: usize,
+    close: bool,
+}
+
+impl Handler for FloodOnce {
+    fn on_message(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    fn on_timer(&mut self, ctx: &mut Context<'_>, _: TimerId) {
+        let chunk = vec![7u8; 16 * 1024];
+        for _ in 0..self.bytes / chunk.len() {
+            ctx.send_bytes(&chunk).unwrap();
+        }
+        if self.close {
+            ctx.close();
+        }
+    }
+    fn on_backpressure(&mut self, _: &mut Context<'_>, engaged: bool) {
+        self.log.borrow_mut().backpressure.push(engaged);
+    }
+    fn on_error(&mut self, _: &mut Context<'_>, error: Error) {
+        self.log.borrow_mut().errors.push(error.kind());
+    }
+    fn on_eof(&mut self, _: &mut Context<'_>) {
+        self.log.borrow_mut().eofs += 1;
+    }
+}
+
+/// Registers `end` with a `FloodOnce` handler, queues 512 KiB (64 KiB high-water mark) that
+/// the reader never reads, then drops the reader: the connection must end with one error
+/// and leave the reactor, within a few rounds.
+fn flood_then_reader_leaves(
+    peer: multiproc::Connection,
+    end: multiproc::Connection,
+    close: bool,
+) -> TestResult {
+    let log = Rc::new(RefCell::new(Log::default()));
+    let mut reactor = Reactor::new()?;
+    reactor.set_high_water(64 * 1024);
+    let token = reactor.register(
+        end,
+        FloodOnce {
+            log: Rc::clone(&log),
+            bytes: 512 * 1024,
+            close,
+        },
+    )?;
+    reactor.set_timer(token, Duration::ZERO)?;
+    // The timer round queues everything; the flush fills the pipe.
+    for _ in 0..3 {
+        reactor.run_once(Some(Duration::ZERO))?;
+    }
+    if !close {
+        assert_eq!(log.borrow().backpressure, [true], "paused");
+    }
+    assert_eq!(reactor.len(), 1);
+    drop(peer);
+    for _ in 0..5 {
+        if reactor.is_empty() {
+            break;
+        }
+        reactor.run_once(Some(Duration::from_millis(200)))?;
+    }
+    assert!(
+        reactor.is_empty(),
+        "the connection whose reader left stays registered (run() would never return); log: {:?}",
+        log.borrow()
+    );
+    if !close {
+        assert_eq!(log.borrow().errors, [ErrorKind::BrokenPipe]);
+    }
+    Ok(())
+}
+
+fn a_paused_write_only_end_ends_when_its_reader_leaves() -> TestResult {
+    let (r, w) = Pipe::half_duplex()?;
+    flood_then_reader_leaves(r, w, false)
+}
+
+fn a_closing_write_only_end_ends_when_its_reader_leaves() -> TestResult {
+    let (r, w) = Pipe::half_duplex()?;
+    flood_then_reader_leaves(r, w, true)
+}
+
+fn a_paused_duplex_end_ends_when_its_peer_leaves() -> TestResult {
+    let (a, b) = Pipe::new()?;
+    flood_then_reader_leaves(a, b, false)
+}
+
+fn a_closing_duplex_end_ends_when_its_peer_leaves() -> TestResult {
+    let (a, b) = Pipe::new()?;
+    flood_then_reader_leaves(a, b, true)
+}
+
+/// Queues one message when its timer fires; records errors.
+struct QueueOne(Rc<RefCell<Log>>);
+
+impl Handler for QueueOne {
+    fn on_message(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    fn on_timer(&mut self, ctx: &mut Context<'_>, _: TimerId) {
+        ctx.send_bytes(&vec![1u8; 100 * 1024]).unwrap();
+    }
+    fn on_error(&mut self, _: &mut Context<'_>, error: Error) {
+        self.0.borrow_mut().errors.push(error.kind());
+    }
+}
+
+fn a_write_only_end_with_a_send_queued_gets_one_error_when_its_reader_leaves() -> TestResult {
+    let log = Rc::new(RefCell::new(Log::default()));
+    let (r, w) = Pipe::half_duplex()?;
+    let mut reactor = Reactor::new()?;
+    // Under the mark: not paused, but more than the pipe holds stays queued.
+    reactor.set_high_water(1 << 20);
+    let token = reactor.register(w, QueueOne(Rc::clone(&log)))?;
+    reactor.set_timer(token, Duration::ZERO)?;
+    for _ in 0..3 {
+        reactor.run_once(Some(Duration::ZERO))?;
+    }
+    drop(r);
+    let before = cpu_ns()?;
+    reactor.run()?;
+    assert!(cpu_ns()? - before < 50_000_000);
+    assert_eq!(log.borrow().errors, [ErrorKind::BrokenPipe]);
+    Ok(())
+}
+
+/// Sends one message on its timer; panics in `on_timer` or `on_drained` if told to; records
+/// what it heard.
+struct Touchy {
+    log: Rc<RefCell<Log>>,
+    panic_on_timer: bool,
+    panic_on_drained: bool,
+}
+
+impl Handler for Touchy {
+    fn on_message(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    fn on_timer(&mut self, ctx: &mut Context<'_>, id: TimerId) {
+        if self.panic_on_timer {
+            panic!("timer handler blew up");
+        }
+        self.log.borrow_mut().timers.push(id);
+        ctx.send_bytes(b"tick").unwrap();
+    }
+    fn on_drained(&mut self, _: &mut Context<'_>) {
+        if self.panic_on_drained {
+            panic!("drained handler blew up");
+        }
+        self.log.borrow_mut().drained += 1;
+    }
+}
+
+/// Runs `f` with the panic message hook silenced; whether it panicked.
+fn panics(f: impl FnOnce()) -> bool {
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(prev);
+    caught.is_err()
+}
+
+fn panics_in_on_timer_and_on_drained_lose_no_other_timer_or_notice() -> TestResult {
+    for (panic_on_timer, panic_on_drained) in [(true, false), (false, true)] {
+        let bad = Rc::new(RefCell::new(Log::default()));
+        let good = Rc::new(RefCell::new(Log::default()));
+        let mut reactor = Reactor::new()?;
+        let (_bad_peer, bad_end) = Pipe::new()?;
+        let (mut good_peer, good_end) = Pipe::new()?;
+        // The bad one first: lower index, earlier timer.
+        let b = reactor.register(
+            bad_end,
+            Touchy {
+                log: Rc::clone(&bad),
+                panic_on_timer,
+                panic_on_drained,
+            },
+        )?;
+        let g = reactor.register(
+            good_end,
+            Touchy {
+                log: Rc::clone(&good),
+                panic_on_timer: false,
+                panic_on_drained: false,
+            },
+        )?;
+        reactor.set_timer(b, Duration::ZERO)?;
+        reactor.set_timer(g, Duration::ZERO)?;
+        assert!(panics(|| {
+            let _ = reactor.run_once(Some(Duration::ZERO));
+        }));
+        assert_eq!(reactor.len(), 1, "the panicking connection is removed");
+        for _ in 0..3 {
+            reactor.run_once(Some(Duration::ZERO))?;
+        }
+        assert_eq!(
+            good.borrow().timers.len(),
+            1,
+            "{panic_on_timer} {panic_on_drained}"
+        );
+        assert_eq!(
+            good.borrow().drained,
+            1,
+            "{panic_on_timer} {panic_on_drained}"
+        );
+        assert_eq!(good_peer.recv_bytes()?, b"tick");
+        drop(good_peer);
+        reactor.run()?;
+        assert!(reactor.is_empty());
+    }
+    Ok(())
+}
+
+/// A panicking watch callback and a panicking posted task: the other watches and tasks of
+/// the round still run, once each, in the next round.
+fn panicking_watches_and_tasks_lose_no_other() -> TestResult {
+    let mut reactor = Reactor::new()?;
+    let fired = Rc::new(Cell::new(0));
+    let mut keep = Vec::new();
+    for i in 0..3 {
+        let (mut tx, rx) = Pipe::new()?;
+        tx.send_bytes(b"ready")?;
+        keep.push(tx);
+        let fired = Rc::clone(&fired);
+        reactor.when_ready(rx, move |_, _| {
+            if i == 0 {
+                panic!("watch blew up");
+            }
+            fired.set(fired.get() + 1);
+        })?;
+    }
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handle = reactor.handle();
+    for i in 0..3 {
+        let ran = std::sync::Arc::clone(&ran);
+        handle.post(move |_| {
+            if i == 0 {
+                panic!("task blew up");
+            }
+            ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+    }
+    drop(handle);
+    // The first round panics in the first watch, the next in the first task.
+    let mut panicked = 0;
+    for _ in 0..4 {
+        if panics(|| {
+            reactor.run_once(Some(Duration::ZERO)).unwrap();
+        }) {
+            panicked += 1;
+        }
+    }
+    assert_eq!(panicked, 2);
+    assert_eq!(fired.get(), 2);
+    assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 2);
+    reactor.run()?;
+    Ok(())
+}
+
+/// A registered write-only end whose reader is still there, idle and after a send that
+/// filled the pipe: a 200 ms wait uses no CPU and makes one round.
+fn an_idle_write_only_end_does_not_spin() -> TestResult {
+    let log = Rc::new(RefCell::new(Log::default()));
+    let (mut r, w) = Pipe::half_duplex()?;
+    let mut reactor = Reactor::new()?;
+    reactor.set_high_water(1 << 20);
+    let token = reactor.register(w, QueueOne(Rc::clone(&log)))?;
+    reactor.run_once(Some(Duration::ZERO))?;
+    let before = cpu_ns()?;
+    let started = std::time::Instant::now();
+    reactor.run_once(Some(Duration::from_millis(200)))?;
+    assert!(
+        started.elapsed() >= Duration::from_millis(190),
+        "woke early"
+    );
+    assert!(cpu_ns()? - before < 20_000_000);
+    // Now with 100 KiB queued past the pipe's 64 KiB, unread.
+    reactor.set_timer(token, Duration::ZERO)?;
+    for _ in 0..3 {
+        reactor.run_once(Some(Duration::ZERO))?;
+    }
+    let before = cpu_ns()?;
+    let started = std::time::Instant::now();
+    reactor.run_once(Some(Duration::from_millis(200)))?;
+    assert!(
+        started.elapsed() >= Duration::from_millis(190),
+        "woke early"
+    );
+    assert!(cpu_ns()? - before < 20_000_000);
+    // The reader takes it all, the reactor writing the rest as the pipe empties.
+    let reader = std::thread::spawn(move || (r.recv_bytes().map(|m| m.len()), r));
+    while !reader.is_finished() {
+        reactor.run_once(Some(Duration::from_millis(50)))?;
+    }
+    let (got, _r) = reader.join().unwrap();
+    assert_eq!(got?, 100 * 1024);
+    assert_eq!(log.borrow().errors, []);
     Ok(())
 }

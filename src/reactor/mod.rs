@@ -679,7 +679,10 @@ impl Reactor {
                 continue;
             }
             let index = event.token().0;
-            if event.is_writable() {
+            // An error too: a paused or closing entry is not read, and a pipe's writer
+            // whose reader left with the pipe full hears only EPOLLERR, once. Its flush
+            // fails (EPIPE) and ends it; without it, it would stay registered for good.
+            if event.is_writable() || event.is_error() {
                 self.core.mark_dirty(index);
             }
             if event.is_readable() || event.is_read_closed() || event.is_error() {
