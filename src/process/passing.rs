@@ -36,10 +36,23 @@ thread_local! {
 /// Encodes spawn arguments, collecting the fds of the Connections in them. The fds stay
 /// owned by `args`; keep it alive until the child has started.
 pub(crate) fn encode_args<A: Serialize + ?Sized>(args: &A) -> Result<(Vec<u8>, Vec<RawFd>)> {
-    OUTGOING.with(|o| *o.borrow_mut() = Some(Vec::new()));
+    /// Puts back what `OUTGOING` held before, however the encoding ends: a `Serialize` that
+    /// panics must not leave connections serialisable on this thread (as fd numbers, in
+    /// any message), and one that starts another spawn must not lose the outer list.
+    struct Restore(Option<Option<Vec<RawFd>>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(before) = self.0.take() {
+                OUTGOING.with(|o| *o.borrow_mut() = before);
+            }
+        }
+    }
+    let mut restore = Restore(Some(OUTGOING.with(|o| o.replace(Some(Vec::new())))));
     let mut out = Vec::new();
     let encoded = Cbor::default().encode(args, &mut out);
-    let fds = OUTGOING.with(|o| o.borrow_mut().take()).unwrap_or_default();
+    let fds = OUTGOING
+        .with(|o| o.replace(restore.0.take().flatten()))
+        .unwrap_or_default();
     encoded.map(|()| (out, fds))
 }
 

@@ -123,6 +123,12 @@ fn exe_id() -> Result<ExeId> {
 /// spawned. Call it first thing in `main` (and, in libtest tests that spawn, first thing in
 /// the test).
 ///
+/// In a libtest binary a spawned child is the test binary re-run for one test, found by the
+/// name of the thread that called `init` (libtest names each test's thread after it). Call
+/// it only on the test's own thread there: a helper thread you named yourself that calls
+/// `init` again would start children as a test of its name, which libtest does not have, and
+/// they would exit 0 without running their entry.
+///
 /// In a process started by [`Process::spawn`](crate::Process::spawn) it never returns: it
 /// runs the entry function with its arguments and exits with 0 when it returns, 1 when it
 /// panics (the message is on stderr), or whatever code the entry passed to

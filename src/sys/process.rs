@@ -18,9 +18,49 @@ pub(crate) enum Forked {
     Parent(Pid),
 }
 
-/// How many threads this process has, or `None` where the system cannot say.
+/// How many threads this process has, or `None` where the system cannot say. A thread
+/// already on its way out (`PF_EXITING` in its `/proc` flags) is not counted: it runs no more
+/// user code, and `pthread_join` returns while the kernel still lists it, for a moment, so a
+/// thread just joined would otherwise still count. [man7: proc_pid_stat.5]
 pub(crate) fn thread_count() -> Option<usize> {
-    std::fs::read_dir("/proc/self/task").ok().map(|d| d.count())
+    let tasks: Vec<_> = std::fs::read_dir("/proc/self/task")
+        .ok()?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .collect();
+    if tasks.len() < 2 {
+        return Some(tasks.len());
+    }
+    let me = rustix::thread::gettid()
+        .as_raw_nonzero()
+        .get()
+        .unsigned_abs();
+    Some(
+        tasks
+            .into_iter()
+            .filter(|&tid| tid == me || !thread_exiting(tid))
+            .count(),
+    )
+}
+
+/// Whether thread `tid` of this process is exiting or gone (`PF_EXITING`, field 9 of its
+/// `stat`; a task no longer there is gone). Unreadable otherwise: counted as running.
+fn thread_exiting(tid: u32) -> bool {
+    /// `PF_EXITING` in `include/linux/sched.h`: set first thing in `do_exit`.
+    const PF_EXITING: u64 = 0x4;
+    let stat = match std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")) {
+        Ok(stat) => stat,
+        Err(e) => {
+            return e.kind() == io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(Errno::SRCH.raw_os_error());
+        }
+    };
+    // The command name (field 2) is in parentheses and may hold spaces: split after it.
+    // Then state (3), ppid, pgrp, session, tty_nr, tpgid (8), flags (9).
+    let flags = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(6))
+        .and_then(|f| f.parse::<u64>().ok());
+    flags.is_some_and(|f| f & PF_EXITING != 0)
 }
 
 /// `fork(2)`. The caller must have checked that this process runs one thread: in the child

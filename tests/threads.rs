@@ -1,0 +1,276 @@
+//! Threads and process-global state: many threads at once starting, joining and dropping
+//! spawned children, making and dropping queues, binding listeners and connecting; forks
+//! refused (typed) while other threads run, and allowed once they are gone; children the
+//! library did not start left for their owner to reap.
+//!
+//! Spawned children re-execute this test binary; its `main` (from `tests_main!`) calls
+//! `multiproc::init()` first, which turns the new process into the child.
+
+mod util;
+
+use std::sync::Barrier;
+use std::time::Duration;
+
+use multiproc::{Client, ErrorKind, Listener, Process, Queue, active_children};
+use util::TestResult;
+
+/// Generous: only a hang should ever reach it.
+const HANG: Duration = Duration::from_secs(30);
+
+const THREADS: usize = 8;
+
+fn exits_with(code: i32) {
+    std::process::exit(code)
+}
+
+/// The children of this process that are zombies (exited, never reaped).
+fn zombies() -> Vec<u32> {
+    let me = std::process::id();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(me) && state == Some("Z") {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// The last other thread was joined: the process is single-threaded again, so a fork must
+/// be allowed at once. (The kernel lists a joined thread in `/proc/self/task` for a moment
+/// after `pthread_join` returns: its tid is cleared, and the join woken, before it is gone.)
+fn fork_right_after_joining_the_last_thread_is_allowed() -> TestResult {
+    for round in 0..2000 {
+        std::thread::spawn(|| {}).join().expect("thread");
+        let mut p = Process::fork(|| {});
+        if let Err(e) = p.start() {
+            return Err(format!("round {round}: {e}").into());
+        }
+        assert_eq!(p.join_timeout(HANG)?, 0);
+    }
+    Ok(())
+}
+
+/// While another thread runs, even one that only waits, a fork is refused, with
+/// `Unsupported`, every time, from the main thread and from the other one; the `Process` is
+/// left unstarted.
+fn fork_is_refused_while_another_thread_runs() -> TestResult {
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let other = std::thread::spawn(move || {
+        let mut p = Process::fork(|| {});
+        let refused = p.start().unwrap_err().kind();
+        ready_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+        (refused, p.pid())
+    });
+    ready_rx.recv()?;
+    for _ in 0..200 {
+        let mut p = Process::fork(|| {});
+        let e = p.start().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+        assert_eq!(p.pid(), None);
+    }
+    release_tx.send(())?;
+    let (refused, pid) = other.join().expect("thread");
+    assert_eq!(refused, ErrorKind::Unsupported);
+    assert_eq!(pid, None);
+    Ok(())
+}
+
+/// Eight threads start, join and drop spawned children at once: every join gets its own
+/// child's exit code, children whose `Process` was dropped are reaped by a later start or
+/// `active_children`, and no zombie or registry entry is left.
+fn spawn_join_and_drop_from_many_threads() -> TestResult {
+    const EACH: usize = 12;
+    let barrier = Barrier::new(THREADS);
+    std::thread::scope(|s| -> TestResult {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let barrier = &barrier;
+                s.spawn(move || -> Result<(), String> {
+                    barrier.wait();
+                    for i in 0..EACH {
+                        let code = (t * EACH + i) as i32 % 200 + 1;
+                        let mut p = Process::spawn(exits_with, code);
+                        p.start().map_err(|e| format!("start: {e}"))?;
+                        if i % 3 == 2 {
+                            drop(p); // left running: reaped later
+                            continue;
+                        }
+                        let got = p.join_timeout(HANG).map_err(|e| format!("join: {e}"))?;
+                        if got != code {
+                            return Err(format!("thread {t} child {i}: {got} != {code}"));
+                        }
+                        if i % 4 == 0 {
+                            let _ = active_children();
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("worker panicked")?;
+        }
+        Ok(())
+    })?;
+    // The dropped ones: `active_children` reaps each as it exits.
+    let deadline = std::time::Instant::now() + HANG;
+    while !active_children().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "children never left");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(zombies(), Vec::<u32>::new());
+    Ok(())
+}
+
+/// A `std::process::Command` child of the program's own, running beside many of ours: the
+/// library never reaps it (its `wait` gets the real status), whatever its threads do.
+fn children_the_library_did_not_start_are_left_alone() -> TestResult {
+    let mut theirs: Vec<_> = (0..THREADS)
+        .map(|i| {
+            std::process::Command::new("sh")
+                .args(["-c", &format!("exit {}", i + 10)])
+                .spawn()
+        })
+        .collect::<Result<_, _>>()?;
+    std::thread::scope(|s| {
+        for _ in 0..THREADS {
+            s.spawn(|| {
+                for i in 0..4 {
+                    let mut p = Process::spawn(exits_with, i);
+                    p.start().unwrap();
+                    if i % 2 == 0 {
+                        assert_eq!(p.join_timeout(HANG).unwrap(), i);
+                    }
+                    let _ = active_children();
+                }
+            });
+        }
+    });
+    for (i, child) in theirs.iter_mut().enumerate() {
+        assert_eq!(child.wait()?.code(), Some(i as i32 + 10));
+    }
+    Ok(())
+}
+
+/// Another thread reaps every child (`waitpid(-1)`), the library's included: a join reports
+/// the lost exit code as an error, it does not hang, and the registry forgets the child.
+fn a_child_reaped_by_other_code_is_reported_lost_not_waited_for() -> TestResult {
+    for _ in 0..4 {
+        let mut p = Process::spawn(exits_with, 7);
+        p.start()?;
+        // Reaped behind the library's back once it exits.
+        let status = rustix::process::waitpid(None, rustix::process::WaitOptions::empty())?;
+        assert!(status.is_some());
+        let e = p.join_timeout(HANG).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Io, "{e}");
+        assert_eq!(p.exit_code(), None);
+        assert!(active_children().iter().all(|c| Some(c.pid()) != p.pid()));
+        p.terminate()?; // never signals a pid that may be another process's now
+    }
+    Ok(())
+}
+
+/// Eight threads make, use and drop queues at once, and share one queue; nothing deadlocks
+/// or is lost.
+fn queues_made_and_dropped_by_many_threads() -> TestResult {
+    const EACH: usize = 150;
+    let shared: Queue<u64> = Queue::new()?;
+    std::thread::scope(|s| {
+        for t in 0..THREADS as u64 {
+            let shared = &shared;
+            s.spawn(move || {
+                for i in 0..EACH as u64 {
+                    let own: Queue<u64> = Queue::new().unwrap();
+                    own.put(&i).unwrap();
+                    assert_eq!(own.get_timeout(HANG).unwrap(), i);
+                    shared.put(&(t * 1000 + i)).unwrap();
+                    drop(own);
+                    let _ = shared.get_timeout(HANG).unwrap();
+                }
+            });
+        }
+    });
+    assert!(shared.empty());
+    Ok(())
+}
+
+/// Eight threads bind listeners in one directory, connect to them and drop them, at once.
+fn listeners_bound_and_connected_from_many_threads() -> TestResult {
+    const EACH: usize = 60;
+    let dir = std::env::temp_dir().join(format!("multiproc-threads-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let dir = &dir;
+            s.spawn(move || {
+                for i in 0..EACH {
+                    let path = dir.join(format!("l-{t}-{}", i % 3));
+                    let mut listener = Listener::bind(path.as_path(), None).unwrap();
+                    let mut client = Client::connect(path.as_path(), None).unwrap();
+                    let mut server = listener.accept_timeout(HANG).unwrap();
+                    client.send(&(t, i)).unwrap();
+                    assert_eq!(server.recv::<(usize, usize)>().unwrap(), (t, i));
+                    drop(listener);
+                    assert!(!path.exists(), "a dropped listener leaves its file");
+                }
+            });
+        }
+    });
+    assert_eq!(std::fs::read_dir(&dir)?.count(), 0);
+    std::fs::remove_dir(&dir)?;
+    Ok(())
+}
+
+/// Arguments whose `Serialize` panics (a user's impl).
+#[derive(serde::Deserialize)]
+struct PanicsWhenEncoded;
+
+impl serde::Serialize for PanicsWhenEncoded {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        panic!("deliberate panic while encoding spawn arguments")
+    }
+}
+
+fn takes_panicky(_: PanicsWhenEncoded) {}
+
+/// A spawn whose arguments panic while they are encoded leaves this thread as it was: a
+/// `Connection` sent as a message is still refused (`Encode`) afterwards, rather than
+/// written as the number of an fd the peer would never get.
+fn a_panic_while_encoding_spawn_arguments_leaves_no_state_behind() -> TestResult {
+    let mut p = Process::spawn(takes_panicky, PanicsWhenEncoded);
+    let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.start()));
+    assert!(started.is_err(), "the panic reaches the caller");
+    let (mut a, mut b) = multiproc::Pipe::new()?;
+    let (c, _d) = multiproc::Pipe::new()?;
+    assert_eq!(a.send(&c).unwrap_err().kind(), ErrorKind::Encode);
+    assert!(
+        !b.poll(Some(Duration::ZERO))?,
+        "a refused send wrote nothing"
+    );
+    Ok(())
+}
+
+tests_main!(
+    fork_right_after_joining_the_last_thread_is_allowed,
+    fork_is_refused_while_another_thread_runs,
+    spawn_join_and_drop_from_many_threads,
+    children_the_library_did_not_start_are_left_alone,
+    a_child_reaped_by_other_code_is_reported_lost_not_waited_for,
+    queues_made_and_dropped_by_many_threads,
+    listeners_bound_and_connected_from_many_threads,
+    a_panic_while_encoding_spawn_arguments_leaves_no_state_behind,
+);
