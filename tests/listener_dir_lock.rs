@@ -245,3 +245,65 @@ fn errors_that_name_the_address_keep_kind_and_os_error() -> TestResult {
     assert!(err.to_string().starts_with("cannot listen at "), "{err}");
     Ok(())
 }
+
+/// A directory remembered as locked by someone else (a lock held past the wait, then
+/// released) must still serialise this program's own binds there. The memory made the
+/// next binds try the lock once and, finding it taken by one of them, go on without it:
+/// several binders over one stale file then replaced it together, so that more than one
+/// bind succeeded (all but one unreachable, their files removed by the others) or one
+/// failed with `NotFound` (the file it judged stale removed under it).
+#[test]
+fn binds_over_a_stale_file_take_turns_in_a_directory_once_locked_by_someone_else() -> TestResult {
+    const ROUNDS: usize = 48;
+    const BINDERS: usize = 4;
+    let dirs = (0..ROUNDS)
+        .map(|_| TempDir::new("remembered"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    // Each directory held by "someone else" past the wait once: remembered. All at once,
+    // so that the waits overlap.
+    let held = dirs
+        .iter()
+        .map(|d| foreign_lock(&d.0))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    std::thread::scope(|s| -> TestResult {
+        let warms: Vec<_> = dirs
+            .iter()
+            .map(|d| s.spawn(move || Listener::bind(d.0.join("warm.sock").as_path(), None)))
+            .collect();
+        for w in warms {
+            drop(w.join().unwrap()?);
+        }
+        Ok(())
+    })?;
+    drop(held);
+    let mut failures = Vec::new();
+    for dir in &dirs {
+        let path = dir.0.join("s.sock");
+        // A stale file: its listener gone.
+        drop(std::os::unix::net::UnixListener::bind(&path)?);
+        let start = std::sync::Barrier::new(BINDERS);
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..BINDERS)
+                .map(|_| {
+                    s.spawn(|| {
+                        start.wait();
+                        Listener::bind(path.as_path(), None)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        let others: Vec<_> = results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .filter(|e| e.raw_os_error() != Some(libc::EADDRINUSE))
+            .map(|e| e.to_string())
+            .collect();
+        if won != 1 || !others.is_empty() {
+            failures.push(format!("{won} binds succeeded; other errors: {others:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    Ok(())
+}

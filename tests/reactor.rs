@@ -528,6 +528,9 @@ fn a_sentinel_watch_does_not_fire_while_the_child_runs() -> TestResult {
 }
 
 tests_main!(
+    a_duplex_end_whose_peer_resets_hears_its_last_message_then_one_ending,
+    a_duplex_end_with_output_queued_whose_peer_resets_hears_its_last_message_then_one_ending,
+    an_idle_write_only_end_whose_reader_leaves_hears_one_error_and_nothing_else,
     an_idle_write_only_end_does_not_spin,
     panics_in_on_timer_and_on_drained_lose_no_other_timer_or_notice,
     panicking_watches_and_tasks_lose_no_other,
@@ -1070,5 +1073,108 @@ fn an_idle_write_only_end_does_not_spin() -> TestResult {
     let (got, _r) = reader.join().unwrap();
     assert_eq!(got?, 100 * 1024);
     assert_eq!(log.borrow().errors, []);
+    Ok(())
+}
+
+/// Counts every callback; queues `queue` bytes when its timer fires.
+struct EveryCallback {
+    log: Rc<RefCell<Log>>,
+    queue: usize,
+}
+
+impl Handler for EveryCallback {
+    fn on_message(&mut self, _: &mut Context<'_>, message: &[u8]) {
+        self.log.borrow_mut().messages.push(message.to_vec());
+    }
+    fn on_eof(&mut self, _: &mut Context<'_>) {
+        self.log.borrow_mut().eofs += 1;
+    }
+    fn on_error(&mut self, _: &mut Context<'_>, error: Error) {
+        self.log.borrow_mut().errors.push(error.kind());
+    }
+    fn on_backpressure(&mut self, _: &mut Context<'_>, engaged: bool) {
+        self.log.borrow_mut().backpressure.push(engaged);
+    }
+    fn on_drained(&mut self, _: &mut Context<'_>) {
+        self.log.borrow_mut().drained += 1;
+    }
+    fn on_timer(&mut self, ctx: &mut Context<'_>, _: TimerId) {
+        let chunk = vec![3u8; 16 * 1024];
+        for _ in 0..self.queue / chunk.len() {
+            ctx.send_bytes(&chunk).unwrap();
+        }
+    }
+}
+
+/// The peer of a registered duplex end sends a last message and closes with data of ours
+/// unread (an error event, `ECONNRESET`, as well as a hang-up): now that an error event
+/// also flushes, the last message must still come first, then exactly one ending, and
+/// nothing about output (there was none, or it cannot drain).
+fn peer_resets_after_a_last_message(queue: usize) -> TestResult {
+    let log = Rc::new(RefCell::new(Log::default()));
+    let (mut a, mut b) = Pipe::new()?;
+    // Unread by `a` when it closes: the reset.
+    b.send_bytes(b"unread")?;
+    let mut reactor = Reactor::new()?;
+    reactor.set_high_water(64 << 20);
+    let token = reactor.register(
+        b,
+        EveryCallback {
+            log: Rc::clone(&log),
+            queue,
+        },
+    )?;
+    if queue > 0 {
+        reactor.set_timer(token, Duration::ZERO)?;
+        for _ in 0..3 {
+            reactor.run_once(Some(Duration::ZERO))?;
+        }
+    }
+    a.send_bytes(b"last")?;
+    drop(a);
+    for _ in 0..5 {
+        if reactor.is_empty() {
+            break;
+        }
+        reactor.run_once(Some(Duration::from_secs(5)))?;
+    }
+    let log = log.borrow();
+    assert!(reactor.is_empty(), "still registered; {log:?}");
+    assert_eq!(log.messages, [b"last".to_vec()], "{log:?}");
+    assert_eq!(log.eofs + log.errors.len(), 1, "{log:?}");
+    assert_eq!(log.drained, 0, "{log:?}");
+    assert!(log.backpressure.is_empty(), "{log:?}");
+    Ok(())
+}
+
+fn a_duplex_end_whose_peer_resets_hears_its_last_message_then_one_ending() -> TestResult {
+    peer_resets_after_a_last_message(0)
+}
+
+fn a_duplex_end_with_output_queued_whose_peer_resets_hears_its_last_message_then_one_ending()
+-> TestResult {
+    peer_resets_after_a_last_message(4 << 20)
+}
+
+/// An idle write-only end (nothing queued) whose reader leaves: an error event, now marked
+/// for flushing too. One `on_error`, no `on_drained` or `on_backpressure`.
+fn an_idle_write_only_end_whose_reader_leaves_hears_one_error_and_nothing_else() -> TestResult {
+    let log = Rc::new(RefCell::new(Log::default()));
+    let (r, w) = Pipe::half_duplex()?;
+    let mut reactor = Reactor::new()?;
+    reactor.register(
+        w,
+        EveryCallback {
+            log: Rc::clone(&log),
+            queue: 0,
+        },
+    )?;
+    reactor.run_once(Some(Duration::ZERO))?;
+    drop(r);
+    reactor.run()?;
+    let log = log.borrow();
+    assert_eq!(log.errors, [ErrorKind::BrokenPipe], "{log:?}");
+    assert_eq!((log.eofs, log.drained), (0, 0), "{log:?}");
+    assert!(log.backpressure.is_empty(), "{log:?}");
     Ok(())
 }

@@ -15,6 +15,11 @@ use crate::sys::unix_diag;
 /// `lock_directory_of`).
 const DIRECTORY_LOCK_WAIT: Duration = Duration::from_millis(500);
 
+/// How long a bind waits for the lock of a directory remembered as locked by someone else
+/// (see `lock_directory_of`): long enough for another binder's turn (from its `bind(2)` to
+/// its `listen(2)`), short next to [`DIRECTORY_LOCK_WAIT`].
+const REMEMBERED_LOCK_WAIT: Duration = Duration::from_millis(50);
+
 /// Whether `path` is a socket file of ours that nothing listens on any more.
 ///
 /// A socket of this network namespace listening on the file is found without touching it:
@@ -73,10 +78,6 @@ fn listening_on(_: &Path, _: &std::fs::Metadata) -> bool {
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn listening_under_name(path: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
-    /// `__SO_ACCEPTCON` in the Flags column: a listening socket.
-    const ACCEPTING: u32 = 1 << 16;
-    /// `SS_UNCONNECTED` in the St column.
-    const UNCONNECTED: &[u8] = b"01";
     let Ok(absolute) = std::path::absolute(path) else {
         return false;
     };
@@ -84,24 +85,56 @@ fn listening_under_name(path: &Path) -> bool {
         return false;
     };
     let name = absolute.as_os_str().as_bytes();
-    table.split(|&b| b == b'\n').skip(1).any(|line| {
-        // Num RefCount Protocol Flags Type St Inode Path: the path is the rest.
-        let mut fields = line.splitn(8, |&b| b == b' ').filter(|f| !f.is_empty());
-        let flags = fields.nth(3).and_then(|f| std::str::from_utf8(f).ok());
-        let accepting = flags
-            .and_then(|f| u32::from_str_radix(f, 16).ok())
-            .is_some_and(|f| f & ACCEPTING != 0);
-        let unconnected = fields.nth(1) == Some(UNCONNECTED);
-        (accepting || unconnected) && fields.last() == Some(name)
-    })
+    table
+        .split(|&b| b == b'\n')
+        .skip(1)
+        .any(|line| line_holds(line, name))
+}
+
+/// Whether one line of `/proc/net/unix` is a stream socket named `name` that listens, or
+/// is bound and unconnected (about to listen). Only stream sockets: a datagram socket is
+/// unconnected for good (St 01), and one named `name` whose file was replaced would hold
+/// a stale listener's file for as long as it lives.
+///
+/// `Num RefCount Protocol Flags Type St Inode Path`: columns set apart by one space, the
+/// inode right-aligned in five (`"  136"`), the path the rest of the line after one space
+/// (spaces in it kept), absent for an unbound socket.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn line_holds(mut line: &[u8], name: &[u8]) -> bool {
+    /// `__SO_ACCEPTCON` in the Flags column: a listening socket.
+    const ACCEPTING: u32 = 1 << 16;
+    /// `SOCK_STREAM` in the Type column.
+    const STREAM: &[u8] = b"0001";
+    /// `SS_UNCONNECTED` in the St column.
+    const UNCONNECTED: &[u8] = b"01";
+    let mut fields: [&[u8]; 7] = [&[]; 7];
+    for field in &mut fields {
+        line = line.trim_ascii_start();
+        let end = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
+        (*field, line) = line.split_at(end);
+    }
+    let [_, _, _, flags, kind, state, _] = fields;
+    let Some(path) = line.strip_prefix(b" ") else {
+        return false;
+    };
+    let accepting = std::str::from_utf8(flags)
+        .ok()
+        .and_then(|f| u32::from_str_radix(f, 16).ok())
+        .is_some_and(|f| f & ACCEPTING != 0);
+    let unconnected = kind == STREAM && state == UNCONNECTED;
+    (accepting || unconnected) && path == name
 }
 
 /// An exclusive `flock` on the directory holding `path`, for as long as it is kept; `None`
 /// if the directory cannot be opened, or stays locked for [`DIRECTORY_LOCK_WAIT`] (someone
 /// else's lock, such as a single-instance lock on a run directory): then nothing is
 /// serialised, rather than wait for it without end. A directory found locked that long is
-/// remembered, and later binds there try its lock once rather than wait again (every bind
-/// there waited the whole time, one after another); taking it forgets it.
+/// remembered, and later binds there wait only [`REMEMBERED_LOCK_WAIT`] rather than the
+/// whole time again (every bind there waited it, one after another); taking it forgets it.
+/// Not zero: the lock may be free again and held for a moment by another binder there (of
+/// this program or another), whose turn must still be waited for. Binds that tried once and
+/// went on without it replaced one stale file together (one removing the file another had
+/// just bound, or failing with `NotFound`).
 pub(super) fn lock_directory_of(path: &Path) -> Option<OwnedFd> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -117,7 +150,7 @@ pub(super) fn lock_directory_of(path: &Path) -> Option<OwnedFd> {
     let held_before = id.is_some_and(|id| held_elsewhere().contains(&id));
     let give_up = Instant::now()
         + if held_before {
-            Duration::ZERO
+            REMEMBERED_LOCK_WAIT
         } else {
             DIRECTORY_LOCK_WAIT
         };
@@ -203,5 +236,50 @@ mod tests {
         assert!(!listening_under_name(&path));
         assert!(is_stale(&path));
         std::fs::remove_file(&path).unwrap();
+    }
+
+    /// A datagram socket named like the file (its own file removed, then a stream listener's
+    /// made there, which died) does not hold the stream listener's file: under its name in
+    /// `/proc/net/unix` it is unconnected for good (St 01), and the stale file was taken for
+    /// a live one as long as the datagram socket lived.
+    #[test]
+    fn a_datagram_socket_of_the_same_name_does_not_hold_a_stale_file() {
+        let path =
+            std::env::temp_dir().join(format!("multiproc-dgram-name-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let dgram = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let held = listening_under_name(&path);
+        std::fs::remove_file(&path).unwrap();
+        drop(dgram);
+        assert!(
+            !held,
+            "a datagram socket's name held a stale stream socket file"
+        );
+    }
+
+    /// The columns of `/proc/net/unix` as the kernel writes them: a short inode is padded
+    /// with spaces, a path may hold spaces, an unbound socket has none, an abstract name
+    /// starts with `@`.
+    #[test]
+    fn proc_net_unix_lines_are_read_whatever_their_inode_and_path() {
+        let listening = b"0000000083c1e4cf: 00000002 00000000 00010000 0001 01   136 /tmp/a b";
+        assert!(line_holds(listening, b"/tmp/a b"));
+        assert!(!line_holds(listening, b"/tmp/a"));
+        let wide = b"0000000083c1e4cf: 00000002 00000000 00010000 0001 01 30221030 /tmp/x";
+        assert!(line_holds(wide, b"/tmp/x"));
+        let bound = b"0000000083c1e4cf: 00000002 00000000 00000000 0001 01    7 /tmp/x";
+        assert!(line_holds(bound, b"/tmp/x"));
+        let accepted = b"0000000083c1e4cf: 00000002 00000000 00000000 0001 03 30221030 /tmp/x";
+        assert!(!line_holds(accepted, b"/tmp/x"));
+        let dgram = b"0000000083c1e4cf: 00000002 00000000 00000000 0002 01 30221030 /tmp/x";
+        assert!(!line_holds(dgram, b"/tmp/x"));
+        let unbound = b"0000000083c1e4cf: 00000002 00000000 00000000 0001 01 30221030";
+        assert!(!line_holds(unbound, b"30221030"));
+        let abstract_name =
+            b"0000000083c1e4cf: 00000002 00000000 00010000 0001 01 30221030 @/tmp/x";
+        assert!(!line_holds(abstract_name, b"/tmp/x"));
+        assert!(!line_holds(b"", b"/tmp/x"));
     }
 }
