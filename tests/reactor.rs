@@ -530,6 +530,7 @@ fn a_sentinel_watch_does_not_fire_while_the_child_runs() -> TestResult {
 tests_main!(
     a_duplex_end_whose_peer_resets_hears_its_last_message_then_one_ending,
     a_duplex_end_with_output_queued_whose_peer_resets_hears_its_last_message_then_one_ending,
+    a_paused_end_whose_peer_leaves_hears_its_last_messages_then_one_error,
     an_idle_write_only_end_whose_reader_leaves_hears_one_error_and_nothing_else,
     an_idle_write_only_end_does_not_spin,
     panics_in_on_timer_and_on_drained_lose_no_other_timer_or_notice,
@@ -1154,6 +1155,43 @@ fn a_duplex_end_whose_peer_resets_hears_its_last_message_then_one_ending() -> Te
 fn a_duplex_end_with_output_queued_whose_peer_resets_hears_its_last_message_then_one_ending()
 -> TestResult {
     peer_resets_after_a_last_message(4 << 20)
+}
+
+/// A paused end (its output past the high-water mark, so not read) whose peer sends a last
+/// message and leaves without reading: the flush fails (`BrokenPipe`), and the messages the
+/// peer sent before leaving are handed over first, then the one `on_error`. They were lost.
+fn a_paused_end_whose_peer_leaves_hears_its_last_messages_then_one_error() -> TestResult {
+    let log = Rc::new(RefCell::new(Log::default()));
+    let (mut a, b) = Pipe::new()?;
+    let mut reactor = Reactor::new()?;
+    reactor.set_high_water(64 * 1024);
+    let token = reactor.register(
+        b,
+        EveryCallback {
+            log: Rc::clone(&log),
+            queue: 1 << 20,
+        },
+    )?;
+    reactor.set_timer(token, Duration::ZERO)?;
+    while log.borrow().backpressure.is_empty() {
+        reactor.run_once(Some(Duration::from_secs(5)))?;
+    }
+    assert_eq!(log.borrow().backpressure, [true]);
+    a.send_bytes(b"one")?;
+    a.send_bytes(b"last")?;
+    drop(a);
+    for _ in 0..5 {
+        if reactor.is_empty() {
+            break;
+        }
+        reactor.run_once(Some(Duration::from_secs(5)))?;
+    }
+    let log = log.borrow();
+    assert!(reactor.is_empty(), "still registered; {log:?}");
+    assert_eq!(log.messages, [b"one".to_vec(), b"last".to_vec()], "{log:?}");
+    assert_eq!(log.errors, [ErrorKind::BrokenPipe], "{log:?}");
+    assert_eq!(log.eofs, 0, "{log:?}");
+    Ok(())
 }
 
 /// An idle write-only end (nothing queued) whose reader leaves: an error event, now marked

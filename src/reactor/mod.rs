@@ -781,6 +781,41 @@ impl Reactor {
         self.core.again.push(index);
     }
 
+    /// Before an entry whose peer stopped reading (its flush failed) is ended: hands its
+    /// handler the whole messages the peer sent before that, which a paused entry (or one
+    /// whose event this round came only as writable) has not read. At most
+    /// [`READ_BUDGET`] of them, and not for an entry its handler is closing. False if the
+    /// entry went meanwhile (its handler ended it, or reading did).
+    fn read_rest(&mut self, index: usize, token: Token) -> bool {
+        for _ in 0..READ_BUDGET {
+            let Some(entry) = self.core.entries.get_mut(index) else {
+                return false;
+            };
+            if entry.generation != token.generation {
+                return false;
+            }
+            if entry.closing {
+                return true;
+            }
+            let Some(conn) = entry.conn.as_mut().filter(|c| c.readable()) else {
+                return true;
+            };
+            match conn.try_recv_bytes_into_within(&mut self.scratch, READS_PER_TURN) {
+                Ok(Within::Message(_)) => {
+                    let message = std::mem::take(&mut self.scratch);
+                    self.dispatch(token, |h, ctx| h.on_message(ctx, &message));
+                    if message.capacity() <= KEPT_SCRATCH {
+                        self.scratch = message;
+                    }
+                }
+                // Nothing more, or what is left is not a whole message yet, or the input
+                // ended too: the flush's error ends it.
+                _ => return true,
+            }
+        }
+        true
+    }
+
     /// Runs `f` with `token`'s handler and a context lending it the connection, then
     /// delivers the notices that call produced.
     fn dispatch(&mut self, token: Token, f: impl FnOnce(&mut dyn Handler, &mut Context<'_>)) {
@@ -821,7 +856,10 @@ impl Reactor {
                 continue;
             };
             if let Err(e) = self.core.flush(index) {
-                self.finish(token, |h, ctx| h.on_error(ctx, e));
+                let peer_left = e.kind() == ErrorKind::BrokenPipe;
+                if !peer_left || self.read_rest(index, token) {
+                    self.finish(token, |h, ctx| h.on_error(ctx, e));
+                }
                 continue;
             }
             self.deliver_notices();
