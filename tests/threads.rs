@@ -264,7 +264,132 @@ fn a_panic_while_encoding_spawn_arguments_leaves_no_state_behind() -> TestResult
     Ok(())
 }
 
+/// A thread alive under a name with `)` and spaces in it (which `/proc/.../stat` shows
+/// inside the parentheses of field 2, unescaped): still counted, so a fork is refused.
+fn a_thread_named_like_stat_fields_still_refuses_a_fork() -> TestResult {
+    for name in ["a) X 1 1 1 4 4", ") R 0 0 0 0 4", "x)\n)4 4 4 4 4"] {
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                ready_tx.send(()).unwrap();
+                let _ = release_rx.recv();
+            })?;
+        ready_rx.recv()?;
+        let mut p = Process::fork(|| {});
+        let refused = p.start().map(|()| p.join_timeout(HANG));
+        release_tx.send(())?;
+        other.join().expect("thread");
+        let e = refused.expect_err("forked while a thread ran");
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{name:?}: {e}");
+    }
+    Ok(())
+}
+
+/// Blocks in its destructor until told to go on: a thread running it is past its closure
+/// but still runs code of this process (and could hold any lock).
+struct BlocksInDrop(Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>);
+
+impl Drop for BlocksInDrop {
+    fn drop(&mut self) {
+        if let Some((in_drop, go_on)) = self.0.take() {
+            in_drop.send(()).unwrap();
+            let _ = go_on.recv();
+        }
+    }
+}
+
+thread_local! {
+    static LAST_WORDS: std::cell::RefCell<BlocksInDrop> =
+        const { std::cell::RefCell::new(BlocksInDrop(None)) };
+}
+
+/// A thread on its way out but still running its thread-local destructors (not yet
+/// `PF_EXITING`: the kernel sets that only once the thread made its exit call) counts.
+fn a_thread_running_its_tls_destructors_still_refuses_a_fork() -> TestResult {
+    let (in_drop_tx, in_drop_rx) = std::sync::mpsc::channel::<()>();
+    let (go_on_tx, go_on_rx) = std::sync::mpsc::channel::<()>();
+    let other = std::thread::spawn(move || {
+        LAST_WORDS.with(|w| w.borrow_mut().0 = Some((in_drop_tx, go_on_rx)));
+    });
+    in_drop_rx.recv()?;
+    let mut p = Process::fork(|| {});
+    let refused = p.start().map(|()| p.join_timeout(HANG));
+    go_on_tx.send(())?;
+    other.join().expect("thread");
+    let e = refused.expect_err("forked while a thread ran its TLS destructors");
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    Ok(())
+}
+
+/// Spawn arguments whose `Serialize` starts another spawn, with a connection of its own,
+/// between the two connections of the outer one: each child gets its own connections.
+struct Nest {
+    before: multiproc::Connection,
+    inner: std::cell::RefCell<Option<(multiproc::Connection, Option<Process>)>>,
+    after: multiproc::Connection,
+}
+
+impl serde::Serialize for Nest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error as _, SerializeTuple};
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&self.before)?;
+        let mut inner = self.inner.borrow_mut();
+        if let Some((conn, process)) = inner.as_mut() {
+            let conn = std::mem::replace(conn, multiproc::Pipe::new().unwrap().0);
+            let mut p = Process::spawn(says_inner, conn);
+            p.start().map_err(S::Error::custom)?;
+            *process = Some(p);
+        }
+        t.serialize_element(&self.after)?;
+        t.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Nest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (before, after) = serde::Deserialize::deserialize(d)?;
+        Ok(Nest {
+            before,
+            inner: std::cell::RefCell::new(None),
+            after,
+        })
+    }
+}
+
+fn says_inner(mut conn: multiproc::Connection) {
+    conn.send("inner").unwrap();
+}
+
+fn says_outer(mut nest: Nest) {
+    nest.before.send("before").unwrap();
+    nest.after.send("after").unwrap();
+}
+
+fn a_spawn_inside_spawn_arguments_gives_each_child_its_own_connections() -> TestResult {
+    let (mut before, before_end) = multiproc::Pipe::new()?;
+    let (mut inner, inner_end) = multiproc::Pipe::new()?;
+    let (mut after, after_end) = multiproc::Pipe::new()?;
+    let nest = Nest {
+        before: before_end,
+        inner: std::cell::RefCell::new(Some((inner_end, None))),
+        after: after_end,
+    };
+    let mut outer = Process::spawn(says_outer, nest);
+    outer.start()?;
+    assert_eq!(before.recv::<String>()?, "before");
+    assert_eq!(after.recv::<String>()?, "after");
+    assert_eq!(inner.recv::<String>()?, "inner");
+    assert_eq!(outer.join_timeout(HANG)?, 0);
+    Ok(())
+}
+
 tests_main!(
+    a_thread_named_like_stat_fields_still_refuses_a_fork,
+    a_thread_running_its_tls_destructors_still_refuses_a_fork,
+    a_spawn_inside_spawn_arguments_gives_each_child_its_own_connections,
     fork_right_after_joining_the_last_thread_is_allowed,
     fork_is_refused_while_another_thread_runs,
     spawn_join_and_drop_from_many_threads,

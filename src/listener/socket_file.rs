@@ -94,7 +94,13 @@ fn listening_under_name(path: &Path) -> bool {
 /// Whether one line of `/proc/net/unix` is a stream socket named `name` that listens, or
 /// is bound and unconnected (about to listen). Only stream sockets: a datagram socket is
 /// unconnected for good (St 01), and one named `name` whose file was replaced would hold
-/// a stale listener's file for as long as it lives.
+/// a stale listener's file for as long as it lives; a seqpacket listener likewise (and a
+/// live one on the file is found by the probe, which it refuses with `EPROTOTYPE`).
+///
+/// The kernel prints names raw, newlines included, so a local user can bind an abstract
+/// name that reads, after a newline, as a whole line listening on our path: the only effect
+/// is the safe one (a stale file taken for a live one, `EADDRINUSE`), and only where the
+/// socket diagnostics are refused.
 ///
 /// `Num RefCount Protocol Flags Type St Inode Path`: columns set apart by one space, the
 /// inode right-aligned in five (`"  136"`), the path the rest of the line after one space
@@ -121,8 +127,8 @@ fn line_holds(mut line: &[u8], name: &[u8]) -> bool {
         .ok()
         .and_then(|f| u32::from_str_radix(f, 16).ok())
         .is_some_and(|f| f & ACCEPTING != 0);
-    let unconnected = kind == STREAM && state == UNCONNECTED;
-    (accepting || unconnected) && path == name
+    let unconnected = state == UNCONNECTED;
+    kind == STREAM && (accepting || unconnected) && path == name
 }
 
 /// An exclusive `flock` on the directory holding `path`, for as long as it is kept; `None`
@@ -275,11 +281,72 @@ mod tests {
         assert!(!line_holds(accepted, b"/tmp/x"));
         let dgram = b"0000000083c1e4cf: 00000002 00000000 00000000 0002 01 30221030 /tmp/x";
         assert!(!line_holds(dgram, b"/tmp/x"));
+        let seqpacket = b"0000000083c1e4cf: 00000002 00000000 00010000 0005 01 30221030 /tmp/x";
+        assert!(!line_holds(seqpacket, b"/tmp/x"));
         let unbound = b"0000000083c1e4cf: 00000002 00000000 00000000 0001 01 30221030";
         assert!(!line_holds(unbound, b"30221030"));
         let abstract_name =
             b"0000000083c1e4cf: 00000002 00000000 00010000 0001 01 30221030 @/tmp/x";
         assert!(!line_holds(abstract_name, b"/tmp/x"));
         assert!(!line_holds(b"", b"/tmp/x"));
+    }
+
+    /// A seqpacket listener named like the file (its own file removed, then a stream
+    /// listener's made there, which died) does not hold the stream listener's file: our
+    /// stream probe would be refused by it anyway (`EPROTOTYPE`), so it never serves the
+    /// file, and the stale file was taken for a live one as long as it listened.
+    #[test]
+    fn a_seqpacket_listener_of_the_same_name_does_not_hold_a_stale_file() {
+        let path =
+            std::env::temp_dir().join(format!("multiproc-seqpacket-name-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seqpacket = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        rustix::net::bind(
+            &seqpacket,
+            &rustix::net::SocketAddrUnix::new(&path).unwrap(),
+        )
+        .unwrap();
+        rustix::net::listen(&seqpacket, 1).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let held = listening_under_name(&path);
+        std::fs::remove_file(&path).unwrap();
+        drop(seqpacket);
+        assert!(
+            !held,
+            "a seqpacket listener's name held a stale stream socket file"
+        );
+    }
+
+    /// A live seqpacket listener on the file is still not stale: the stream probe is
+    /// refused with `EPROTOTYPE`, not `ECONNREFUSED`.
+    #[test]
+    fn a_live_seqpacket_listener_is_not_stale() {
+        let path =
+            std::env::temp_dir().join(format!("multiproc-seqpacket-live-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let seqpacket = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        rustix::net::bind(
+            &seqpacket,
+            &rustix::net::SocketAddrUnix::new(&path).unwrap(),
+        )
+        .unwrap();
+        rustix::net::listen(&seqpacket, 1).unwrap();
+        let stale = is_stale(&path);
+        std::fs::remove_file(&path).unwrap();
+        drop(seqpacket);
+        assert!(!stale);
     }
 }
