@@ -173,10 +173,11 @@ impl Error {
         }
     }
 
-    /// The same error, its message saying what was being done: `what` in place of the
-    /// kind's default message, or before a message of its own (`"what: message"`).
+    /// The same error, its message saying what was being done: `"what: message"`, or just
+    /// `what` before an OS error's own text (an error converted from `io::Error` has no
+    /// message of its own).
     pub(crate) fn context(mut self, what: impl fmt::Display) -> Error {
-        self.message = if self.message == self.kind.default_message() {
+        self.message = if self.message.is_empty() {
             Cow::Owned(what.to_string())
         } else {
             Cow::Owned(format!("{what}: {}", self.message))
@@ -257,12 +258,20 @@ impl fmt::Debug for Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)?;
         // An OS error's text is the useful part; a codec error's text is in its own Display.
-        if let Some(source) = &self.source {
-            write!(f, ": {source}")?;
+        // An error converted from `io::Error` has no message of its own: its source's text
+        // alone, not "broken pipe: Broken pipe (os error 32)". Never empty.
+        let source = self
+            .source
+            .as_ref()
+            .map(|s| s.to_string())
+            .filter(|s| !s.is_empty());
+        match (self.message.as_ref(), source) {
+            ("", Some(source)) => f.write_str(&source),
+            ("", None) => f.write_str(self.kind.default_message()),
+            (message, Some(source)) => write!(f, "{message}: {source}"),
+            (message, None) => f.write_str(message),
         }
-        Ok(())
     }
 }
 
@@ -277,16 +286,26 @@ impl std::error::Error for Error {
 impl From<io::Error> for Error {
     /// Maps an OS error onto our kinds: EPIPE and ECONNRESET become
     /// [`ErrorKind::BrokenPipe`], ETIMEDOUT becomes [`ErrorKind::Timeout`], the rest
-    /// [`ErrorKind::Io`]; the original is kept as the source.
+    /// [`ErrorKind::Io`]; the original is kept as the source, and its text is the message.
+    /// An `io::Error` made from a multiproc [`Error`] gives that error back, kind and all.
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::{Error, ErrorKind};
+    /// let io = std::io::Error::from(Error::new(ErrorKind::Eof));
+    /// assert_eq!(Error::from(io).kind(), ErrorKind::Eof);
+    /// ```
     fn from(err: io::Error) -> Error {
-        let (kind, message) = match err.kind() {
-            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
-                (ErrorKind::BrokenPipe, "broken pipe")
-            }
-            io::ErrorKind::TimedOut => (ErrorKind::Timeout, "timed out"),
-            _ => (ErrorKind::Io, "I/O error"),
+        let err = match err.downcast::<Error>() {
+            Ok(ours) => return ours,
+            Err(err) => err,
         };
-        Error::with_source(kind, message, err)
+        let kind = match err.kind() {
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => ErrorKind::BrokenPipe,
+            io::ErrorKind::TimedOut => ErrorKind::Timeout,
+            _ => ErrorKind::Io,
+        };
+        Error::with_source(kind, "", err)
     }
 }
 
@@ -297,15 +316,38 @@ impl From<rustix::io::Errno> for Error {
 }
 
 impl From<Error> for io::Error {
-    /// Keeps OS errors as they were; other kinds map to the nearest `io::ErrorKind`, with the
-    /// multiproc error inside.
-    fn from(err: Error) -> io::Error {
-        if err.kind == ErrorKind::Io || err.kind == ErrorKind::BrokenPipe {
-            if let Some(code) = err.raw_os_error() {
-                return io::Error::from_raw_os_error(code);
+    /// An OS error converted as it was comes back as it was: same kind, code and text.
+    /// Anything else becomes an `io::Error` of the nearest kind (an OS error's own kind for
+    /// [`ErrorKind::Io`]: `NotFound` for a missing socket path, say) with the multiproc
+    /// error inside, so its message (which names the address or path) is kept, and
+    /// [`Error::from`] gives it back whole, OS error code included.
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::{Client, Error, ErrorKind};
+    /// let err = Client::connect("/nonexistent/multiproc.sock", None).unwrap_err();
+    /// let io = std::io::Error::from(err);
+    /// assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+    /// assert!(io.to_string().contains("/nonexistent/multiproc.sock"));
+    /// let back = Error::from(io);
+    /// assert_eq!((back.kind(), back.raw_os_error()), (ErrorKind::Io, Some(2)));
+    /// ```
+    fn from(mut err: Error) -> io::Error {
+        if err.message.is_empty() {
+            if let Some(source) = err.source.take() {
+                match source.downcast::<io::Error>() {
+                    Ok(io) => return *io,
+                    Err(source) => err.source = Some(source),
+                }
             }
         }
+        let os_kind = err
+            .source
+            .as_deref()
+            .and_then(|s| s.downcast_ref::<io::Error>())
+            .map(io::Error::kind);
         let kind = match err.kind {
+            ErrorKind::Io => os_kind.unwrap_or(io::ErrorKind::Other),
             ErrorKind::Eof | ErrorKind::TruncatedMessage => io::ErrorKind::UnexpectedEof,
             ErrorKind::BadMessageLength | ErrorKind::Decode => io::ErrorKind::InvalidData,
             ErrorKind::Authentication => io::ErrorKind::PermissionDenied,
@@ -316,7 +358,7 @@ impl From<Error> for io::Error {
             ErrorKind::Unsupported | ErrorKind::ReadOnly | ErrorKind::WriteOnly => {
                 io::ErrorKind::Unsupported
             }
-            ErrorKind::Closed | ErrorKind::ShutDown | ErrorKind::Io => io::ErrorKind::Other,
+            ErrorKind::Closed | ErrorKind::ShutDown => io::ErrorKind::Other,
         };
         io::Error::new(kind, err)
     }

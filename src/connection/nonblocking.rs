@@ -418,6 +418,8 @@ impl Connection {
     /// # Errors
     /// `Closed`, `BrokenPipe` (the peer is gone), `Io`.
     pub fn flush(&mut self) -> Result<bool> {
+        // Closed is Closed here too, as from every other I/O method, even with nothing queued.
+        self.fd()?;
         while self.queued_pos < self.queued.len() {
             let bufs = [IoSlice::new(&self.queued[self.queued_pos..])];
             let n = sys::fd::try_write(self.fd()?, self.kind, &bufs)?;

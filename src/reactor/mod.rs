@@ -1044,6 +1044,10 @@ impl Core {
         let Some(conn) = entry.conn.as_mut() else {
             return Ok(());
         };
+        if conn.is_closed() {
+            // Closed by its handler: `end_if_lost` reports that, once.
+            return Ok(());
+        }
         let had_pending = conn.pending_send_len() > 0;
         let drained = conn.flush()?;
         let pending = conn.pending_send_len();
