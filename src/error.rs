@@ -320,7 +320,9 @@ impl From<Error> for io::Error {
     /// Anything else becomes an `io::Error` of the nearest kind (an OS error's own kind for
     /// [`ErrorKind::Io`]: `NotFound` for a missing socket path, say) with the multiproc
     /// error inside, so its message (which names the address or path) is kept, and
-    /// [`Error::from`] gives it back whole, OS error code included.
+    /// [`Error::from`] gives it back whole, OS error code included. Such an `io::Error`
+    /// holds ours, not a code: its `raw_os_error()` is `None`, and the code is its
+    /// [`source`](std::error::Error::source)'s.
     ///
     /// # Examples
     /// ```
@@ -329,6 +331,10 @@ impl From<Error> for io::Error {
     /// let io = std::io::Error::from(err);
     /// assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
     /// assert!(io.to_string().contains("/nonexistent/multiproc.sock"));
+    /// assert_eq!(io.raw_os_error(), None);
+    /// use std::error::Error as _;
+    /// let os = io.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+    /// assert_eq!(os.and_then(std::io::Error::raw_os_error), Some(2));
     /// let back = Error::from(io);
     /// assert_eq!((back.kind(), back.raw_os_error()), (ErrorKind::Io, Some(2)));
     /// ```
@@ -347,7 +353,11 @@ impl From<Error> for io::Error {
             .and_then(|s| s.downcast_ref::<io::Error>())
             .map(io::Error::kind);
         let kind = match err.kind {
-            ErrorKind::Io => os_kind.unwrap_or(io::ErrorKind::Other),
+            // An OS error's own kind: ConnectionReset stays that, not BrokenPipe.
+            ErrorKind::Io | ErrorKind::BrokenPipe | ErrorKind::Timeout if os_kind.is_some() => {
+                os_kind.unwrap_or(io::ErrorKind::Other)
+            }
+            ErrorKind::Io => io::ErrorKind::Other,
             ErrorKind::Eof | ErrorKind::TruncatedMessage => io::ErrorKind::UnexpectedEof,
             ErrorKind::BadMessageLength | ErrorKind::Decode => io::ErrorKind::InvalidData,
             ErrorKind::Authentication => io::ErrorKind::PermissionDenied,
@@ -375,6 +385,39 @@ mod tests {
         assert_eq!(e.raw_os_error(), Some(libc::EPIPE));
         let back = io::Error::from(e);
         assert_eq!(back.raw_os_error(), Some(libc::EPIPE));
+    }
+
+    /// With context, an OS error becomes an `io::Error` of the OS error's kind, whatever our
+    /// kind: ECONNRESET is `ConnectionReset` (as `from_raw_os_error` says), not `BrokenPipe`.
+    #[test]
+    fn an_os_error_with_context_keeps_its_io_kind() {
+        for (errno, io_kind, kind) in [
+            (
+                libc::ECONNRESET,
+                io::ErrorKind::ConnectionReset,
+                ErrorKind::BrokenPipe,
+            ),
+            (
+                libc::EPIPE,
+                io::ErrorKind::BrokenPipe,
+                ErrorKind::BrokenPipe,
+            ),
+            (libc::ETIMEDOUT, io::ErrorKind::TimedOut, ErrorKind::Timeout),
+            (
+                libc::ECONNREFUSED,
+                io::ErrorKind::ConnectionRefused,
+                ErrorKind::Io,
+            ),
+        ] {
+            let plain = io::Error::from(Error::from(io::Error::from_raw_os_error(errno)));
+            assert_eq!(plain.kind(), io_kind, "{errno}");
+            let e = Error::from(io::Error::from_raw_os_error(errno)).context("cannot connect to x");
+            assert_eq!(e.kind(), kind);
+            let as_io = io::Error::from(e);
+            assert_eq!(as_io.kind(), io_kind, "{errno}");
+            let back = Error::from(as_io);
+            assert_eq!((back.kind(), back.raw_os_error()), (kind, Some(errno)));
+        }
     }
 
     #[test]

@@ -3,15 +3,17 @@
 
 mod util;
 
+use std::cell::RefCell;
 use std::error::Error as StdError;
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
+use std::rc::Rc;
 use std::time::Duration;
 
 use multiproc::{
     Client, Connection, Context, Error, ErrorKind, Handler, JoinableQueue, Listener, Pipe, Process,
-    Queue, Reactor, WaitSet, wait,
+    Queue, Reactor, TimerId, WaitSet, wait,
 };
 use util::TestResult;
 
@@ -380,6 +382,164 @@ fn display_never_empty() -> TestResult {
     Ok(())
 }
 
+/// Fills its connection's queue (the peer does not read) and closes it, from the callback
+/// `when` names: `on_message`, `on_timer`, or `on_backpressure` after `on_message` filled it.
+struct ClosesWithOutputQueued {
+    errors: Rc<RefCell<Vec<ErrorKind>>>,
+    when: &'static str,
+}
+
+impl ClosesWithOutputQueued {
+    fn fill(ctx: &mut Context<'_>) {
+        let chunk = vec![7u8; 64 * 1024];
+        for _ in 0..64 {
+            ctx.send_bytes(&chunk).unwrap();
+        }
+        assert!(ctx.connection().pending_send_len() > 0, "nothing queued");
+    }
+}
+
+impl Handler for ClosesWithOutputQueued {
+    fn on_message(&mut self, ctx: &mut Context<'_>, _: &[u8]) {
+        Self::fill(ctx);
+        if self.when == "message" {
+            ctx.connection().close();
+        }
+    }
+    fn on_timer(&mut self, ctx: &mut Context<'_>, _: TimerId) {
+        Self::fill(ctx);
+        ctx.connection().close();
+    }
+    fn on_backpressure(&mut self, ctx: &mut Context<'_>, engaged: bool) {
+        if engaged && self.when == "backpressure" {
+            assert!(ctx.connection().pending_send_len() > 0, "nothing queued");
+            ctx.connection().close();
+        }
+    }
+    fn on_error(&mut self, _: &mut Context<'_>, error: Error) {
+        self.errors.borrow_mut().push(error.kind());
+    }
+}
+
+/// A handler that closes its connection with output queued hears one `on_error` (Closed),
+/// and `run` returns: the flush of the closed connection neither reports it a second time
+/// nor keeps it registered.
+fn a_handler_closing_with_output_queued_hears_one_closed() -> TestResult {
+    for when in ["message", "timer", "backpressure"] {
+        let errors = Rc::new(RefCell::new(Vec::new()));
+        let (mut peer, conn) = Pipe::new()?;
+        let mut reactor = Reactor::new()?;
+        reactor.set_high_water(1024);
+        let handler = ClosesWithOutputQueued {
+            errors: Rc::clone(&errors),
+            when,
+        };
+        let token = reactor.register(conn, handler)?;
+        if when == "timer" {
+            reactor.set_timer(token, SHORT)?;
+        } else {
+            peer.send_bytes(b"go")?;
+        }
+        reactor.run()?;
+        assert!(reactor.is_empty(), "{when}");
+        assert_eq!(*errors.borrow(), [ErrorKind::Closed], "{when}");
+        drop(peer);
+    }
+    Ok(())
+}
+
+/// The Display of every error in `err`'s source chain, itself first.
+fn chain(err: &(dyn StdError + 'static)) -> Vec<String> {
+    let mut texts = vec![err.to_string()];
+    let mut next = err.source();
+    while let Some(e) = next {
+        texts.push(e.to_string());
+        next = e.source();
+    }
+    texts
+}
+
+/// What a round trip must keep: kind, OS code, text and the texts of the source chain.
+fn facts(err: &Error) -> (ErrorKind, Option<i32>, Vec<String>) {
+    (err.kind(), err.raw_os_error(), chain(err))
+}
+
+/// `Error` → `io::Error` → `Error` keeps kind, OS code, Display and source chain: for every
+/// kind with its default message, a message, an empty one, and real errors with OS and codec
+/// sources, with and without context.
+fn io_round_trips_keep_kind_code_text_and_chain() -> TestResult {
+    let kinds = [
+        ErrorKind::Eof,
+        ErrorKind::TruncatedMessage,
+        ErrorKind::BadMessageLength,
+        ErrorKind::Closed,
+        ErrorKind::BrokenPipe,
+        ErrorKind::ReadOnly,
+        ErrorKind::WriteOnly,
+        ErrorKind::InvalidInput,
+        ErrorKind::Timeout,
+        ErrorKind::Full,
+        ErrorKind::Empty,
+        ErrorKind::ShutDown,
+        ErrorKind::Encode,
+        ErrorKind::Decode,
+        ErrorKind::Authentication,
+        ErrorKind::Unsupported,
+        ErrorKind::Io,
+    ];
+    let mut errors = Vec::new();
+    for kind in kinds {
+        errors.push(Error::new(kind));
+        errors.push(Error::with_message(kind, "what happened"));
+        errors.push(Error::with_message(kind, ""));
+    }
+    for errno in [libc::EPIPE, libc::ECONNRESET, libc::ETIMEDOUT, libc::EBADF] {
+        errors.push(Error::from(io::Error::from_raw_os_error(errno)));
+    }
+    errors.push(Error::from(io::Error::from(io::ErrorKind::TimedOut)));
+    errors.push(Client::connect("/nonexistent-multiproc-dir/socket", None).unwrap_err());
+    errors.push(Client::connect("127.0.0.1:1", None).unwrap_err());
+    errors.push(Client::connect("", None).unwrap_err());
+    let taken = Listener::bind("127.0.0.1:0", None)?;
+    errors.push(Listener::bind(taken.local_addr().clone(), None).unwrap_err());
+    let (mut a, b) = Pipe::new()?;
+    drop(b);
+    errors.push(a.send_bytes(b"x").unwrap_err());
+    errors.push(a.recv_bytes().unwrap_err());
+    let (mut a, mut b) = Pipe::new()?;
+    a.send_bytes(&[0xff])?;
+    errors.push(b.recv::<u32>().unwrap_err());
+    let mut missing = Process::command(multiproc::Command::new("/nonexistent-multiproc/prog"));
+    errors.push(missing.start().unwrap_err());
+    for original in errors {
+        let before = facts(&original);
+        let debug = format!("{original:?}");
+        let as_io = io::Error::from(original);
+        // Its io::Error says what ours said.
+        assert_eq!(as_io.to_string(), before.2[0], "{debug}");
+        let back = Error::from(as_io);
+        assert_eq!(facts(&back), before, "{debug}");
+    }
+    Ok(())
+}
+
+/// An OS error given context ("cannot connect to ...") and passed on as an `io::Error`
+/// keeps the OS error's own `io::ErrorKind`, ECONNRESET's and ETIMEDOUT's included, and
+/// its code in its source (`raw_os_error` itself is `None`: an `io::Error` holds either a
+/// code or an error of ours).
+fn io_error_with_context_keeps_the_os_kind_and_code() -> TestResult {
+    let refused = io::Error::from(Client::connect("127.0.0.1:1", None).unwrap_err());
+    assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+    assert!(refused.to_string().contains("127.0.0.1:1"), "{refused}");
+    assert_eq!(refused.raw_os_error(), None);
+    let code = refused
+        .source()
+        .and_then(|s| s.downcast_ref::<io::Error>())
+        .and_then(io::Error::raw_os_error);
+    assert_eq!(code, Some(libc::ECONNREFUSED));
+    Ok(())
+}
+
 tests_main!(
     connection_kinds,
     queue_kinds,
@@ -388,4 +548,7 @@ tests_main!(
     io_round_trip_keeps_every_kind,
     io_round_trip_keeps_os_error_and_context,
     display_never_empty,
+    a_handler_closing_with_output_queued_hears_one_closed,
+    io_round_trips_keep_kind_code_text_and_chain,
+    io_error_with_context_keeps_the_os_kind_and_code,
 );
