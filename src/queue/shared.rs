@@ -100,6 +100,10 @@ struct Producer {
     fresh: u32,
     /// The log's head word as this producer last read it.
     head_seen: u64,
+    /// The log's tail word as this producer last published it (or found it, claiming the
+    /// log): only the owner writes the tail, so the shared word is never read back, and a
+    /// tail written there by something else is overwritten by the next put.
+    tail: u64,
     /// Puts made (wrapping): every 16th looks at the head while much memory is held.
     puts: u32,
     closed: bool,
@@ -182,8 +186,18 @@ impl Shared {
     /// `SeqCst`, as the loads of the logs a consumer makes after it: see
     /// [`withdraw_if_shut_down`](Self::withdraw_if_shut_down). (A plain load on x86 and an
     /// acquiring one on Arm, the same as `Acquire`.)
+    ///
+    /// Only the bits `shutdown` sets, and "immediately" only with "shut down": a word written
+    /// by something else with other bits would otherwise keep every sleeper awake (they
+    /// stop waiting on any flag) while gets go on finding the queue empty.
     fn flags(&self) -> u32 {
-        self.h32(l::H_FLAGS).load(Ordering::SeqCst)
+        let flags =
+            self.h32(l::H_FLAGS).load(Ordering::SeqCst) & (l::FLAG_SHUTDOWN | l::FLAG_IMMEDIATE);
+        if flags & l::FLAG_IMMEDIATE != 0 {
+            flags | l::FLAG_SHUTDOWN
+        } else {
+            flags
+        }
     }
 
     // ---------------------------------------------------------------------------------
@@ -350,7 +364,7 @@ impl Shared {
     ) -> Result<(u64, u64)> {
         let len = item.len();
         let size = l::frame_size(len);
-        let tail = Mark::unpack(self.tail(log).load(Ordering::Relaxed));
+        let tail = Mark::unpack(producer.tail);
         let end = l::forward(tail.pos, size);
         let over = |head: Mark| {
             head.items_to(tail) >= l::MAX_ITEMS_PER_LOG
@@ -368,6 +382,19 @@ impl Shared {
         let holding = producer.in_use.len() > l::KEEP_CHUNKS && producer.puts % 16 == 0;
         if over(head) || needs_chunk || holding {
             head = Mark::unpack(self.head(log).load(Ordering::Acquire));
+            if Self::impossible(head, tail) {
+                // A head no consumer leaves: written by something else. Whatever it says
+                // is between it and the tail cannot be found, and left there it fills the
+                // log for good (consumers may see it empty): put it back on the tail. First,
+                // so that no chunk is recycled behind it.
+                let _ = self.head(log).compare_exchange(
+                    head.pack(),
+                    tail.pack(),
+                    Ordering::SeqCst,
+                    Ordering::Acquire,
+                );
+                head = Mark::unpack(self.head(log).load(Ordering::Acquire));
+            }
             producer.head_seen = head.pack();
             self.recycle_behind(producer, log, head.pos);
         }
@@ -399,7 +426,17 @@ impl Shared {
         // store and a fence cost.
         let published = tail.advance(size).pack();
         self.tail(log).swap(published, Ordering::SeqCst);
+        producer.tail = published;
         Ok((tail.pack(), published))
+    }
+
+    /// Whether `head` and `tail` (this producer's own) are apart as no put and take ever
+    /// leave them: no item between them but not the same word, more items than a log
+    /// holds, or more bytes.
+    fn impossible(head: Mark, tail: Mark) -> bool {
+        (head.count == tail.count && head != tail)
+            || head.items_to(tail) > l::MAX_ITEMS_PER_LOG
+            || head.bytes_to(tail) > l::MAX_BACKLOG
     }
 
     /// Calls `f(offset, range)` for each piece of the `len` bytes at position `pos` of
@@ -784,6 +821,7 @@ impl Shared {
         // owner's chunks were given back when the log was freed.
         producer.mapped = l::chunk_start(tail.pos);
         producer.head_seen = head.pack();
+        producer.tail = tail.pack();
         Ok(log)
     }
 
