@@ -29,7 +29,7 @@ use serde::de::Error as _;
 use serde::ser::{Error as _, SerializeSeq};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_bytes::ByteBuf;
-use util::TestResult;
+use util::{TestResult, child, finish, spawned};
 
 type Res<T> = Result<T, Box<dyn StdError>>;
 
@@ -51,36 +51,6 @@ struct Tagged {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/// Starts `f` in a forked daemon child (it dies with this test if the test fails first).
-fn child<F: FnOnce() + Send + 'static>(f: F) -> Res<Process> {
-    let mut p = Process::fork(f);
-    p.set_daemon(true)?;
-    p.start()?;
-    Ok(p)
-}
-
-/// Starts `entry(args)` in a spawned daemon child.
-fn spawned<A: multiproc::SpawnArgs>(entry: fn(A), args: A) -> Res<Process> {
-    let mut p = Process::spawn(entry, args);
-    p.set_daemon(true)?;
-    p.start()?;
-    Ok(p)
-}
-
-/// Joins `p`, which must exit 0 within [`HANG`]; a hung child is killed and reported.
-fn finish(p: &mut Process) -> TestResult {
-    match p.join_timeout(HANG) {
-        Ok(0) => Ok(()),
-        Ok(code) => fail!("child {} exited with {code}", p.name()),
-        Err(e) if e.is_timeout() => {
-            let _ = p.kill();
-            let _ = p.join();
-            fail!("child {} hung for {HANG:?}; killed", p.name())
-        }
-        Err(e) => Err(e.into()),
-    }
-}
 
 /// The scheduler state of process `pid` (`R`, `S`, ...), from `/proc/<pid>/stat`.
 fn state_of(pid: u32) -> Res<char> {

@@ -11,43 +11,13 @@ use std::time::Duration;
 use multiproc::{
     ErrorKind, JoinableQueue, Pipe, Process, Queue, Reactor, SimpleQueue, WaitSet, wait,
 };
-use util::TestResult;
+use util::{TestResult, child, finish, spawned};
 
 type Res<T> = Result<T, Box<dyn StdError>>;
 
 /// Generous: only a hang should ever reach it.
 const HANG: Duration = Duration::from_secs(20);
 const MIB: usize = 1 << 20;
-
-/// Starts `f` in a forked daemon child (it dies with this test if the test fails first).
-fn child<F: FnOnce() + Send + 'static>(f: F) -> Res<Process> {
-    let mut p = Process::fork(f);
-    p.set_daemon(true)?;
-    p.start()?;
-    Ok(p)
-}
-
-/// Starts `entry(args)` in a spawned daemon child.
-fn spawned<A: multiproc::SpawnArgs>(entry: fn(A), args: A) -> Res<Process> {
-    let mut p = Process::spawn(entry, args);
-    p.set_daemon(true)?;
-    p.start()?;
-    Ok(p)
-}
-
-/// Joins `p`, which must exit 0 within [`HANG`].
-fn finish(p: &mut Process) -> TestResult {
-    match p.join_timeout(HANG) {
-        Ok(0) => Ok(()),
-        Ok(code) => fail!("child {} exited with {code}", p.name()),
-        Err(e) if e.is_timeout() => {
-            let _ = p.kill();
-            let _ = p.join();
-            fail!("child {} hung for {HANG:?}; killed", p.name())
-        }
-        Err(e) => Err(e.into()),
-    }
-}
 
 /// The CBOR encoding of `value`, as a typed `put` stores it.
 fn cbor<T: serde::Serialize>(value: &T) -> Res<Vec<u8>> {

@@ -283,3 +283,39 @@ pub fn open_fds() -> Vec<i32> {
     fds.retain(|fd| std::fs::metadata(format!("/proc/self/fd/{fd}")).is_ok());
     fds
 }
+
+/// How long a test's child may take before it counts as hung (see [`finish`]).
+pub const CHILD_HANG: Duration = Duration::from_secs(20);
+
+/// Starts `f` in a forked daemon child (it dies with the test if the test fails first).
+pub fn child<F: FnOnce() + Send + 'static>(f: F) -> Result<Process, Box<dyn StdError>> {
+    let mut p = Process::fork(f);
+    p.set_daemon(true)?;
+    p.start()?;
+    Ok(p)
+}
+
+/// Starts `entry(args)` in a spawned daemon child.
+pub fn spawned<A: multiproc::SpawnArgs>(
+    entry: fn(A),
+    args: A,
+) -> Result<Process, Box<dyn StdError>> {
+    let mut p = Process::spawn(entry, args);
+    p.set_daemon(true)?;
+    p.start()?;
+    Ok(p)
+}
+
+/// Joins `p`, which must exit 0 within [`CHILD_HANG`]; a hung child is killed and reported.
+pub fn finish(p: &mut Process) -> TestResult {
+    match p.join_timeout(CHILD_HANG) {
+        Ok(0) => Ok(()),
+        Ok(code) => Err(format!("child {} exited with {code}", p.name()).into()),
+        Err(e) if e.is_timeout() => {
+            let _ = p.kill();
+            let _ = p.join();
+            Err(format!("child {} hung for {CHILD_HANG:?}; killed", p.name()).into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
