@@ -755,15 +755,7 @@ impl Reactor {
                 return;
             }
             match conn.try_recv_bytes_into_within(&mut self.scratch, READS_PER_TURN) {
-                Ok(Within::Message(_)) => {
-                    let mut message = std::mem::take(&mut self.scratch);
-                    self.dispatch(token, |h, ctx| h.on_message(ctx, &message));
-                    // One large message must not keep its memory for good.
-                    if message.capacity() > KEPT_SCRATCH {
-                        message = Vec::new();
-                    }
-                    self.scratch = message;
-                }
+                Ok(Within::Message(_)) => self.hand_over_message(token),
                 Ok(Within::Drained) => return,
                 // A large message still streaming in: the others get their turn first.
                 Ok(Within::Spent) => break,
@@ -779,6 +771,17 @@ impl Reactor {
         }
         // Budget spent: more may be buffered, and mio will not say so again.
         self.core.again.push(index);
+    }
+
+    /// Hands the message just read into the scratch buffer to `token`'s handler.
+    fn hand_over_message(&mut self, token: Token) {
+        let mut message = std::mem::take(&mut self.scratch);
+        self.dispatch(token, |h, ctx| h.on_message(ctx, &message));
+        // One large message must not keep its memory for good.
+        if message.capacity() > KEPT_SCRATCH {
+            message = Vec::new();
+        }
+        self.scratch = message;
     }
 
     /// Before an entry whose peer stopped reading (its flush failed) is ended: hands its
@@ -801,13 +804,7 @@ impl Reactor {
                 return true;
             };
             match conn.try_recv_bytes_into_within(&mut self.scratch, READS_PER_TURN) {
-                Ok(Within::Message(_)) => {
-                    let message = std::mem::take(&mut self.scratch);
-                    self.dispatch(token, |h, ctx| h.on_message(ctx, &message));
-                    if message.capacity() <= KEPT_SCRATCH {
-                        self.scratch = message;
-                    }
-                }
+                Ok(Within::Message(_)) => self.hand_over_message(token),
                 // Nothing more, or what is left is not a whole message yet, or the input
                 // ended too: the flush's error ends it.
                 _ => return true,

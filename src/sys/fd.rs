@@ -173,22 +173,18 @@ pub(crate) fn poll_now(fd: BorrowedFd<'_>, flags: PollFlags) -> io::Result<bool>
     )? > 0)
 }
 
-/// Whether `fd` reports an error or hang-up right now (zero-timeout poll for nothing else):
-/// for a pipe's write end, that its reader is gone. A failing poll counts as gone.
+/// Whether `fd` reports an error or hang-up right now (a zero-timeout poll for no event, so
+/// only those count): for a pipe's write end, that its reader is gone. A failing poll counts
+/// as gone.
 pub(crate) fn hung_up(fd: BorrowedFd<'_>) -> bool {
-    let mut fds = [PollFd::from_borrowed_fd(fd, PollFlags::empty())];
-    match poll_until(&mut fds, Some(Instant::now())) {
-        Ok(_) => fds[0]
-            .revents()
-            .intersects(PollFlags::ERR | PollFlags::HUP | PollFlags::NVAL),
-        Err(_) => true,
-    }
+    poll_now(fd, PollFlags::empty()).unwrap_or(true)
 }
 
 /// Writes all of `bufs`, retrying short writes and `EINTR`, and waiting out `EAGAIN` (an fd
 /// the user made non-blocking; on a blocking socket it is a send timeout the user set, and
-/// is returned, with part of the frame possibly written). Sockets use `sendmsg` with `MSG_NOSIGNAL`, so a dead peer
-/// is `EPIPE` and never a signal; for pipes see [`ignore_sigpipe_once`].
+/// is returned, with part of the frame possibly written). Sockets use `sendmsg` with
+/// `MSG_NOSIGNAL`, so a dead peer is `EPIPE` and never a signal; for pipes see
+/// [`ignore_sigpipe_once`].
 /// [man7: sendmsg.2, writev.2]
 pub(crate) fn write_all(
     fd: BorrowedFd<'_>,
