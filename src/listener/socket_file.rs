@@ -291,6 +291,20 @@ mod tests {
         assert!(!line_holds(b"", b"/tmp/x"));
     }
 
+    /// A seqpacket socket listening at `path`.
+    fn seqpacket_listener(path: &Path) -> OwnedFd {
+        let socket = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        rustix::net::bind(&socket, &rustix::net::SocketAddrUnix::new(path).unwrap()).unwrap();
+        rustix::net::listen(&socket, 1).unwrap();
+        socket
+    }
+
     /// A seqpacket listener named like the file (its own file removed, then a stream
     /// listener's made there, which died) does not hold the stream listener's file: our
     /// stream probe would be refused by it anyway (`EPROTOTYPE`), so it never serves the
@@ -300,19 +314,7 @@ mod tests {
         let path =
             std::env::temp_dir().join(format!("multiproc-seqpacket-name-{}", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        let seqpacket = rustix::net::socket_with(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC,
-            None,
-        )
-        .unwrap();
-        rustix::net::bind(
-            &seqpacket,
-            &rustix::net::SocketAddrUnix::new(&path).unwrap(),
-        )
-        .unwrap();
-        rustix::net::listen(&seqpacket, 1).unwrap();
+        let seqpacket = seqpacket_listener(&path);
         std::fs::remove_file(&path).unwrap();
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
         let held = listening_under_name(&path);
@@ -331,19 +333,7 @@ mod tests {
         let path =
             std::env::temp_dir().join(format!("multiproc-seqpacket-live-{}", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        let seqpacket = rustix::net::socket_with(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC,
-            None,
-        )
-        .unwrap();
-        rustix::net::bind(
-            &seqpacket,
-            &rustix::net::SocketAddrUnix::new(&path).unwrap(),
-        )
-        .unwrap();
-        rustix::net::listen(&seqpacket, 1).unwrap();
+        let seqpacket = seqpacket_listener(&path);
         let stale = is_stale(&path);
         std::fs::remove_file(&path).unwrap();
         drop(seqpacket);
