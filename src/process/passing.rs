@@ -39,20 +39,17 @@ pub(crate) fn encode_args<A: Serialize + ?Sized>(args: &A) -> Result<(Vec<u8>, V
     /// Puts back what `OUTGOING` held before, however the encoding ends: a `Serialize` that
     /// panics must not leave connections serialisable on this thread (as fd numbers, in
     /// any message), and one that starts another spawn must not lose the outer list.
-    struct Restore(Option<Option<Vec<RawFd>>>);
+    struct Restore(Option<Vec<RawFd>>);
     impl Drop for Restore {
         fn drop(&mut self) {
-            if let Some(before) = self.0.take() {
-                OUTGOING.with(|o| *o.borrow_mut() = before);
-            }
+            let before = self.0.take();
+            OUTGOING.with(|o| *o.borrow_mut() = before);
         }
     }
-    let mut restore = Restore(Some(OUTGOING.with(|o| o.replace(Some(Vec::new())))));
+    let _restore = Restore(OUTGOING.with(|o| o.replace(Some(Vec::new()))));
     let mut out = Vec::new();
     let encoded = Cbor::default().encode(args, &mut out);
-    let fds = OUTGOING
-        .with(|o| o.replace(restore.0.take().flatten()))
-        .unwrap_or_default();
+    let fds = OUTGOING.with(|o| o.borrow_mut().take()).unwrap_or_default();
     encoded.map(|()| (out, fds))
 }
 

@@ -284,6 +284,8 @@ pub struct Reactor {
     watches: Watches,
     /// Watches of this round still to fire (see `Core::reading`).
     firing: Vec<WatchId>,
+    /// Posted tasks taken out of the inbox and not yet run (see `Core::reading`).
+    tasks: VecDeque<Task>,
 }
 
 impl Reactor {
@@ -322,6 +324,7 @@ impl Reactor {
             scratch: Vec::new(),
             watches: Watches::default(),
             firing: Vec::new(),
+            tasks: VecDeque::new(),
         })
     }
 
@@ -616,6 +619,7 @@ impl Reactor {
         self.core.entries.is_empty()
             && self.watches.len() == 0
             && self.core.timers.is_empty()
+            && self.tasks.is_empty()
             && Arc::strong_count(&self.inbox) == 1
             && self.inbox.lock().map_or(true, |i| i.is_empty())
     }
@@ -658,7 +662,7 @@ impl Reactor {
         leftover.retain(|i| !self.core.dirty.contains(i));
         leftover.append(&mut self.core.dirty);
         self.core.dirty = leftover;
-        let tasks_left = !self.inbox.lock().map_or(true, |i| i.is_empty());
+        let tasks_left = !self.tasks.is_empty();
         if !readable.is_empty() || !self.core.dirty.is_empty() || !watched.is_empty() || tasks_left
         {
             wait = Some(Duration::ZERO);
@@ -671,6 +675,8 @@ impl Reactor {
         let mut woken = tasks_left;
         for event in self.events.iter() {
             if event.token() == WAKER {
+                // Taken now: a panic later in this round must not lose them with the wake-up.
+                take_posted(&mut self.tasks, &self.inbox);
                 woken = true;
                 continue;
             }
@@ -709,17 +715,10 @@ impl Reactor {
             self.dispatch(token, |h, ctx| h.on_timer(ctx, id));
         }
         if woken {
-            // One at a time, and only those posted by now (a task posting another must not
-            // keep the round going): a panicking task leaves the rest in the inbox.
-            let posted = self.inbox.lock().unwrap_or_else(|p| p.into_inner()).len();
-            for _ in 0..posted {
-                let task = {
-                    let mut inbox = self.inbox.lock().unwrap_or_else(|p| p.into_inner());
-                    match inbox.pop_front() {
-                        Some(task) => task,
-                        None => break,
-                    }
-                };
+            // Only those posted by now (a task posting another must not keep the round
+            // going), one at a time: a panicking task leaves the rest for the next round.
+            take_posted(&mut self.tasks, &self.inbox);
+            while let Some(task) = self.tasks.pop_front() {
                 task(self);
             }
         }
@@ -862,6 +861,11 @@ impl Reactor {
             self.deliver_notices();
         }
     }
+}
+
+/// Moves the tasks posted to `inbox` to the back of `tasks`, the ones still to run.
+fn take_posted(tasks: &mut VecDeque<Task>, inbox: &Mutex<VecDeque<Task>>) {
+    tasks.append(&mut inbox.lock().unwrap_or_else(|p| p.into_inner()));
 }
 
 impl Core {
@@ -1281,20 +1285,23 @@ impl Context<'_> {
         if token == self.token {
             return self.send_bytes(message);
         }
-        let entry = self
-            .core
-            .entry(token)
-            .filter(|e| e.conn.is_some())
-            .ok_or_else(|| Error::with_message(ErrorKind::InvalidInput, "no such reactor token"))?;
-        if entry.paused {
+        let Some(Entry {
+            conn: Some(conn),
+            paused,
+            ..
+        }) = self.core.entry(token)
+        else {
+            return Err(Error::with_message(
+                ErrorKind::InvalidInput,
+                "no such reactor token",
+            ));
+        };
+        if *paused {
             return Err(Error::with_message(
                 ErrorKind::Full,
                 "the connection's send queue is past the high-water mark",
             ));
         }
-        let Some(conn) = entry.conn.as_mut() else {
-            unreachable!("filtered above");
-        };
         conn.queue_frame(message)?;
         let pending = conn.pending_send_len();
         self.core.queued(token, pending);
