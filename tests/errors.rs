@@ -273,28 +273,31 @@ fn listener_and_reactor_kinds() -> TestResult {
     Ok(())
 }
 
+/// Every `ErrorKind` there is.
+const ALL_KINDS: [ErrorKind; 17] = [
+    ErrorKind::Eof,
+    ErrorKind::TruncatedMessage,
+    ErrorKind::BadMessageLength,
+    ErrorKind::Closed,
+    ErrorKind::BrokenPipe,
+    ErrorKind::ReadOnly,
+    ErrorKind::WriteOnly,
+    ErrorKind::InvalidInput,
+    ErrorKind::Timeout,
+    ErrorKind::Full,
+    ErrorKind::Empty,
+    ErrorKind::ShutDown,
+    ErrorKind::Encode,
+    ErrorKind::Decode,
+    ErrorKind::Authentication,
+    ErrorKind::Unsupported,
+    ErrorKind::Io,
+];
+
 /// `io::Error::from(Error)` then `Error::from` gives the same kind back: it used to come
 /// back as `Io` ("I/O error: EOF: the peer closed the connection").
 fn io_round_trip_keeps_every_kind() -> TestResult {
-    let kinds = [
-        ErrorKind::Eof,
-        ErrorKind::TruncatedMessage,
-        ErrorKind::BadMessageLength,
-        ErrorKind::Closed,
-        ErrorKind::BrokenPipe,
-        ErrorKind::ReadOnly,
-        ErrorKind::WriteOnly,
-        ErrorKind::InvalidInput,
-        ErrorKind::Timeout,
-        ErrorKind::Full,
-        ErrorKind::Empty,
-        ErrorKind::ShutDown,
-        ErrorKind::Encode,
-        ErrorKind::Decode,
-        ErrorKind::Authentication,
-        ErrorKind::Unsupported,
-        ErrorKind::Io,
-    ];
+    let kinds = ALL_KINDS;
     for kind in kinds {
         let original = Error::with_message(kind, "what happened");
         let back = Error::from(io::Error::from(original));
@@ -468,25 +471,7 @@ fn facts(err: &Error) -> (ErrorKind, Option<i32>, Vec<String>) {
 /// kind with its default message, a message, an empty one, and real errors with OS and codec
 /// sources, with and without context.
 fn io_round_trips_keep_kind_code_text_and_chain() -> TestResult {
-    let kinds = [
-        ErrorKind::Eof,
-        ErrorKind::TruncatedMessage,
-        ErrorKind::BadMessageLength,
-        ErrorKind::Closed,
-        ErrorKind::BrokenPipe,
-        ErrorKind::ReadOnly,
-        ErrorKind::WriteOnly,
-        ErrorKind::InvalidInput,
-        ErrorKind::Timeout,
-        ErrorKind::Full,
-        ErrorKind::Empty,
-        ErrorKind::ShutDown,
-        ErrorKind::Encode,
-        ErrorKind::Decode,
-        ErrorKind::Authentication,
-        ErrorKind::Unsupported,
-        ErrorKind::Io,
-    ];
+    let kinds = ALL_KINDS;
     let mut errors = Vec::new();
     for kind in kinds {
         errors.push(Error::new(kind));

@@ -12,7 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use multiproc::{JoinableQueue, Process, Queue};
-use util::TestResult;
+use util::{TestResult, queue_file, read64};
 
 // Layout offsets (src/queue/layout.rs).
 const H_MAGIC: u64 = 0;
@@ -54,34 +54,6 @@ fn entry(log: u64) -> u64 {
 const SLACK: Duration = Duration::from_secs(3);
 /// Each case's watchdog.
 const CASE_LIMIT: Duration = Duration::from_secs(60);
-
-/// The queue file this process has open, reopened read-write through `/proc/self/fd`.
-fn queue_file() -> File {
-    let mut found = None;
-    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-        let Ok(target) = std::fs::read_link(entry.path()) else {
-            continue;
-        };
-        if target
-            .to_string_lossy()
-            .starts_with("/memfd:multiproc-queue")
-        {
-            found = Some(entry.path());
-        }
-    }
-    let path = found.expect("a queue memfd");
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap()
-}
-
-fn read64(file: &File, offset: u64) -> u64 {
-    let mut b = [0u8; 8];
-    file.read_exact_at(&mut b, offset).unwrap();
-    u64::from_le_bytes(b)
-}
 
 /// Where a scribble goes and what it writes.
 #[derive(Clone, Debug)]

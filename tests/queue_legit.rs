@@ -8,13 +8,12 @@
 mod util;
 
 use std::error::Error as StdError;
-use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use multiproc::{Connection, ErrorKind, Pipe, Process, Queue};
 use serde_bytes::ByteBuf;
-use util::TestResult;
+use util::{TestResult, queue_file, read64};
 
 type Res<T> = Result<T, Box<dyn StdError>>;
 
@@ -35,33 +34,6 @@ fn entry(log: u64) -> u64 {
 
 fn pack(count: u64, pos: u64) -> u64 {
     ((count & COUNT_MASK) << 40) | ((pos / 8) & POS_MASK)
-}
-
-/// The queue file this process has open, reopened read-write through `/proc/self/fd`.
-fn queue_file() -> File {
-    let mut found = None;
-    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-        let Ok(target) = std::fs::read_link(entry.path()) else {
-            continue;
-        };
-        if target
-            .to_string_lossy()
-            .starts_with("/memfd:multiproc-queue")
-        {
-            found = Some(entry.path());
-        }
-    }
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(found.expect("a queue memfd"))
-        .unwrap()
-}
-
-fn read64(file: &File, offset: u64) -> u64 {
-    let mut b = [0u8; 8];
-    file.read_exact_at(&mut b, offset).unwrap();
-    u64::from_le_bytes(b)
 }
 
 fn child<F: FnOnce() + Send + 'static>(f: F) -> Res<Process> {

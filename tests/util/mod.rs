@@ -319,3 +319,33 @@ pub fn finish(p: &mut Process) -> TestResult {
         Err(e) => Err(e.into()),
     }
 }
+
+/// The queue file this process has open, reopened read-write through `/proc/self/fd`.
+pub fn queue_file() -> std::fs::File {
+    let mut found = None;
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        if target
+            .to_string_lossy()
+            .starts_with("/memfd:multiproc-queue")
+        {
+            found = Some(entry.path());
+        }
+    }
+    let path = found.expect("a queue memfd");
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap()
+}
+
+/// The little-endian `u64` at `offset` of `file`.
+pub fn read64(file: &std::fs::File, offset: u64) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let mut b = [0u8; 8];
+    file.read_exact_at(&mut b, offset).unwrap();
+    u64::from_le_bytes(b)
+}
