@@ -41,16 +41,57 @@ use crate::sys;
 pub trait Waitable {
     /// The fd whose readability means there may be progress.
     ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use std::os::fd::AsRawFd;
+    /// use multiproc::{Pipe, Waitable};
+    /// let (_a, mut b) = Pipe::new()?;
+    /// // A connection waits on its own fd.
+    /// assert_eq!(b.wait_fd()?.as_raw_fd(), b.as_raw_fd());
+    /// b.close();
+    /// assert!(b.wait_fd().unwrap_err().is_closed());
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// `Closed` if the object was closed.
     fn wait_fd(&self) -> Result<BorrowedFd<'_>>;
 
     /// Whether the next receive would return without blocking, found out without blocking
     /// (a connection reads what is on its fd into its buffer to tell).
+    ///
+    /// # Examples
+    /// End of file counts as ready: the receive fails at once.
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use multiproc::{Pipe, Waitable};
+    /// let (a, mut b) = Pipe::new()?;
+    /// assert!(!b.is_ready());
+    /// drop(a);
+    /// assert!(b.is_ready());
+    /// assert!(b.recv_bytes().unwrap_err().is_eof());
+    /// # Ok(()) }
+    /// ```
     fn is_ready(&mut self) -> bool;
 
     /// Whether the object is ready from what it holds in user space alone, with no syscall.
     /// The default says no.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use std::os::fd::AsFd;
+    /// use multiproc::{Pipe, Waitable};
+    /// let (mut a, mut b) = Pipe::new()?;
+    /// a.send_bytes(b"x")?;
+    /// assert!(!b.is_ready_buffered()); // the message is still on the fd
+    /// assert!(b.is_ready()); // reads it into b's buffer
+    /// assert!(b.is_ready_buffered());
+    /// // A raw fd holds nothing in user space: the default.
+    /// assert!(!b.as_fd().is_ready_buffered());
+    /// # Ok(()) }
+    /// ```
     fn is_ready_buffered(&self) -> bool {
         false
     }

@@ -305,6 +305,21 @@ impl From<&Path> for Address {
 pub trait ToAddress {
     /// The address.
     ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use std::net::SocketAddr;
+    /// use std::path::Path;
+    /// use multiproc::{Address, ErrorKind, ToAddress};
+    /// let tcp: SocketAddr = "127.0.0.1:6000".parse().unwrap();
+    /// assert_eq!("127.0.0.1:6000".to_address()?, Address::Tcp(tcp));
+    /// assert_eq!(tcp.to_address()?, Address::Tcp(tcp));
+    /// assert_eq!(Path::new("app.sock").to_address()?, Address::Unix("app.sock".into()));
+    /// let err = "127.0.0.1:70000".to_address().unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// `InvalidInput` for an empty string, a bad port or a host name that does not
     /// resolve (see [`Address`]).

@@ -94,22 +94,7 @@ enum Target {
 ///
 /// Once started, a `Process` can be shared between threads: one may block in
 /// [`join`](Process::join) while another calls [`terminate`](Process::terminate) or
-/// [`kill`](Process::kill), as in Python.
-///
-/// ```
-/// # fn main() -> multiproc::Result<()> {
-/// let (_keep, mut end) = multiproc::Pipe::new()?;
-/// let mut p = multiproc::Process::fork(move || { let _ = end.recv_bytes(); });
-/// p.start()?;
-/// let p = &p;
-/// let code = std::thread::scope(|s| {
-///     let joiner = s.spawn(|| p.join());
-///     p.terminate()?;
-///     joiner.join().unwrap()
-/// })?;
-/// assert_eq!(code, -15);
-/// # Ok(()) }
-/// ```
+/// [`kill`](Process::kill), as in Python (see the second example).
 ///
 /// # Examples
 /// ```
@@ -124,6 +109,22 @@ enum Target {
 /// assert_eq!(ok.join()?, 0);
 /// assert_eq!(exits.join()?, 3);
 /// assert_eq!(panics.join()?, 1);
+/// # Ok(()) }
+/// ```
+///
+/// One thread joins while another terminates the child:
+/// ```
+/// # fn main() -> multiproc::Result<()> {
+/// let (_keep, mut end) = multiproc::Pipe::new()?;
+/// let mut p = multiproc::Process::fork(move || { let _ = end.recv_bytes(); });
+/// p.start()?;
+/// let p = &p;
+/// let code = std::thread::scope(|s| {
+///     let joiner = s.spawn(|| p.join());
+///     p.terminate()?;
+///     joiner.join().unwrap()
+/// })?;
+/// assert_eq!(code, -15);
 /// # Ok(()) }
 /// ```
 pub struct Process {

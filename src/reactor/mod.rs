@@ -111,32 +111,194 @@ pub struct Token {
 /// ```
 pub trait Handler {
     /// A whole message arrived. Decode typed messages with [`Context::decode`].
+    ///
+    /// # Examples
+    /// `message` is lent for the call; copy what you keep.
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use std::cell::RefCell;
+    /// use std::rc::Rc;
+    /// use multiproc::{Context, Handler, Pipe, Reactor};
+    /// struct Collect(Rc<RefCell<Vec<Vec<u8>>>>);
+    /// impl Handler for Collect {
+    ///     fn on_message(&mut self, _: &mut Context<'_>, message: &[u8]) {
+    ///         self.0.borrow_mut().push(message.to_vec());
+    ///     }
+    /// }
+    /// let seen = Rc::new(RefCell::new(Vec::new()));
+    /// let (mut peer, conn) = Pipe::new()?;
+    /// let mut reactor = Reactor::new()?;
+    /// reactor.register(conn, Collect(Rc::clone(&seen)))?;
+    /// peer.send_bytes(b"one")?;
+    /// peer.send_bytes(b"two")?;
+    /// drop(peer);
+    /// reactor.run()?; // EOF removes the connection; nothing is left, so run returns
+    /// assert_eq!(*seen.borrow(), [b"one".to_vec(), b"two".to_vec()]);
+    /// # Ok(()) }
+    /// ```
     fn on_message(&mut self, ctx: &mut Context<'_>, message: &[u8]);
 
     /// The peer closed the connection at a message boundary. The connection is removed
     /// after this returns.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use std::cell::Cell;
+    /// use std::rc::Rc;
+    /// use multiproc::{Context, Handler, Pipe, Reactor};
+    /// struct Hangup(Rc<Cell<bool>>);
+    /// impl Handler for Hangup {
+    ///     fn on_message(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    ///     fn on_eof(&mut self, _: &mut Context<'_>) {
+    ///         self.0.set(true);
+    ///     }
+    /// }
+    /// let hung_up = Rc::new(Cell::new(false));
+    /// let (peer, conn) = Pipe::new()?;
+    /// let mut reactor = Reactor::new()?;
+    /// reactor.register(conn, Hangup(Rc::clone(&hung_up)))?;
+    /// drop(peer);
+    /// reactor.run()?;
+    /// assert!(hung_up.get());
+    /// assert!(reactor.is_empty());
+    /// # Ok(()) }
+    /// ```
     fn on_eof(&mut self, ctx: &mut Context<'_>) {
         let _ = ctx;
     }
 
     /// Receiving or sending failed (a truncated message, a bad length, a broken pipe). The
     /// connection is removed after this returns.
+    ///
+    /// # Examples
+    /// A message over the connection's limit:
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use std::cell::Cell;
+    /// use std::rc::Rc;
+    /// use multiproc::{Context, Error, ErrorKind, Handler, Pipe, Reactor};
+    /// struct Report(Rc<Cell<Option<ErrorKind>>>);
+    /// impl Handler for Report {
+    ///     fn on_message(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    ///     fn on_error(&mut self, _: &mut Context<'_>, error: Error) {
+    ///         self.0.set(Some(error.kind()));
+    ///     }
+    /// }
+    /// let failed = Rc::new(Cell::new(None));
+    /// let (mut peer, mut conn) = Pipe::new()?;
+    /// conn.set_max_message_len(4);
+    /// let mut reactor = Reactor::new()?;
+    /// reactor.register(conn, Report(Rc::clone(&failed)))?;
+    /// peer.send_bytes(b"far too long")?;
+    /// reactor.run()?;
+    /// assert_eq!(failed.get(), Some(ErrorKind::BadMessageLength));
+    /// assert!(reactor.is_empty());
+    /// # Ok(()) }
+    /// ```
     fn on_error(&mut self, ctx: &mut Context<'_>, error: Error) {
         let _ = (ctx, error);
     }
 
     /// Output queued for this connection passed the high-water mark (`engaged`: reading
     /// from it pauses) or fell back to the low-water mark (reading resumes).
+    ///
+    /// # Examples
+    /// A reply larger than the high-water mark engages it; the end of the round writes the
+    /// reply and releases it.
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use std::cell::RefCell;
+    /// use std::rc::Rc;
+    /// use multiproc::{Context, Handler, Pipe, Reactor};
+    /// struct Flow(Rc<RefCell<Vec<bool>>>);
+    /// impl Handler for Flow {
+    ///     fn on_message(&mut self, ctx: &mut Context<'_>, _: &[u8]) {
+    ///         ctx.send_bytes(&[0; 100]).unwrap();
+    ///     }
+    ///     fn on_backpressure(&mut self, ctx: &mut Context<'_>, engaged: bool) {
+    ///         self.0.borrow_mut().push(engaged);
+    ///         if !engaged {
+    ///             ctx.stop();
+    ///         }
+    ///     }
+    /// }
+    /// let seen = Rc::new(RefCell::new(Vec::new()));
+    /// let (mut peer, conn) = Pipe::new()?;
+    /// let mut reactor = Reactor::new()?;
+    /// reactor.set_high_water(64);
+    /// reactor.register(conn, Flow(Rc::clone(&seen)))?;
+    /// peer.send_bytes(b"go")?;
+    /// reactor.run()?;
+    /// assert_eq!(*seen.borrow(), [true, false]);
+    /// assert_eq!(peer.recv_bytes()?.len(), 100);
+    /// # Ok(()) }
+    /// ```
     fn on_backpressure(&mut self, ctx: &mut Context<'_>, engaged: bool) {
         let _ = (ctx, engaged);
     }
 
     /// Everything queued for this connection has been written.
+    ///
+    /// # Examples
+    /// A producer that queues its next message only once the last one is written, so its
+    /// queue never grows:
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use multiproc::{Context, Handler, Pipe, Reactor};
+    /// struct Producer(u32);
+    /// impl Handler for Producer {
+    ///     fn on_message(&mut self, ctx: &mut Context<'_>, _: &[u8]) {
+    ///         ctx.send(&self.0).unwrap();
+    ///     }
+    ///     fn on_drained(&mut self, ctx: &mut Context<'_>) {
+    ///         self.0 += 1;
+    ///         if self.0 < 3 {
+    ///             ctx.send(&self.0).unwrap();
+    ///         } else {
+    ///             ctx.close();
+    ///         }
+    ///     }
+    /// }
+    /// let (mut peer, conn) = Pipe::new()?;
+    /// let mut reactor = Reactor::new()?;
+    /// reactor.register(conn, Producer(0))?;
+    /// peer.send_bytes(b"start")?;
+    /// reactor.run()?; // returns once the closed connection is gone
+    /// let got: Vec<u32> = (0..3).map(|_| peer.recv().unwrap()).collect();
+    /// assert_eq!(got, [0, 1, 2]);
+    /// assert!(peer.recv_bytes().unwrap_err().is_eof());
+    /// # Ok(()) }
+    /// ```
     fn on_drained(&mut self, ctx: &mut Context<'_>) {
         let _ = ctx;
     }
 
     /// A timer this handler set fired.
+    ///
+    /// # Examples
+    /// An idle timeout for a peer that never speaks:
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use std::time::Duration;
+    /// use multiproc::{Context, Handler, Pipe, Reactor, TimerId};
+    /// struct IdleTimeout;
+    /// impl Handler for IdleTimeout {
+    ///     fn on_message(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    ///     fn on_timer(&mut self, ctx: &mut Context<'_>, _: TimerId) {
+    ///         ctx.send_bytes(b"idle too long").unwrap();
+    ///         ctx.close();
+    ///     }
+    /// }
+    /// let (mut peer, conn) = Pipe::new()?;
+    /// let mut reactor = Reactor::new()?;
+    /// let token = reactor.register(conn, IdleTimeout)?;
+    /// reactor.set_timer(token, Duration::from_millis(1))?;
+    /// reactor.run()?;
+    /// assert_eq!(peer.recv_bytes()?, b"idle too long");
+    /// assert!(peer.recv_bytes().unwrap_err().is_eof());
+    /// # Ok(()) }
+    /// ```
     fn on_timer(&mut self, ctx: &mut Context<'_>, timer: TimerId) {
         let _ = (ctx, timer);
     }
@@ -235,8 +397,10 @@ pub struct ReactorHandle {
     inbox: Arc<Mutex<VecDeque<Task>>>,
 }
 
-/// An event loop over connections, timers and posted tasks. Each round waits for events (or the next timer), reads whole
-/// messages and hands them to handlers, fires due timers, then flushes all output queued
+/// An event loop over connections, timers and posted tasks.
+///
+/// Each round waits for events (or the next timer), reads whole messages and hands them to
+/// handlers, fires due timers, then flushes all output queued
 /// in the round: a handler's sends only append to a buffer, so many small messages leave in
 /// one `sendmsg`. A connection whose queue passes the high-water mark stops being read until
 /// it drains to half of it. End of stream and errors are delivered once (`on_eof`,
@@ -585,7 +749,8 @@ impl Reactor {
 
     /// Runs rounds until [`stop`](Self::stop) is called (by a handler, a posted task or
     /// this method's caller before), or until nothing is left that could wake it: no
-    /// connection, no timer and no [`ReactorHandle`] alive. Output queued by then is
+    /// connection, no timer, no [`when_ready`](Self::when_ready) watch, no task posted and
+    /// no [`ReactorHandle`] alive. Output queued by then is
     /// written as far as the fds take it without blocking; the rest stays queued in its
     /// connection (see [`deregister`](Self::deregister)).
     ///
@@ -641,8 +806,8 @@ impl Reactor {
     ///
     /// # Errors
     /// As [`run`](Self::run); `InvalidInput` for no timeout (`None`) when nothing could end
-    /// the wait (no connection, no timer and no [`ReactorHandle`] alive, as [`run`](Self::run)
-    /// checks), rather than wait forever.
+    /// the wait (nothing left that could wake it, as [`run`](Self::run) checks), rather
+    /// than wait forever.
     pub fn run_once(&mut self, timeout: Option<Duration>) -> Result<()> {
         if timeout.is_none() && self.idle() {
             return Err(crate::wait::waits_forever());
