@@ -314,6 +314,39 @@ fn a_listener_moved_into_a_forked_child_keeps_its_file() -> TestResult {
     Ok(())
 }
 
+/// The same with a wrapper of the user's whose `Drop` closes its listener: the parent's
+/// copy, dropped at `start`, closes, and must leave the file to the child all the same.
+fn a_listener_closed_by_a_drop_in_the_parents_copy_keeps_the_childs_file() -> TestResult {
+    struct Server(multiproc::Listener);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
+    let path = std::env::temp_dir().join(format!("multiproc-fork-close-{}", std::process::id()));
+    let server = Server(multiproc::Listener::bind(path.as_path(), None)?);
+    let mut child = Process::fork(move || {
+        let mut server = server;
+        let mut conn = server.0.accept_timeout(HANG).unwrap();
+        conn.send_bytes(b"hello").unwrap();
+    });
+    child.start()?;
+    let kept = path.exists();
+    let greeting =
+        multiproc::Client::connect(path.as_path(), None).and_then(|mut c| c.recv_bytes());
+    let code = child.join_timeout(HANG)?;
+    let left = path.exists();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        kept,
+        "the parent's close (in a drop at start) removed the child's file"
+    );
+    assert_eq!(greeting?, b"hello");
+    assert_eq!(code, 0);
+    assert!(!left, "the child's close left its file behind");
+    Ok(())
+}
+
 /// Any forked child holds a copy of a listening socket, even one that never touches the
 /// listener: dropping the listener (not moved into that child) still removes its file, so
 /// clients find nothing there and the path can be bound again.
@@ -1176,6 +1209,7 @@ tests_main!(
     a_child_that_closed_its_sentinel_pipe_is_still_signalled,
     dropping_a_fork_target_in_the_parent_may_panic_or_start_another,
     a_listener_moved_into_a_forked_child_keeps_its_file,
+    a_listener_closed_by_a_drop_in_the_parents_copy_keeps_the_childs_file,
     a_listener_dropped_while_an_unrelated_child_runs_removes_its_file,
     a_start_without_fds_leaves_no_child_and_pidfds_stay_on,
     a_panic_whose_payload_panics_on_drop_still_ends_the_child,

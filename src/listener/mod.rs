@@ -24,8 +24,6 @@ mod socket_file;
 use std::collections::VecDeque;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, epoll};
@@ -38,6 +36,7 @@ use crate::error::{Error, ErrorKind, Result};
 pub use address::{Address, ToAddress};
 pub use auth::Digest;
 use auth::{Progress, ServerHandshake};
+use socket_file::SocketFile;
 
 /// How long a client has to finish the handshake, unless set otherwise.
 const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -169,16 +168,9 @@ impl Listener {
             watch(&epoll, &deadline_timer, DEADLINE)?;
             Ok((epoll, resume_timer, deadline_timer))
         })();
-        let (epoll, resume_timer, deadline_timer) = match parts {
-            Ok(parts) => parts,
-            Err(e) => {
-                // No listener will own the socket file: it goes with the failed bind.
-                if let Some(file) = &owned_file {
-                    remove_socket_file(file);
-                }
-                return Err(e.into());
-            }
-        };
+        // On failure no listener will own the socket file: it goes with the failed bind
+        // (`owned_file` is dropped before `socket`, bindings going in reverse order).
+        let (epoll, resume_timer, deadline_timer) = parts?;
         Ok(Listener {
             socket: Some(socket),
             address,
@@ -525,7 +517,9 @@ impl Listener {
     }
 
     /// Stops listening: the socket is closed (and its file removed); pending handshakes are
-    /// dropped. Python: `Listener.close()`.
+    /// dropped. Python: `Listener.close()`. In the parent's copy of a listener moved into a
+    /// [`Process::fork`](crate::Process::fork) closure, dropped at `start`, it only closes
+    /// that copy's fds: the child goes on listening (see [`bind`](Self::bind)).
     ///
     /// # Examples
     /// ```
@@ -536,6 +530,18 @@ impl Listener {
     /// # Ok(()) }
     /// ```
     pub fn close(&mut self) {
+        // The file first, while the socket still listens: a binder that came in between
+        // would take the file for stale and replace it.
+        self.let_go_of_file();
+        if crate::process::handed_to_child() {
+            // The parent's copy of a listener moved into a fork's closure, dropped at
+            // `start` (a `close` in some `Drop` of the user's): the epoll instance and the
+            // timers are the child's too, shared by the fork, so only this copy's fds go.
+            self.socket = None;
+            self.pending.clear();
+            self.ready.clear();
+            return;
+        }
         if let Some(socket) = self.socket.take() {
             let _ = epoll::delete(&self.epoll, &socket);
         }
@@ -548,22 +554,17 @@ impl Listener {
             drop(self.take(index));
         }
         self.ready.clear();
-        self.remove_file();
     }
 
-    fn remove_file(&mut self) {
+    /// Removes the socket file, if it is still ours, and forgets it (a later close or drop
+    /// finds none to remove). Not in the parent's copy of a listener moved into a fork's
+    /// closure, dropped at `start` (whether by dropping the listener or by a `close` in
+    /// some `Drop` of the user's): the child listens on the file and removes it itself.
+    fn let_go_of_file(&mut self) {
         if let Some(file) = self.owned_file.take() {
-            remove_socket_file(&file);
-        }
-    }
-}
-
-/// Removes a socket file a listener made, if it is still that file (someone may have
-/// replaced it).
-fn remove_socket_file((path, dev, ino): &SocketFile) {
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if meta.dev() == *dev && meta.ino() == *ino {
-            let _ = std::fs::remove_file(path);
+            if crate::process::handed_to_child() {
+                file.leave();
+            }
         }
     }
 }
@@ -597,10 +598,9 @@ fn watch(epoll: &OwnedFd, fd: &impl AsFd, token: u64) -> rustix::io::Result<()> 
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        // Moved into a fork's closure: the child listens on and owns the file now.
-        if !crate::process::handed_to_child() {
-            self.remove_file();
-        }
+        // Here, so that the file goes before the socket closes (as `socket`, a field, is
+        // dropped after this).
+        self.let_go_of_file();
     }
 }
 
@@ -651,9 +651,6 @@ impl mio::event::Source for Listener {
     }
 }
 
-/// A Unix socket file a listener created: its path, device and inode.
-type SocketFile = (PathBuf, u64, u64);
-
 /// A listening socket for `address`, the address it really got, and the socket file it
 /// created.
 fn listen(address: &Address) -> Result<(OwnedFd, Address, Option<SocketFile>)> {
@@ -700,13 +697,10 @@ fn listen(address: &Address) -> Result<(OwnedFd, Address, Option<SocketFile>)> {
                 other => other?,
             }
             // The file exists now: identified at once, so that a failure from here on
-            // removes it (and only it) rather than leave it behind.
-            let meta = std::fs::symlink_metadata(path)?;
-            let file = (path.clone(), meta.dev(), meta.ino());
-            if let Err(e) = rustix::net::listen(&socket, BACKLOG) {
-                remove_socket_file(&file);
-                return Err(e.into());
-            }
+            // removes it (and only it) rather than leave it behind, still under the lock
+            // (`file` is dropped before `lock`).
+            let file = SocketFile::bound_at(path)?;
+            rustix::net::listen(&socket, BACKLOG)?;
             drop(lock);
             Ok((socket, address.clone(), Some(file)))
         }
@@ -730,38 +724,25 @@ fn listen(address: &Address) -> Result<(OwnedFd, Address, Option<SocketFile>)> {
 fn unix_path(path: &std::path::Path) -> Result<rustix::net::SocketAddrUnix> {
     use std::os::unix::ffi::OsStrExt;
     let bytes = path.as_os_str().as_bytes();
-    let invalid = |message: String, errno: rustix::io::Errno| {
-        Error::with_source(
-            ErrorKind::InvalidInput,
-            message,
-            std::io::Error::from(errno),
-        )
-    };
     if bytes.is_empty() {
-        return Err(invalid(
-            "empty socket path".to_owned(),
+        return Err(invalid_address(
+            "empty socket path",
             rustix::io::Errno::INVAL,
         ));
     }
     if bytes.contains(&0) {
-        return Err(invalid(
-            "a socket path cannot contain a NUL byte".to_owned(),
+        return Err(invalid_address(
+            "a socket path cannot contain a NUL byte",
             rustix::io::Errno::INVAL,
         ));
     }
     rustix::net::SocketAddrUnix::new(path).map_err(|errno| {
-        if errno == rustix::io::Errno::NAMETOOLONG {
-            invalid(
-                format!(
-                    "the socket path is {} bytes, too long for a Unix socket address; \
-                     use a shorter (relative, say) path or an abstract name",
-                    bytes.len()
-                ),
-                errno,
-            )
-        } else {
-            errno.into()
-        }
+        address_error(
+            errno,
+            "the socket path",
+            bytes.len(),
+            "; use a shorter (relative, say) path or an abstract name",
+        )
     })
 }
 
@@ -769,20 +750,32 @@ fn unix_path(path: &std::path::Path) -> Result<rustix::net::SocketAddrUnix> {
 /// `sun_path` (107 bytes on Linux, after the leading NUL).
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn abstract_name(name: &[u8]) -> Result<rustix::net::SocketAddrUnix> {
-    rustix::net::SocketAddrUnix::new_abstract_name(name).map_err(|errno| {
-        if errno == rustix::io::Errno::NAMETOOLONG {
-            Error::with_source(
-                ErrorKind::InvalidInput,
-                format!(
-                    "the abstract name is {} bytes, too long for a Unix socket address",
-                    name.len()
-                ),
-                std::io::Error::from(errno),
-            )
-        } else {
-            errno.into()
-        }
-    })
+    rustix::net::SocketAddrUnix::new_abstract_name(name)
+        .map_err(|errno| address_error(errno, "the abstract name", name.len(), ""))
+}
+
+/// The error for `errno` from making the socket address of `what`, `len` bytes long:
+/// `ENAMETOOLONG` is `InvalidInput`, saying so and then `advice`; any other, the OS error.
+fn address_error(errno: rustix::io::Errno, what: &str, len: usize, advice: &str) -> Error {
+    if errno != rustix::io::Errno::NAMETOOLONG {
+        return errno.into();
+    }
+    invalid_address(
+        format!("{what} is {len} bytes, too long for a Unix socket address{advice}"),
+        errno,
+    )
+}
+
+/// `InvalidInput` saying `message`, with `errno` (what the kernel says) as its source.
+fn invalid_address(
+    message: impl Into<std::borrow::Cow<'static, str>>,
+    errno: rustix::io::Errno,
+) -> Error {
+    Error::with_source(
+        ErrorKind::InvalidInput,
+        message,
+        std::io::Error::from(errno),
+    )
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]

@@ -1,9 +1,9 @@
 //! The Unix socket file a listener binds: telling a stale one (left by a listener that is
-//! gone) from a live one, and taking turns to replace it.
+//! gone) from a live one, taking turns to replace it, and removing our own.
 
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
@@ -19,6 +19,47 @@ const DIRECTORY_LOCK_WAIT: Duration = Duration::from_millis(500);
 /// (see `lock_directory_of`): long enough for another binder's turn (from its `bind(2)` to
 /// its `listen(2)`), short next to [`DIRECTORY_LOCK_WAIT`].
 const REMEMBERED_LOCK_WAIT: Duration = Duration::from_millis(50);
+
+/// A socket file a listener made, removed when this is dropped if it is still that file
+/// (same device and inode: someone may have removed it and made another there). Not
+/// `Clone`: whoever holds it removes the file, at most once (the bind until the listener
+/// exists, then the listener). The parent's copy of a listener handed to a forked child
+/// [`leave`](Self::leave)s it instead.
+pub(super) struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    /// The socket file just bound at `path`: from now on, dropping this removes it.
+    pub(super) fn bound_at(path: &Path) -> std::io::Result<SocketFile> {
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok(SocketFile {
+            path: path.to_owned(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+
+    /// Lets go of the file without removing it: a forked child, handed the listener, is
+    /// the one to remove it now.
+    pub(super) fn leave(mut self) {
+        // The path is all there is to free: taken out first, forgetting the rest leaks nothing.
+        drop(std::mem::take(&mut self.path));
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
+            if meta.dev() == self.dev && meta.ino() == self.ino {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+}
 
 /// Whether `path` is a socket file of ours that nothing listens on any more.
 ///
