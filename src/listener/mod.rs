@@ -1053,6 +1053,9 @@ fn connect_tcp(
 /// queue is full makes a blocking connect wait for room for ever; Linux bounds that wait by
 /// the socket's send timeout (`SO_SNDTIMEO`; `unix_stream_connect` fails with EAGAIN when it
 /// runs out), so set one for the connect and clear it afterwards.
+///
+/// The send timeout is what is left until `deadline`, set again before each try: a try cut
+/// short by a signal (`EINTR`) would otherwise wait the whole timeout again.
 fn connect_unix(address: &rustix::net::SocketAddrUnix, deadline: Instant) -> Result<OwnedFd> {
     let fd = rustix::net::socket_with(
         AddressFamily::UNIX,
@@ -1060,15 +1063,25 @@ fn connect_unix(address: &rustix::net::SocketAddrUnix, deadline: Instant) -> Res
         SocketFlags::CLOEXEC,
         None,
     )?;
-    // Zero would mean "no timeout".
-    let left = deadline
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_millis(1));
-    rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Send, Some(left))?;
     loop {
+        // Zero would mean "no timeout".
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        rustix::net::sockopt::set_socket_timeout(
+            &fd,
+            rustix::net::sockopt::Timeout::Send,
+            Some(left),
+        )?;
         match rustix::net::connect(&fd, address) {
             Ok(()) => break,
-            Err(rustix::io::Errno::INTR) if Instant::now() < deadline => continue,
+            // EAGAIN: the send timeout ran out, which the kernel counts in clock ticks, so
+            // it may run out a little before the deadline: the rest is waited too.
+            Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN)
+                if Instant::now() < deadline =>
+            {
+                continue;
+            }
             Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {
                 return Err(Error::with_message(
                     ErrorKind::Timeout,

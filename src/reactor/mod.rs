@@ -790,7 +790,11 @@ impl Reactor {
     }
 
     /// Runs one round, waiting at most `timeout` for something to happen (`None`: as long
-    /// as it takes).
+    /// as it takes). A signal is not something: the wait goes on after it, and still ends
+    /// `timeout` after the call (Python's selectors do the same, PEP 475), as every wait of
+    /// this crate does. To act on a signal, make it something readable (a pipe its handler
+    /// writes, such as `signal-hook`'s, as `examples/supervisor.rs` does for its `WaitSet`)
+    /// and watch that with [`when_ready`](Self::when_ready).
     ///
     /// # Examples
     /// ```
@@ -832,10 +836,18 @@ impl Reactor {
         {
             wait = Some(Duration::ZERO);
         }
-        match self.core.poll.poll(&mut self.events, wait) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
+        // A signal (EINTR) ends no round: the wait goes on for what is left of its time, as
+        // Python's selectors do (PEP 475). A round ended by the first signal did nothing, so
+        // `run_once(None)` returned before anything happened.
+        let deadline = wait.and_then(|w| now.checked_add(w));
+        loop {
+            match self.core.poll.poll(&mut self.events, wait) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         let mut woken = tasks_left;
         for event in self.events.iter() {

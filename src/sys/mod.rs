@@ -27,6 +27,8 @@ pub(crate) mod process;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) mod shm;
 #[cfg(test)]
+mod signal_deadline_tests;
+#[cfg(test)]
 mod signal_tests;
 pub(crate) mod socket;
 #[cfg(any(target_os = "linux", target_os = "android"))]
