@@ -26,6 +26,12 @@ use crate::sys;
 /// empty queue, whatever its size).
 pub(crate) const DEFAULT_SEND_BUFFER_LIMIT: usize = 1 << 20;
 
+/// The most memory a send buffer (a value's encoding, the queue of unsent frames) keeps
+/// once it is empty: a connection lives as long as its peer, and one large message must not
+/// keep its memory for all that time (a reactor serving many idle peers held each one's
+/// largest message).
+const KEPT_SEND_BUFFER: usize = 1 << 20;
+
 impl Connection {
     /// Receives one message if a whole one is here now, without blocking. Python has no
     /// direct equivalent (`poll(0)` then `recv()`).
@@ -321,7 +327,9 @@ impl Connection {
             Ok(()) => then(self, &encoded),
             Err(e) => Err(e),
         };
-        self.encoded = encoded;
+        if encoded.capacity() <= KEPT_SEND_BUFFER {
+            self.encoded = encoded;
+        }
         result
     }
 
@@ -432,8 +440,7 @@ impl Connection {
             }
             self.queued_pos += n;
         }
-        self.queued.clear();
-        self.queued_pos = 0;
+        self.clear_queued();
         Ok(true)
     }
 
@@ -444,9 +451,18 @@ impl Connection {
             let mut bufs = [IoSlice::new(&self.queued[self.queued_pos..])];
             sys::fd::write_all(fd, self.kind, &mut bufs)?;
         }
-        self.queued.clear();
-        self.queued_pos = 0;
+        self.clear_queued();
         Ok(())
+    }
+
+    /// Empties the send queue, all of it written, giving back a large allocation.
+    fn clear_queued(&mut self) {
+        if self.queued.capacity() > KEPT_SEND_BUFFER {
+            self.queued = Vec::new();
+        } else {
+            self.queued.clear();
+        }
+        self.queued_pos = 0;
     }
 
     /// Bytes queued by `try_send*` and not yet written (frame headers included).

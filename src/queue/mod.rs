@@ -43,9 +43,11 @@ pub use simple::SimpleQueue;
 /// - **An unbounded queue never blocks `put`**, with or without a consumer: memory grows with
 ///   what is queued (up to 1 GiB or 16 million items per producer process, then `Full`) and
 ///   shrinks as it drains, down to 4 MiB kept per producer process for reuse (given back
-///   when it exits or closes and its items are taken). A producer that stops putting does
-///   not keep the memory of its peak: a consumer that finds the queue empty gives it back,
-///   16 MiB per look (a few milliseconds of that `get`, `try_get` or readiness check).
+///   when it exits or closes and its items are taken; for a producer that died without
+///   dropping its handles, killed or ended by `exit`, once its items are taken and another
+///   process starts putting). A producer that stops putting does not keep the memory of its
+///   peak: a consumer that finds the queue empty gives it back, 16 MiB per look (a few
+///   milliseconds of that `get`, `try_get` or readiness check).
 /// - **A process killed inside `put` or `get` blocks no one.** Items are never torn or
 ///   interleaved; at most the killed process's own in-flight item is lost; a bounded queue's
 ///   room comes back once a putter notices the dead producer.

@@ -826,47 +826,51 @@ impl Shared {
     }
 
     /// Claims a free log: its index and our owner word.
+    ///
+    /// Drained logs of producers that let go or died are freed first, even while other
+    /// logs are free: a producer that died without letting go (killed, or gone by `exit`
+    /// with its handles never dropped) keeps its log's memory (its chunk map and states, its
+    /// chunks: up to 8 MiB) until a reclaim. Reclaiming only once no log was free let 127
+    /// such producers pile up their memory first: a supervisor restarting killed workers
+    /// grew by megabytes per restart. A new producer is a new process, which costs far more
+    /// than this look at `/proc` for each log's owner.
     fn claim_log(&self) -> Result<(usize, u64)> {
         let pid = u64::from(std::process::id());
         let start = shm::own_start_time();
-        for attempt in 0..2 {
-            for log in 0..l::MAX_LOGS {
-                let owner = self.map.u64_at(l::entry(log) + l::L_OWNER);
-                if owner.load(Ordering::Acquire) != 0 {
-                    continue;
-                }
-                // A pid is at most 22 bits and a claim number 31: the word is never 0 and
-                // never has the `FREEING` bit.
-                let claim = self
-                    .map
-                    .u32_at(l::entry(log) + l::L_CLAIMS)
-                    .fetch_add(1, Ordering::AcqRel);
-                let word = claim_word(pid, claim);
-                if owner
-                    .compare_exchange(0, word, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    self.map
-                        .u64_at(l::entry(log) + l::L_START)
-                        .store(start, Ordering::Release);
-                    // "Released", "held" and "fresh" were reset by the free (or never set),
-                    // but are reset again: in a file something else wrote, a leftover
-                    // "released" would have our log freed under us by the first taker.
-                    for word in [l::L_RELEASED, l::L_HELD, l::L_FRESH] {
-                        self.map
-                            .u32_at(l::entry(log) + word)
-                            .store(0, Ordering::Release);
-                    }
-                    self.pending(log)
-                        .store(reservation_tag(word), Ordering::SeqCst);
-                    // SeqCst: see `withdraw_if_shut_down`.
-                    self.h32(l::H_USED_LOGS)
-                        .fetch_max(log as u32 + 1, Ordering::SeqCst);
-                    return Ok((log, word));
-                }
+        self.reclaim_logs();
+        for log in 0..l::MAX_LOGS {
+            let owner = self.map.u64_at(l::entry(log) + l::L_OWNER);
+            if owner.load(Ordering::Acquire) != 0 {
+                continue;
             }
-            if attempt == 0 {
-                self.reclaim_logs();
+            // A pid is at most 22 bits and a claim number 31: the word is never 0 and
+            // never has the `FREEING` bit.
+            let claim = self
+                .map
+                .u32_at(l::entry(log) + l::L_CLAIMS)
+                .fetch_add(1, Ordering::AcqRel);
+            let word = claim_word(pid, claim);
+            if owner
+                .compare_exchange(0, word, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                self.map
+                    .u64_at(l::entry(log) + l::L_START)
+                    .store(start, Ordering::Release);
+                // "Released", "held" and "fresh" were reset by the free (or never set),
+                // but are reset again: in a file something else wrote, a leftover
+                // "released" would have our log freed under us by the first taker.
+                for word in [l::L_RELEASED, l::L_HELD, l::L_FRESH] {
+                    self.map
+                        .u32_at(l::entry(log) + word)
+                        .store(0, Ordering::Release);
+                }
+                self.pending(log)
+                    .store(reservation_tag(word), Ordering::SeqCst);
+                // SeqCst: see `withdraw_if_shut_down`.
+                self.h32(l::H_USED_LOGS)
+                    .fetch_max(log as u32 + 1, Ordering::SeqCst);
+                return Ok((log, word));
             }
         }
         Err(Error::with_message(

@@ -23,7 +23,7 @@ mod watch;
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Waker};
@@ -381,6 +381,8 @@ pub struct Context<'a> {
 type Task = Box<dyn FnOnce(&mut Reactor) + Send>;
 
 /// A handle other threads use to post work into a [`Reactor`] or stop it. Cheap to clone.
+/// It does not keep the reactor alive: once the reactor is dropped, what is posted is
+/// dropped at once, never run.
 ///
 /// # Examples
 /// ```
@@ -393,8 +395,8 @@ type Task = Box<dyn FnOnce(&mut Reactor) + Send>;
 /// ```
 #[derive(Clone)]
 pub struct ReactorHandle {
-    waker: Arc<Waker>,
-    inbox: Arc<Mutex<VecDeque<Task>>>,
+    waker: Weak<Waker>,
+    inbox: Weak<Mutex<VecDeque<Task>>>,
 }
 
 /// An event loop over connections, timers and posted tasks.
@@ -728,8 +730,8 @@ impl Reactor {
     /// ```
     pub fn handle(&self) -> ReactorHandle {
         ReactorHandle {
-            waker: Arc::clone(&self.waker),
-            inbox: Arc::clone(&self.inbox),
+            waker: Arc::downgrade(&self.waker),
+            inbox: Arc::downgrade(&self.inbox),
         }
     }
 
@@ -785,7 +787,7 @@ impl Reactor {
             && self.watches.len() == 0
             && self.core.timers.is_empty()
             && self.tasks.is_empty()
-            && Arc::strong_count(&self.inbox) == 1
+            && Arc::weak_count(&self.inbox) == 0
             && self.inbox.lock().map_or(true, |i| i.is_empty())
     }
 
@@ -1720,6 +1722,8 @@ impl Context<'_> {
 
 impl ReactorHandle {
     /// Runs `task` on the reactor's thread during its next round, waking it if it sleeps.
+    /// If the reactor was dropped, `task` is dropped at once instead (as are tasks it never
+    /// ran when it was dropped).
     ///
     /// # Examples
     /// ```
@@ -1734,12 +1738,17 @@ impl ReactorHandle {
     /// # Ok(()) }
     /// ```
     pub fn post(&self, task: impl FnOnce(&mut Reactor) + Send + 'static) {
-        self.inbox
+        // Held weakly: a handle kept after its reactor was dropped would otherwise keep
+        // every task posted from then on (and whatever they own: fds) and run none.
+        let (Some(inbox), Some(waker)) = (self.inbox.upgrade(), self.waker.upgrade()) else {
+            return;
+        };
+        inbox
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push_back(Box::new(task));
-        // Waking can only fail if the reactor's eventfd is gone, i.e. the reactor with it.
-        let _ = self.waker.wake();
+        let _ = waker.wake();
+        // Should the reactor have been dropped meanwhile, the task goes with `inbox` here.
     }
 
     /// Stops the reactor's `run` after its next round.
