@@ -75,4 +75,51 @@ fn out_of_fds_the_listener_pauses_without_spinning_and_loses_no_client() -> Test
     Ok(())
 }
 
-tests_main!(out_of_fds_the_listener_pauses_without_spinning_and_loses_no_client);
+/// A Unix bind that runs out of fds after its socket file exists (for the epoll instance or
+/// either timer) fails without leaving the file: no listener would own it, and the path
+/// would hold a stale file. Each fd more fails one step later, until there are enough.
+fn a_bind_out_of_fds_after_its_file_exists_leaves_no_file() -> TestResult {
+    let path = std::env::temp_dir().join(format!("multiproc-fds-bind-{}", std::process::id()));
+    let saved = getrlimit(Resource::Nofile);
+    let open = util::open_fds();
+    let first_free = (0..).find(|fd| !open.contains(fd)).ok_or("no free fd")? as u64;
+    let mut failed = 0;
+    for more in 1..=8 {
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(first_free + more),
+                maximum: saved.maximum,
+            },
+        )?;
+        let bound = Listener::bind(path.as_path(), None);
+        setrlimit(Resource::Nofile, saved)?;
+        let left = path.exists();
+        let _ = std::fs::remove_file(&path);
+        match bound {
+            Ok(listener) => {
+                assert!(left, "a listener without its file");
+                drop(listener);
+                break;
+            }
+            Err(e) => {
+                assert!(
+                    !left,
+                    "a bind that failed with {more} fds ({e}) left its file"
+                );
+                failed += 1;
+            }
+        }
+    }
+    // Out of fds at the epoll instance, the first timer, the second one.
+    assert!(
+        failed >= 3,
+        "only {failed} binds failed: the limit did not bite"
+    );
+    Ok(())
+}
+
+tests_main!(
+    out_of_fds_the_listener_pauses_without_spinning_and_loses_no_client,
+    a_bind_out_of_fds_after_its_file_exists_leaves_no_file,
+);

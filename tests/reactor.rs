@@ -293,6 +293,29 @@ fn a_posted_task_wakes_and_stops_the_loop() -> TestResult {
     Ok(())
 }
 
+/// A `ReactorHandle` keeps `run` going; dropping the last one ends it, even when it is
+/// dropped while the reactor waits with nothing else that could wake it: the drop wakes it
+/// to see that nothing is left.
+fn dropping_the_last_handle_ends_the_wait_and_run() -> TestResult {
+    const HANG: Duration = Duration::from_secs(10);
+    let mut reactor = Reactor::new()?;
+    let handle = reactor.handle();
+    // Threads are fine here: nothing forks after this point. Whether the drop comes before
+    // the wait or during it, it must end it; without a wake-up the wait lasts its whole
+    // timeout (and `run`'s, having none, for ever).
+    let dropper = std::thread::spawn(move || drop(handle));
+    let start = std::time::Instant::now();
+    reactor.run_once(Some(HANG))?;
+    let waited = start.elapsed();
+    dropper.join().map_err(|_| "dropper panicked")?;
+    assert!(
+        waited < HANG,
+        "a reactor whose last handle was dropped waited its whole {HANG:?}"
+    );
+    reactor.run()?; // nothing left: returns at once
+    Ok(())
+}
+
 fn run_returns_when_nothing_is_left() -> TestResult {
     let mut reactor = Reactor::new()?;
     reactor.run()?;
@@ -553,6 +576,7 @@ tests_main!(
     an_idle_reactor_uses_no_cpu,
     a_posted_task_wakes_and_stops_the_loop,
     run_returns_when_nothing_is_left,
+    dropping_the_last_handle_ends_the_wait_and_run,
     a_connection_closed_by_its_handler_is_removed,
     a_cancelled_due_watch_does_not_fire_its_successor,
     an_event_of_a_cancelled_watch_does_not_fire_a_new_one,

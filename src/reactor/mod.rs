@@ -382,7 +382,9 @@ type Task = Box<dyn FnOnce(&mut Reactor) + Send>;
 
 /// A handle other threads use to post work into a [`Reactor`] or stop it. Cheap to clone.
 /// It does not keep the reactor alive: once the reactor is dropped, what is posted is
-/// dropped at once, never run.
+/// dropped at once, never run. While one lives, [`run`](Reactor::run) goes on; dropping one
+/// wakes the reactor for a round, so that `run` ends once the last is gone and nothing else
+/// is left.
 ///
 /// # Examples
 /// ```
@@ -395,8 +397,24 @@ type Task = Box<dyn FnOnce(&mut Reactor) + Send>;
 /// ```
 #[derive(Clone)]
 pub struct ReactorHandle {
-    waker: Weak<Waker>,
     inbox: Weak<Mutex<VecDeque<Task>>>,
+    /// After `inbox`, so dropped after it (fields drop in order): the reactor, woken, no
+    /// longer counts this handle (`Reactor::idle`). Woken before, it could count it, then
+    /// wait for ever for the last handle, gone.
+    waker: WakeOnDrop,
+}
+
+/// The reactor's waker, woken once more when dropped (see [`ReactorHandle`]).
+#[derive(Clone)]
+struct WakeOnDrop(Weak<Waker>);
+
+impl Drop for WakeOnDrop {
+    fn drop(&mut self) {
+        // Gone with the reactor, or failing only if its eventfd is: nothing to wake then.
+        if let Some(waker) = self.0.upgrade() {
+            let _ = waker.wake();
+        }
+    }
 }
 
 /// An event loop over connections, timers and posted tasks.
@@ -730,8 +748,8 @@ impl Reactor {
     /// ```
     pub fn handle(&self) -> ReactorHandle {
         ReactorHandle {
-            waker: Arc::downgrade(&self.waker),
             inbox: Arc::downgrade(&self.inbox),
+            waker: WakeOnDrop(Arc::downgrade(&self.waker)),
         }
     }
 
@@ -795,8 +813,8 @@ impl Reactor {
     /// as it takes). A signal is not something: the wait goes on after it, and still ends
     /// `timeout` after the call (Python's selectors do the same, PEP 475), as every wait of
     /// this crate does. To act on a signal, make it something readable (a pipe its handler
-    /// writes, such as `signal-hook`'s, as `examples/supervisor.rs` does for its `WaitSet`)
-    /// and watch that with [`when_ready`](Self::when_ready).
+    /// writes, such as `signal-hook`'s, as `examples/echo_server.rs` does) and watch that
+    /// with [`when_ready`](Self::when_ready).
     ///
     /// # Examples
     /// ```
@@ -1740,7 +1758,7 @@ impl ReactorHandle {
     pub fn post(&self, task: impl FnOnce(&mut Reactor) + Send + 'static) {
         // Held weakly: a handle kept after its reactor was dropped would otherwise keep
         // every task posted from then on (and whatever they own: fds) and run none.
-        let (Some(inbox), Some(waker)) = (self.inbox.upgrade(), self.waker.upgrade()) else {
+        let (Some(inbox), Some(waker)) = (self.inbox.upgrade(), self.waker.0.upgrade()) else {
             return;
         };
         inbox
