@@ -1143,6 +1143,9 @@ impl Core {
     fn remove(&mut self, token: Token) -> Option<Connection> {
         self.entry(token)?;
         let mut entry = self.entries.remove(token.index);
+        // Not left for the next round to find stale: a reactor that registers and removes
+        // without ever running would grow the list for good.
+        self.again.retain(|&i| i != token.index);
         self.timers.cancel_owner(token, |a, b| a == b);
         let conn = entry.conn.take()?;
         if let Ok(fd) = crate::wait::Waitable::wait_fd(&conn) {
@@ -1805,5 +1808,37 @@ impl fmt::Debug for Context<'_> {
 impl fmt::Debug for ReactorHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReactorHandle").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nop;
+    impl Handler for Nop {
+        fn on_message(&mut self, _: &mut Context<'_>, _: &[u8]) {}
+    }
+
+    /// Registering and removing, round after round that never comes, leaves no entry behind
+    /// in the lists the next round reads (they grew by one entry per cycle).
+    #[test]
+    fn removing_before_any_round_leaves_nothing_for_it() {
+        let mut reactor = Reactor::new().unwrap();
+        let (_peer, mut conn) = crate::Pipe::new().unwrap();
+        for _ in 0..100 {
+            let token = reactor.register(conn, Nop).unwrap();
+            conn = reactor.deregister(token).unwrap();
+        }
+        assert_eq!(reactor.core.again.len(), 0);
+        for _ in 0..100 {
+            let (mut peer, mut end) = crate::Pipe::new().unwrap();
+            peer.send_bytes(b"x").unwrap();
+            assert!(end.poll(Some(Duration::ZERO)).unwrap());
+            assert!(crate::Waitable::is_ready_buffered(&end)); // so the watch is due at once
+            let id = reactor.when_ready(end, |_, _| {}).unwrap();
+            assert!(reactor.cancel_watch(id));
+        }
+        assert_eq!(reactor.watches.take_due().len(), 0);
     }
 }

@@ -93,6 +93,8 @@ impl Watches {
             Some(w) if w.generation == id.generation => {
                 let watch = self.slab.remove(id.index);
                 let _ = registry.deregister(&mut mio::unix::SourceFd(&watch.fd));
+                // As for connections: no stale entry left for a round that may never come.
+                self.due.retain(|due| *due != id);
                 true
             }
             _ => false,
