@@ -22,7 +22,7 @@ use crate::wait::Waitable;
 #[derive(Debug)]
 struct Slot<T> {
     item: T,
-    generation: u32,
+    generation: u64,
     /// On the pending list (had an edge, or was added, and has not been found idle since).
     pending: bool,
 }
@@ -46,7 +46,7 @@ struct Slot<T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Key {
     index: usize,
-    generation: u32,
+    generation: u64,
 }
 
 impl Key {
@@ -104,7 +104,7 @@ pub struct WaitSet<T> {
     slots: Slab<Slot<T>>,
     /// Slot indices that may be ready.
     pending: Vec<usize>,
-    generation: u32,
+    generation: u64,
 }
 
 impl<T: Waitable> WaitSet<T> {

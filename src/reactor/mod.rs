@@ -73,7 +73,7 @@ const DEFAULT_HIGH_WATER: usize = 1 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Token {
     index: usize,
-    generation: u32,
+    generation: u64,
 }
 
 /// What a connection's owner does with its events. Every method but `on_message` has a
@@ -310,7 +310,7 @@ struct Entry {
     handler: Option<Box<dyn Handler>>,
     /// The [`Connection::serial`] of the connection registered.
     serial: u64,
-    generation: u32,
+    generation: u64,
     /// What the fd is registered for now.
     interest: Interest,
     /// Backpressure engaged: not reading.
@@ -331,7 +331,7 @@ struct Core {
     poll: Poll,
     entries: Slab<Entry>,
     timers: Timers<Token>,
-    generation: u32,
+    generation: u64,
     high_water: usize,
     stopped: bool,
     /// Entries that queued output this round.

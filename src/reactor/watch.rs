@@ -30,7 +30,7 @@ pub(super) const WATCH_BIT: usize = 1 << (usize::BITS - 2);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WatchId {
     index: usize,
-    generation: u32,
+    generation: u64,
 }
 
 /// What fires a watch: the user's closure with its source.
@@ -38,7 +38,7 @@ pub(super) type Fire = Box<dyn FnOnce(&mut Reactor)>;
 
 pub(super) struct Watch {
     fd: RawFd,
-    generation: u32,
+    generation: u64,
     /// Calls the user's closure with the source it owns (and so keeps `fd` open).
     fire: Fire,
 }
@@ -47,7 +47,7 @@ pub(super) struct Watch {
 #[derive(Default)]
 pub(super) struct Watches {
     slab: Slab<Watch>,
-    generation: u32,
+    generation: u64,
     /// Watches whose source was ready before epoll could say so (buffered data).
     due: Vec<WatchId>,
 }
