@@ -63,6 +63,10 @@ pub enum ErrorKind {
     WriteOnly,
     /// An argument was out of range (an offset past the buffer, say). Python: `ValueError`.
     InvalidInput,
+    /// The next message is longer than the buffer it was to be received into; it was not
+    /// consumed, so the next receive returns it. Python: `multiprocessing.BufferTooShort`
+    /// (which carries the message, consumed).
+    BufferTooShort,
     /// The operation did not finish before its timeout. Python: `TimeoutError`.
     Timeout,
     /// A bounded buffer or queue has no room; nothing was added. Python: `queue.Full`.
@@ -70,7 +74,8 @@ pub enum ErrorKind {
     /// A queue has no item to take now. Python: `queue.Empty`.
     Empty,
     /// The queue was shut down: no more puts, and no more gets once it is drained (at once
-    /// after an immediate shutdown). Python 3.13: `queue.ShutDown`.
+    /// after an immediate shutdown). Python 3.13: `queue.ShutDown` (raised by
+    /// `queue.Queue`; `multiprocessing.Queue` has no shutdown).
     ShutDown,
     /// A value could not be serialised. The connection is unchanged. Python: pickling errors.
     Encode,
@@ -99,6 +104,7 @@ impl ErrorKind {
             ErrorKind::ReadOnly => "connection is read-only",
             ErrorKind::WriteOnly => "connection is write-only",
             ErrorKind::InvalidInput => "invalid argument",
+            ErrorKind::BufferTooShort => "buffer too short for the message",
             ErrorKind::Timeout => "timed out",
             ErrorKind::Full => "full",
             ErrorKind::Empty => "empty",
@@ -364,7 +370,9 @@ impl From<Error> for io::Error {
             ErrorKind::BrokenPipe => io::ErrorKind::BrokenPipe,
             ErrorKind::Timeout => io::ErrorKind::TimedOut,
             ErrorKind::Full | ErrorKind::Empty => io::ErrorKind::WouldBlock,
-            ErrorKind::InvalidInput | ErrorKind::Encode => io::ErrorKind::InvalidInput,
+            ErrorKind::InvalidInput | ErrorKind::Encode | ErrorKind::BufferTooShort => {
+                io::ErrorKind::InvalidInput
+            }
             ErrorKind::Unsupported | ErrorKind::ReadOnly | ErrorKind::WriteOnly => {
                 io::ErrorKind::Unsupported
             }

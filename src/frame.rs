@@ -275,6 +275,21 @@ impl FrameDecoder {
         }
     }
 
+    /// The payload length of the next frame, once its header is here; `None` before that,
+    /// and on a broken stream or an invalid header (which `decode` reports).
+    pub(crate) fn next_len(&self) -> Option<u64> {
+        if self.broken {
+            return None;
+        }
+        if let Some(large) = &self.large {
+            return Some(large.total as u64);
+        }
+        match parse_header(&self.buf[self.pos..]) {
+            Ok(Some((_, len))) => Some(len),
+            _ => None,
+        }
+    }
+
     /// The error for end of stream now: `Eof` at a frame boundary, `TruncatedMessage` inside
     /// a frame.
     pub(crate) fn eof_error(&self) -> Error {
@@ -365,6 +380,38 @@ mod tests {
     fn negative_length_other_than_marker_is_bad_length() {
         let err = parse_header(&(-2i32).to_be_bytes()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::BadMessageLength);
+    }
+
+    /// `next_len` tells a frame's length from its header alone, consuming nothing: a
+    /// large frame's while its payload streams in, and nothing once the stream is broken.
+    #[test]
+    fn next_len_reads_the_header_without_consuming() {
+        let mut d = FrameDecoder::new();
+        assert_eq!(d.next_len(), None);
+        let small = encode(b"abcdef");
+        push(&mut d, &small[..3], u64::MAX).unwrap();
+        assert_eq!(d.next_len(), None, "half a header");
+        push(&mut d, &small[3..5], u64::MAX).unwrap();
+        assert_eq!(d.next_len(), Some(6));
+        assert_eq!(push(&mut d, &small[5..], u64::MAX).unwrap(), [b"abcdef"]);
+        assert_eq!(d.next_len(), None);
+        let large = encode(&vec![7; READ_AHEAD * 2]);
+        assert!(
+            push(&mut d, &large[..READ_AHEAD], u64::MAX)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(d.next_len(), Some(2 * READ_AHEAD as u64));
+        assert_eq!(
+            push(&mut d, &large[READ_AHEAD..], u64::MAX).unwrap().len(),
+            1
+        );
+        let (target, room) = d.read_target();
+        assert!(room >= 11);
+        target.extend_from_slice(&encode(b"toolong"));
+        assert_eq!(d.next_len(), Some(7));
+        assert!(d.decode(3).is_err());
+        assert_eq!(d.next_len(), None, "broken");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `Connection` between real processes over real fds: byte and typed round trips, decode
 //! errors that leave the connection usable, hostile CBOR, EOF at and inside a frame, broken
 //! pipes, direction and close errors, `poll` with the read-ahead buffer, length limits,
-//! `send_bytes_range`, adopting fds, and a long stream of small messages.
+//! `send_bytes_range`, `recv_bytes_into_slice` (Python's `BufferTooShort`), adopting fds,
+//! and a long stream of small messages.
 //!
 //! The peer is a child started with `Process`; it synchronises with messages, never sleeps.
 
@@ -924,6 +925,11 @@ fn half_duplex_ends_refuse_the_wrong_direction() -> TestResult {
         "writer.recv_bytes_into",
     )?;
     expect_err(
+        writer.recv_bytes_into_slice(&mut [0; 4]),
+        ErrorKind::WriteOnly,
+        "writer.recv_bytes_into_slice",
+    )?;
+    expect_err(
         writer.poll(Some(Duration::ZERO)),
         ErrorKind::WriteOnly,
         "writer.poll(0)",
@@ -983,6 +989,11 @@ fn every_method_after_close_is_closed() -> TestResult {
             conn.recv_bytes_into(&mut buf),
             ErrorKind::Closed,
             "recv_bytes_into",
+        )?;
+        expect_err(
+            conn.recv_bytes_into_slice(&mut [0; 4]),
+            ErrorKind::Closed,
+            "recv_bytes_into_slice",
         )?;
         expect_err(
             conn.poll(Some(Duration::ZERO)),
@@ -1250,6 +1261,98 @@ fn poll_is_true_when_a_buffered_header_is_over_the_limit() -> TestResult {
     if !ready {
         fail!("poll(0) was false, yet recv failed at once (in {took:?}) without more bytes");
     }
+    Ok(())
+}
+
+/// Python's `recv_bytes_into(buffer, offset)`: the message lands at the front of the
+/// slice and the rest of it is untouched; one longer than the slice is `BufferTooShort`
+/// (Python's exception) but stays in the stream, whole, for the next receive, read-ahead
+/// sized or not.
+fn recv_bytes_into_slice_fills_a_fixed_buffer_and_keeps_a_longer_message() -> TestResult {
+    let sizes = [0usize, 5, 8, 9, 3 * READ_AHEAD];
+    let (mut a, mut b) = Pipe::new()?;
+    let p = spawn(move || {
+        for (seed, len) in sizes.into_iter().enumerate() {
+            a.send_bytes(&pattern(len, seed as u8)).unwrap();
+        }
+        a.send_bytes(b"after").unwrap();
+    })?;
+    let mut buf = [0xaa; 10];
+    for (seed, len) in sizes.into_iter().enumerate() {
+        let want = pattern(len, seed as u8);
+        // Python: recv_bytes_into(buf, 2), into the 8 bytes from offset 2.
+        match b.recv_bytes_into_slice(&mut buf[2..]) {
+            Ok(n) if len <= 8 => {
+                assert_eq!(n, len);
+                assert_eq!(&buf[2..2 + n], &want[..]);
+                assert!(buf[..2].iter().all(|&x| x == 0xaa), "before the offset");
+                assert!(buf[2 + n..].iter().all(|&x| x == 0xaa), "past the message");
+                buf = [0xaa; 10];
+            }
+            Err(e) if len > 8 && e.kind() == ErrorKind::BufferTooShort => {
+                assert!(buf.iter().all(|&x| x == 0xaa), "{len}: buffer written");
+                let again = b.recv_bytes_into_slice(&mut buf[2..]);
+                expect_err(again, ErrorKind::BufferTooShort, "the same message again")?;
+                let mut big = vec![0; len];
+                assert_eq!(b.recv_bytes_into_slice(&mut big)?, len);
+                assert!(
+                    big == want,
+                    "{len} bytes: the refused message came back changed"
+                );
+            }
+            other => fail!("{len} bytes into 8: {other:?}"),
+        }
+    }
+    assert_eq!(b.recv_bytes()?, b"after");
+    expect_err(
+        b.recv_bytes_into_slice(&mut buf),
+        ErrorKind::Eof,
+        "at the end",
+    )?;
+    join_ok(p)
+}
+
+/// A message too long for the slice is refused from its header, without waiting for its
+/// payload; the payload then arrives and is received whole.
+fn recv_bytes_into_slice_refuses_from_the_header_alone() -> TestResult {
+    let (mut parent, child) = Pipe::new()?;
+    let (mut ctl_parent, mut ctl_child) = Pipe::new()?;
+    let len = 1000;
+    let p = spawn(move || {
+        let frame = [&(len as u32).to_be_bytes()[..], &pattern(len, 7)].concat();
+        raw_write(child.as_fd(), &frame[..14]).unwrap();
+        ctl_child.send_bytes(b"header written").unwrap();
+        ctl_child.recv_bytes().unwrap();
+        raw_write(child.as_fd(), &frame[14..]).unwrap();
+    })?;
+    assert_eq!(ctl_parent.recv_bytes()?, b"header written");
+    // Were the payload awaited, this would block until the runner's timeout.
+    expect_err(
+        parent.recv_bytes_into_slice(&mut [0; 100]),
+        ErrorKind::BufferTooShort,
+        "100 bytes for 1000",
+    )?;
+    ctl_parent.send_bytes(b"go")?;
+    assert!(parent.recv_bytes()? == pattern(len, 7));
+    join_ok(p)
+}
+
+/// The connection's length limit comes first: over it, `BadMessageLength` (the connection is
+/// unreadable after, as with every receive), even where the slice is too short as well.
+fn recv_bytes_into_slice_over_the_limit_is_bad_length() -> TestResult {
+    let (mut a, mut b) = Pipe::new()?;
+    b.set_max_message_len(4);
+    a.send_bytes(b"0123456789")?;
+    expect_err(
+        b.recv_bytes_into_slice(&mut [0; 2]),
+        ErrorKind::BadMessageLength,
+        "10 bytes, limit 4, slice 2",
+    )?;
+    expect_err(
+        b.recv_bytes_into_slice(&mut [0; 20]),
+        ErrorKind::BadMessageLength,
+        "then into a large slice",
+    )?;
     Ok(())
 }
 
@@ -1769,6 +1872,9 @@ tests_main!(
     recv_bytes_max_over_limit_is_bad_length_and_stays_unreadable,
     poll_is_true_when_a_buffered_header_is_over_the_limit,
     recv_bytes_max_at_limit_succeeds,
+    recv_bytes_into_slice_fills_a_fixed_buffer_and_keeps_a_longer_message,
+    recv_bytes_into_slice_refuses_from_the_header_alone,
+    recv_bytes_into_slice_over_the_limit_is_bad_length,
     max_message_len_applies_to_every_receive,
     send_bytes_range_sends_the_slice_and_checks_bounds,
     adopted_fd_direction_follows_its_access_mode,

@@ -274,7 +274,7 @@ fn listener_and_reactor_kinds() -> TestResult {
 }
 
 /// Every `ErrorKind` there is.
-const ALL_KINDS: [ErrorKind; 17] = [
+const ALL_KINDS: [ErrorKind; 18] = [
     ErrorKind::Eof,
     ErrorKind::TruncatedMessage,
     ErrorKind::BadMessageLength,
@@ -283,6 +283,7 @@ const ALL_KINDS: [ErrorKind; 17] = [
     ErrorKind::ReadOnly,
     ErrorKind::WriteOnly,
     ErrorKind::InvalidInput,
+    ErrorKind::BufferTooShort,
     ErrorKind::Timeout,
     ErrorKind::Full,
     ErrorKind::Empty,

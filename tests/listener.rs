@@ -1727,3 +1727,101 @@ fn bind_and_connect_errors_name_the_address() -> TestResult {
     );
     Ok(())
 }
+
+/// Python's `Listener.last_accepted`: the client address of what `accept` last reported,
+/// a failed handshake included (Python records it before authenticating). TCP clients
+/// are named by their own address and port.
+#[test]
+fn last_accepted_is_the_tcp_client_of_each_accept_failed_or_not() -> TestResult {
+    let mut addresses = vec!["127.0.0.1:0"];
+    if ipv6() {
+        addresses.push("[::1]:0");
+    }
+    for address in addresses {
+        let mut listener = Listener::bind(address, Some(KEY))?;
+        let addr = tcp_addr(&listener)?;
+        assert_eq!(
+            listener.last_accepted(),
+            None,
+            "{address}: before any accept"
+        );
+        // Gone before its handshake is done: a failure for that client.
+        let quitter = TcpStream::connect(addr)?;
+        let quitter_addr = quitter.local_addr()?;
+        drop(quitter);
+        let err = listener.accept_timeout(HANG).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Authentication, "{address}: {err:?}");
+        assert_eq!(
+            listener.last_accepted(),
+            Some(&Address::Tcp(quitter_addr)),
+            "{address}: after the failed handshake"
+        );
+        let client = thread::spawn(move || -> multiproc::Result<SocketAddr> {
+            let conn = Client::new(addr).authkey(KEY).timeout(HANG).open()?;
+            let local = rustix::net::getsockname(&conn)?;
+            Ok(SocketAddr::try_from(local).expect("a TCP client has an IP address"))
+        });
+        let _conn = listener.accept_timeout(HANG)?;
+        let client_addr = join(client)??;
+        assert_eq!(
+            listener.last_accepted(),
+            Some(&Address::Tcp(client_addr)),
+            "{address}: after the good client"
+        );
+        // A timeout reports no client: the last one stays.
+        let err = listener.try_accept()?;
+        assert!(err.is_none());
+        assert_eq!(listener.last_accepted(), Some(&Address::Tcp(client_addr)));
+    }
+    Ok(())
+}
+
+/// A Unix-socket client is named only if it bound a name before connecting (a path or an
+/// abstract name); `Client` does not, so for it `last_accepted` is `None` (Python: `''`).
+#[test]
+fn last_accepted_of_unix_clients_is_their_bound_name_if_any() -> TestResult {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let path = socket_path("last-accepted");
+    let _cleanup = RemoveOnDrop(path.clone());
+    let own_path = socket_path("last-accepted-client");
+    let _cleanup_client = RemoveOnDrop(own_path.clone());
+    let own_name = unique("last-accepted-client");
+    for address in [path.display().to_string(), format!("@{}", unique("last"))] {
+        let mut listener = Listener::bind(address.as_str(), None)?;
+        let target = match listener.local_addr() {
+            Address::Unix(p) => SocketAddrUnix::new(p.as_path())?,
+            Address::Abstract(name) => SocketAddrUnix::new_abstract_name(name)?,
+            other => return Err(format!("not a Unix address: {other}").into()),
+        };
+        let _plain = Client::connect(listener.local_addr(), None)?;
+        let _conn = listener.accept_timeout(HANG)?;
+        assert_eq!(
+            listener.last_accepted(),
+            None,
+            "{address}: an unnamed client"
+        );
+        for (own, expected) in [
+            (
+                SocketAddrUnix::new(own_path.as_path())?,
+                Address::Unix(own_path.clone()),
+            ),
+            (
+                SocketAddrUnix::new_abstract_name(own_name.as_bytes())?,
+                Address::Abstract(own_name.as_bytes().to_vec()),
+            ),
+        ] {
+            let _ = std::fs::remove_file(&own_path);
+            let socket = rustix::net::socket_with(
+                AddressFamily::UNIX,
+                SocketType::STREAM,
+                SocketFlags::CLOEXEC,
+                None,
+            )?;
+            rustix::net::bind(&socket, &own)?;
+            rustix::net::connect(&socket, &target)?;
+            let _conn = listener.accept_timeout(HANG)?;
+            assert_eq!(listener.last_accepted(), Some(&expected), "{address}");
+        }
+    }
+    Ok(())
+}

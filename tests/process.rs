@@ -67,6 +67,38 @@ fn terminate_and_kill_report_minus_signal() -> TestResult {
     Ok(())
 }
 
+/// Python 3.14's `Process.interrupt`: SIGINT. A child without a handler dies of it; one
+/// that handles it (as Python turns it into `KeyboardInterrupt`) exits as it chooses.
+fn interrupt_sends_sigint() -> TestResult {
+    let (_hold, a) = Pipe::new()?;
+    let mut plain = Process::fork(move || {
+        let mut a = a;
+        let _ = a.recv_bytes();
+    });
+    let (mut ready, mut ready_child) = Pipe::new()?;
+    let mut handled = Process::fork(move || {
+        let (mut read, write) = std::os::unix::net::UnixStream::pair().unwrap();
+        signal_hook::low_level::pipe::register(libc::SIGINT, write).unwrap();
+        ready_child.send_bytes(b"handler set").unwrap();
+        let _ = read.read(&mut [0]);
+        std::process::exit(1); // what an uncaught KeyboardInterrupt gives in Python
+    });
+    assert_eq!(
+        plain.interrupt().unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    plain.start()?;
+    handled.start()?;
+    assert_eq!(ready.recv_bytes()?, b"handler set");
+    plain.interrupt()?;
+    handled.interrupt()?;
+    assert_eq!(plain.join()?, -libc::SIGINT);
+    assert_eq!(handled.join()?, 1);
+    // A reaped child is not signalled again.
+    plain.interrupt()?;
+    Ok(())
+}
+
 fn join_timeout_times_out_then_succeeds() -> TestResult {
     let (mut parent, mut child) = Pipe::new()?;
     let mut p = Process::fork(move || {
@@ -1214,6 +1246,7 @@ tests_main!(
     a_start_without_fds_leaves_no_child_and_pidfds_stay_on,
     a_panic_whose_payload_panics_on_drop_still_ends_the_child,
     terminate_and_kill_report_minus_signal,
+    interrupt_sends_sigint,
     join_timeout_times_out_then_succeeds,
     misuse_is_a_typed_error,
     fork_is_refused_while_other_threads_run,

@@ -386,7 +386,8 @@ impl Connection {
     /// length. Python: `Connection.recv_bytes_into`, without its `BufferTooShort` trap: the
     /// vector grows to fit, so no message is ever cut. `buf`'s capacity is reused for
     /// messages that fit the 64 KiB read-ahead buffer; a longer one is read into a vector
-    /// of its own, which takes `buf`'s place (one copy fewer).
+    /// of its own, which takes `buf`'s place (one copy fewer). Into a buffer of fixed size,
+    /// at an offset as Python allows: [`recv_bytes_into_slice`](Self::recv_bytes_into_slice).
     ///
     /// # Examples
     /// ```
@@ -406,6 +407,78 @@ impl Connection {
     pub fn recv_bytes_into(&mut self, buf: &mut Vec<u8>) -> Result<usize> {
         let frame = self.next_frame(self.max_message_len)?;
         Ok(self.frame_into(frame, buf))
+    }
+
+    /// Receives one byte message into the front of `buf`; returns its length. Python:
+    /// `Connection.recv_bytes_into(buffer, offset)`, with the offset as a subslice:
+    /// `recv_bytes_into_slice(&mut buffer[offset..])`.
+    ///
+    /// For a fixed buffer (an array, a region of shared memory). A message longer than
+    /// `buf` is refused from its header with `BufferTooShort`, as Python refuses it, but
+    /// unlike Python's the message is not consumed: take it with
+    /// [`recv_bytes`](Self::recv_bytes) (or retry with a larger buffer), and the connection
+    /// carries on. `buf` past the message is left as it was. A message over the 64 KiB
+    /// read-ahead buffer is read into a vector of its own, then copied; for those,
+    /// [`recv_bytes_into`](Self::recv_bytes_into) copies less. There is no timeout form:
+    /// [`poll`](Self::poll) first, whose true means a whole message is here.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use multiproc::ErrorKind;
+    /// let (mut a, mut b) = multiproc::Pipe::new()?;
+    /// let mut buf = [0u8; 8];
+    /// a.send_bytes(b"abc")?;
+    /// let n = b.recv_bytes_into_slice(&mut buf[2..])?; // Python: recv_bytes_into(buf, 2)
+    /// assert_eq!(&buf[..2 + n], b"\0\0abc");
+    /// a.send_bytes(b"much too long")?;
+    /// let err = b.recv_bytes_into_slice(&mut buf).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::BufferTooShort);
+    /// assert_eq!(b.recv_bytes()?, b"much too long"); // still there
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `BufferTooShort` as above (nothing consumed); otherwise as
+    /// [`recv_bytes`](Self::recv_bytes). On error `buf` is left unchanged.
+    #[doc(alias = "BufferTooShort")]
+    pub fn recv_bytes_into_slice(&mut self, buf: &mut [u8]) -> Result<usize> {
+        self.check_readable()?;
+        let limit = self.max_message_len;
+        loop {
+            // Checked from the header, before the payload is read: refused, the message
+            // stays whole in the stream for the next receive.
+            if let Some(len) = self.decoder.next_len() {
+                if len > buf.len() as u64 && len <= limit {
+                    return Err(Error::with_message(
+                        ErrorKind::BufferTooShort,
+                        format!(
+                            "buffer too short: the message is {len} bytes, the buffer {}",
+                            buf.len()
+                        ),
+                    ));
+                }
+            }
+            if let Some(frame) = self.decoder.decode(limit)? {
+                let payload = match &frame {
+                    Frame::Buffered { start, end } => self.decoder.slice(*start, *end),
+                    Frame::Owned(body) => body.as_slice(),
+                };
+                // Checked above from the same header; should the two ever disagree, an error
+                // rather than a panic (the message is gone then).
+                let Some(into) = buf.get_mut(..payload.len()) else {
+                    return Err(Error::with_message(
+                        ErrorKind::BufferTooShort,
+                        format!("buffer too short: the message was {} bytes", payload.len()),
+                    ));
+                };
+                into.copy_from_slice(payload);
+                return Ok(payload.len());
+            }
+            if self.fill(true)? == Fill::Eof {
+                return Err(self.decoder.eof_error());
+            }
+        }
     }
 
     /// Reads until the decoder yields a frame.
@@ -553,6 +626,11 @@ impl Connection {
     }
 
     /// Whether this end can receive. Python: `Connection.readable`.
+    ///
+    /// Fixed when the connection is made: it stays true after a message over the limit
+    /// ([`recv_bytes_max`](Self::recv_bytes_max)), where Python sets `readable` false (or
+    /// closes a read-only end) so that later receives fail with "connection is
+    /// write-only"; here they fail with `BadMessageLength` instead.
     ///
     /// # Examples
     /// ```

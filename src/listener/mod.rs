@@ -86,7 +86,10 @@ pub struct Listener {
     /// is what waiters wait on.
     epoll: OwnedFd,
     pending: Slab<Pending>,
-    ready: VecDeque<Result<Connection>>,
+    /// What `accept` hands out next, each with its client's address.
+    ready: VecDeque<(Result<Connection>, Option<Address>)>,
+    /// The client address of what `accept` last handed out.
+    last_accepted: Option<Address>,
     /// The socket file we created, removed on drop if it is still ours.
     owned_file: Option<SocketFile>,
     /// A timerfd in `epoll`, armed while accepting pauses (see `pause_accepting`). Made at
@@ -118,6 +121,8 @@ impl std::fmt::Debug for Listener {
 struct Pending {
     conn: Connection,
     handshake: ServerHandshake,
+    /// The client's address (`None`: an unnamed Unix socket).
+    peer: Option<Address>,
 }
 
 impl Listener {
@@ -180,6 +185,7 @@ impl Listener {
             epoll,
             pending: Slab::new(),
             ready: VecDeque::new(),
+            last_accepted: None,
             owned_file,
             resume_timer,
             accept_paused: false,
@@ -201,6 +207,30 @@ impl Listener {
     /// ```
     pub fn local_addr(&self) -> &Address {
         &self.address
+    }
+
+    /// The address of the client that [`accept`](Self::accept) (or `accept_timeout`,
+    /// `try_accept`) last reported, whether it handed out its connection or its failed
+    /// handshake. Python: `Listener.last_accepted`.
+    ///
+    /// `None` before the first, and for a client socket without an address of its own:
+    /// every Unix-socket client that did not bind a name, multiproc's and Python's `Client`
+    /// included (where Python has `''`). For TCP, the client's IP address and port.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// use multiproc::{Address, Client, Listener};
+    /// let mut listener = Listener::bind("127.0.0.1:0", None)?;
+    /// assert_eq!(listener.last_accepted(), None);
+    /// let _client = Client::connect(listener.local_addr(), None)?;
+    /// let _conn = listener.accept()?;
+    /// let Some(Address::Tcp(peer)) = listener.last_accepted() else { unreachable!() };
+    /// assert!(peer.ip().is_loopback());
+    /// # Ok(()) }
+    /// ```
+    pub fn last_accepted(&self) -> Option<&Address> {
+        self.last_accepted.as_ref()
     }
 
     /// The digest of the challenges this listener sends (default SHA-256, as Python 3.12+).
@@ -304,7 +334,8 @@ impl Listener {
             return Err(Error::with_message(ErrorKind::Closed, "listener is closed"));
         }
         loop {
-            if let Some(next) = self.ready.pop_front() {
+            if let Some((next, peer)) = self.ready.pop_front() {
+                self.last_accepted = peer;
                 return next.map(Some);
             }
             // Sleep until the deadline or the first handshake deadline, whichever is first
@@ -355,7 +386,7 @@ impl Listener {
             .map(|(i, _)| i)
             .collect();
         for index in late {
-            self.finish(index, Err(auth::auth_error("handshake timed out")));
+            self.finish(index, auth::auth_error("handshake timed out"));
         }
         // Whatever this turn did (the timer fired, handshakes started, ended or expired),
         // the timer fires by the earliest deadline left.
@@ -375,8 +406,8 @@ impl Listener {
                 return Ok(());
             };
             use rustix::io::Errno;
-            let fd = match rustix::net::accept_with(socket, SocketFlags::CLOEXEC) {
-                Ok(fd) => fd,
+            let (fd, peer) = match rustix::net::acceptfrom_with(socket, SocketFlags::CLOEXEC) {
+                Ok((fd, peer)) => (fd, peer.and_then(peer_address)),
                 Err(Errno::AGAIN) => return Ok(()),
                 // That connection failed (accept(2): network errors pending on the new
                 // socket are passed on; retry).
@@ -399,7 +430,7 @@ impl Listener {
                 }
                 Err(e) => return Err(e.into()),
             };
-            self.start_handshake(fd)?;
+            self.start_handshake(fd, peer)?;
         }
     }
 
@@ -455,7 +486,7 @@ impl Listener {
 
     /// Takes a freshly accepted socket: ready at once without a key, else its handshake
     /// starts.
-    fn start_handshake(&mut self, fd: OwnedFd) -> Result<()> {
+    fn start_handshake(&mut self, fd: OwnedFd, peer: Option<Address>) -> Result<()> {
         // Linux copies `TCP_NODELAY` from the listening socket (see `listen`).
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
         if matches!(self.address, Address::Tcp(_)) {
@@ -463,7 +494,7 @@ impl Listener {
         }
         let mut conn = Connection::from_socket(fd);
         if self.authkey.is_none() {
-            self.ready.push_back(Ok(conn));
+            self.ready.push_back((Ok(conn), peer));
             return Ok(());
         }
         // A timeout too large for an Instant is as good as none: a year.
@@ -474,8 +505,8 @@ impl Listener {
         let handshake = match ServerHandshake::start(&mut conn, self.digest, deadline) {
             Ok(h) => h,
             Err(e) => {
-                self.ready
-                    .push_back(Err(auth::auth_error(format!("handshake failed: {e}"))));
+                let failed = auth::auth_error(format!("handshake failed: {e}"));
+                self.ready.push_back((Err(failed), peer));
                 return Ok(());
             }
         };
@@ -483,7 +514,11 @@ impl Listener {
         let index = entry.key();
         watch(&self.epoll, &conn, index as u64 + 1)?;
         // No read yet: the answer to a challenge sent this instant cannot be there.
-        entry.insert(Pending { conn, handshake });
+        entry.insert(Pending {
+            conn,
+            handshake,
+            peer,
+        });
         self.arm_deadline_timer(deadline);
         Ok(())
     }
@@ -498,22 +533,25 @@ impl Listener {
         match pending.handshake.advance(&mut pending.conn, key) {
             Ok(Progress::Waiting) => {}
             Ok(Progress::Done) => {
-                let conn = self.take(index);
-                self.ready.push_back(Ok(conn));
+                let (conn, peer) = self.take(index);
+                self.ready.push_back((Ok(conn), peer));
             }
-            Err(e) => self.finish(index, Err(e)),
+            Err(e) => self.finish(index, e),
         }
     }
 
-    fn take(&mut self, index: usize) -> Connection {
+    /// Takes a pending handshake's connection out, with its client's address.
+    fn take(&mut self, index: usize) -> (Connection, Option<Address>) {
         let pending = self.pending.remove(index);
         let _ = epoll::delete(&self.epoll, &pending.conn);
-        pending.conn
+        (pending.conn, pending.peer)
     }
 
-    fn finish(&mut self, index: usize, outcome: Result<Connection>) {
-        drop(self.take(index));
-        self.ready.push_back(outcome);
+    /// Ends a pending handshake with `failure`, which `accept` reports for its client.
+    fn finish(&mut self, index: usize, failure: Error) {
+        let (conn, peer) = self.take(index);
+        drop(conn);
+        self.ready.push_back((Err(failure), peer));
     }
 
     /// Stops listening: the socket is closed (and its file removed); pending handshakes are
@@ -566,6 +604,29 @@ impl Listener {
                 file.leave();
             }
         }
+    }
+}
+
+/// An accepted client's address, as `accept(2)` gave it: `None` for an unnamed Unix socket
+/// (what a client that connects without binding is).
+fn peer_address(peer: rustix::net::SocketAddrAny) -> Option<Address> {
+    use std::os::unix::ffi::OsStrExt;
+    match peer.address_family() {
+        AddressFamily::INET | AddressFamily::INET6 => {
+            std::net::SocketAddr::try_from(peer).ok().map(Address::Tcp)
+        }
+        AddressFamily::UNIX => {
+            let unix = rustix::net::SocketAddrUnix::try_from(peer).ok()?;
+            // rustix 1.1 hands an unnamed peer over as the empty abstract name (one NUL
+            // byte of `sun_path`), which no client binds in practice: both are no name.
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            if let Some(name) = unix.abstract_name() {
+                return (!name.is_empty()).then(|| Address::Abstract(name.to_vec()));
+            }
+            let path = unix.path_bytes().filter(|p| !p.is_empty())?;
+            Some(Address::Unix(std::ffi::OsStr::from_bytes(path).into()))
+        }
+        _ => None,
     }
 }
 

@@ -83,12 +83,13 @@ pub struct CurrentProcess {
 }
 
 impl CurrentProcess {
-    /// This process's id. Python: `current_process().pid`.
+    /// This process's id. Python: `current_process().pid` (and `.ident`, the same number).
     ///
     /// # Examples
     /// ```
     /// assert_eq!(multiproc::current_process().pid(), std::process::id());
     /// ```
+    #[doc(alias = "ident")]
     pub fn pid(&self) -> u32 {
         self.pid
     }

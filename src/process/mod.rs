@@ -551,7 +551,8 @@ impl Process {
         self.child.is_some() && self.exit_code().is_none()
     }
 
-    /// The child's process id, once started. Python: `Process.pid`.
+    /// The child's process id, once started. Python: `Process.pid` (and `Process.ident`,
+    /// the same number).
     ///
     /// # Examples
     /// ```
@@ -562,6 +563,7 @@ impl Process {
     /// p.join()?;
     /// # Ok(()) }
     /// ```
+    #[doc(alias = "ident")]
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.pid_u32())
     }
@@ -584,6 +586,31 @@ impl Process {
     /// `InvalidInput` if never started; `Io` if the signal cannot be sent.
     pub fn terminate(&self) -> Result<()> {
         self.started()?.signal(Signal::TERM)
+    }
+
+    /// Sends SIGINT to the child, as Ctrl-C would. Python 3.14: `Process.interrupt`.
+    /// Does nothing once the child has been reaped.
+    ///
+    /// A Python child turns SIGINT into `KeyboardInterrupt` and, unless it catches that,
+    /// exits with code 1. A Rust child has no such default: it dies of the signal (exit
+    /// code -2), unless it handles SIGINT itself (with `signal-hook`, say) to clean up and
+    /// exit with a code of its choosing.
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> multiproc::Result<()> {
+    /// let (_keep, mut child) = multiproc::Pipe::new()?;
+    /// let mut p = multiproc::Process::fork(move || { let _ = child.recv_bytes(); });
+    /// p.start()?;
+    /// p.interrupt()?;
+    /// assert_eq!(p.join()?, -2);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`terminate`](Self::terminate).
+    pub fn interrupt(&self) -> Result<()> {
+        self.started()?.signal(Signal::INT)
     }
 
     /// Sends SIGKILL to the child. Python: `Process.kill`. Does nothing once the child has

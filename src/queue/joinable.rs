@@ -162,7 +162,9 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// ```
     /// # fn main() -> multiproc::Result<()> {
     /// let q = multiproc::JoinableQueue::<u8>::new()?;
-    /// assert_eq!(q.task_done().unwrap_err().kind(), multiproc::ErrorKind::InvalidInput);
+    /// let err = q.task_done().unwrap_err();
+    /// assert_eq!(err.kind(), multiproc::ErrorKind::InvalidInput);
+    /// assert_eq!(err.to_string(), "task_done() called too many times"); // CPython's words
     /// # Ok(()) }
     /// ```
     ///
@@ -172,9 +174,9 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         self.inner.shared.task_done()
     }
 
-    /// Waits until every item put has been marked done. Python: `join()`. As in Python
-    /// 3.13, items discarded by [`shutdown(true)`](Queue::shutdown) count as done; a plain
-    /// shutdown changes nothing here.
+    /// Waits until every item put has been marked done. Python: `join()`. As with Python
+    /// 3.13's `queue.Queue`, items discarded by [`shutdown(true)`](Queue::shutdown) count
+    /// as done; a plain shutdown changes nothing here.
     ///
     /// # Examples
     /// ```

@@ -614,7 +614,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.shared.close_producer();
     }
 
-    /// Shuts the queue down for every process. Python 3.13: `shutdown(immediate)`. Puts
+    /// Shuts the queue down for every process. Python 3.13: `queue.Queue.shutdown(immediate)`
+    /// (the threads' queue: `multiprocessing.Queue` has no `shutdown`, as of 3.13). Puts
     /// fail with `ShutDown` from now on; gets return what is left, then fail with
     /// `ShutDown`; with `immediate`, what is left is discarded and gets fail at once. Every
     /// blocked `put` and `get` wakes up.

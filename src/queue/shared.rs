@@ -1382,7 +1382,7 @@ impl Shared {
     // ---------------------------------------------------------------------------------
     // Shutdown
 
-    /// Python 3.13's `shutdown`: puts fail from now on; gets drain what is left (nothing,
+    /// Python 3.13's `queue.Queue.shutdown`: puts fail from now on; gets drain what is left (nothing,
     /// if `immediate`: it is discarded) and then fail. Everyone waiting wakes up.
     pub(crate) fn shutdown(&self, immediate: bool) {
         let bits = l::FLAG_SHUTDOWN | if immediate { l::FLAG_IMMEDIATE } else { 0 };
@@ -1391,8 +1391,9 @@ impl Shared {
             for log in 0..self.used_logs() {
                 loop {
                     match self.take_from(log, &mut |_| ()) {
-                        // As Python 3.13: a discarded item counts as done, so `join`
-                        // returns once the items taken before are marked done.
+                        // As Python 3.13's `queue.Queue`: a discarded item counts as
+                        // done, so `join` returns once the items taken before are marked
+                        // done.
                         Ok(Some(())) => self.count_done(1),
                         Ok(None) => break,
                         // A corrupt frame: `take_from` discarded the log to its tail and
@@ -1449,10 +1450,7 @@ impl Shared {
             .unfinished()
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .map_err(|_| {
-                Error::with_message(
-                    ErrorKind::InvalidInput,
-                    "task_done() called more times than there were items",
-                )
+                Error::with_message(ErrorKind::InvalidInput, "task_done() called too many times")
             })?
             - 1;
         if left == 0 {
