@@ -1835,6 +1835,74 @@ fn producer_table_holds_128_and_reclaims_logs_of_killed_producers() -> TestResul
     Ok(())
 }
 
+/// A producer whose `/proc` entry another producer cannot see is alive all the same: a
+/// root master producing next to workers that run as another user, with `/proc` mounted
+/// `hidepid=2` (systemd's `ProtectProc=invisible`). A worker's first put frees the drained
+/// logs of dead producers; it must not take the master for dead and free its log, which
+/// it would then claim: the two would write over each other's items in one log.
+fn a_producer_hidden_by_hidepid_keeps_its_log() -> TestResult {
+    const NOBODY: u32 = 65534;
+    if !rustix::process::geteuid().is_root() {
+        return util::skip("needs root: a child mounts /proc with hidepid=2 and becomes nobody");
+    }
+    let q = Queue::<u32>::new()?;
+    // Our log: claimed, drained, its owner alive.
+    q.put(&1)?;
+    assert_eq!(q.get_timeout(HANG)?, 1);
+    let master = std::process::id();
+    let (mut ours, mut theirs) = Pipe::new()?;
+    let worker = q.clone();
+    let mut p = child(move || {
+        let hidden = || -> Result<(), String> {
+            use rustix::thread::{UnshareFlags, set_thread_gid, set_thread_groups, set_thread_uid};
+            // Only the mount namespace, of this single-threaded child: no fd table shared.
+            #[allow(deprecated)]
+            rustix::thread::unshare(UnshareFlags::NEWNS).map_err(|e| format!("unshare: {e}"))?;
+            for args in [
+                &["--make-rprivate", "/"][..],
+                &["-t", "proc", "-o", "hidepid=2", "proc", "/proc"],
+            ] {
+                let status = std::process::Command::new("mount").args(args).status();
+                if !status.as_ref().is_ok_and(|s| s.success()) {
+                    return Err(format!("mount {args:?}: {status:?}"));
+                }
+            }
+            set_thread_groups(&[]).map_err(|e| e.to_string())?;
+            set_thread_gid(rustix::process::Gid::from_raw(NOBODY)).map_err(|e| e.to_string())?;
+            set_thread_uid(rustix::process::Uid::from_raw(NOBODY)).map_err(|e| e.to_string())?;
+            if std::path::Path::new(&format!("/proc/{master}")).exists() {
+                return Err("hidepid=2 hides nothing here".into());
+            }
+            Ok(())
+        };
+        let setup = hidden();
+        theirs.send(&setup).unwrap();
+        if setup.is_err() {
+            return;
+        }
+        worker.put(&2).unwrap();
+        theirs.send_bytes(b"put").unwrap();
+        assert_eq!(theirs.recv_bytes().unwrap(), b"go");
+        worker.put(&4).unwrap();
+    })?;
+    if let Err(reason) = ours.recv_timeout::<Result<(), String>>(HANG)? {
+        finish(&mut p)?;
+        return util::skip(&format!("cannot hide /proc entries here: {reason}"));
+    }
+    assert_eq!(ours.recv_bytes_timeout(HANG)?, b"put");
+    q.put(&3)?;
+    ours.send_bytes(b"go")?;
+    finish(&mut p)?;
+    let mut got = drain(&q)?;
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        [2, 3, 4],
+        "items lost: two producers wrote into one log"
+    );
+    Ok(())
+}
+
 /// Raw items between processes: `put_bytes` in a child, `get_bytes` / `get_bytes_into` in
 /// the parent, every size from 0 to 300 bytes and one of 3 MiB, in order and intact; a raw
 /// item that is not a `T` is a `Decode` error for a typed `get` (and is taken); a typed item
@@ -2346,6 +2414,7 @@ tests_main!(
     simple_queue_between_processes,
     spawned_producer_lets_go_of_its_log_at_exit,
     producer_table_holds_128_and_reclaims_logs_of_killed_producers,
+    a_producer_hidden_by_hidepid_keeps_its_log,
     forked_producer_lets_go_of_its_log_at_exit,
     try_put_takes_room_a_killed_producer_held,
     waiting_put_takes_room_when_its_holder_is_killed,

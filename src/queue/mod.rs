@@ -79,8 +79,11 @@ pub use simple::SimpleQueue;
 /// waiting; at most 128 producer processes with items waiting at once (a 129th process's
 /// `put` is `Unsupported` until a log is drained and let go of). Each queue maps 128 GiB of
 /// address space (sparse: memory is used only as items are), so a process whose virtual
-/// memory is capped (`ulimit -v`) below that cannot make one. Sharing a queue means
-/// trusting the processes it is shared with not to deny service (they can fill it or shut
+/// memory is capped (`ulimit -v`) below that cannot make one. Every process using a queue
+/// must be in one pid namespace: whether a producer lives is told by its pid (and
+/// `/proc`), and one in another namespace can be taken for dead, its drained ring given to
+/// the next process that starts putting while it still writes there (their items then
+/// overwrite each other). Sharing a queue means trusting the processes it is shared with not to deny service (they can fill it or shut
 /// it down), but nothing one writes into its memory or does to its files makes another
 /// crash: the file is sealed against shrinking and what is read from it is checked.
 ///

@@ -832,8 +832,9 @@ impl Shared {
     /// with its handles never dropped) keeps its log's memory (its chunk map and states, its
     /// chunks: up to 8 MiB) until a reclaim. Reclaiming only once no log was free let 127
     /// such producers pile up their memory first: a supervisor restarting killed workers
-    /// grew by megabytes per restart. A new producer is a new process, which costs far more
-    /// than this look at `/proc` for each log's owner.
+    /// grew by megabytes per restart. The cost: a read of `/proc` per live owner, 12 µs
+    /// here, so the first put with 127 other producers live takes 1.5 ms (0.15 ms with
+    /// none; a `Process::fork` start and join is 0.25 ms).
     fn claim_log(&self) -> Result<(usize, u64)> {
         let pid = u64::from(std::process::id());
         let start = shm::own_start_time();

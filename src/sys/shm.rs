@@ -281,7 +281,8 @@ pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) {
 }
 
 /// Whether the process `pid` that started at `start_time` (clock ticks since boot, field 22
-/// of `/proc/<pid>/stat`) still runs. `None` where that cannot be told.
+/// of `/proc/<pid>/stat`) still runs. `None` where that cannot be told (its entry there is
+/// unreadable, or hidden from us while the pid is in use).
 pub(crate) fn process_alive(pid: u32, start_time: u64) -> Option<bool> {
     process_alive_masked(pid, start_time, u64::MAX)
 }
@@ -291,10 +292,29 @@ pub(crate) fn process_alive_masked(pid: u32, start_time: u64, mask: u64) -> Opti
     match process_start_time(pid) {
         Ok(Some(t)) => Some(start_time == 0 || t & mask == start_time),
         // Gone, or its main thread a zombie: dead once no other thread is left either (a
-        // killed process's threads may still be finishing a system call).
-        Ok(None) => Some(thread_count(pid) > 1),
+        // killed process's threads may still be finishing a system call). With no entry at
+        // all, the kernel says whether the pid is in use: `/proc` may hide a live process.
+        Ok(None) => match thread_count(pid) {
+            0 => pid_unused(pid).then_some(false),
+            threads => Some(threads > 1),
+        },
         Err(_) => None,
     }
+}
+
+/// Whether no process has pid `pid`, asked of the kernel rather than of `/proc`: an entry
+/// missing there may be one hidden from us (`hidepid=2`, a process of another user), whose
+/// pid `kill(pid, 0)` still finds (`EPERM`). A live process hidden so, taken for dead, had
+/// its queue log freed under it. [man7: kill.2, proc.5 (hidepid)]
+fn pid_unused(pid: u32) -> bool {
+    // Pids are positive `i32`s (a negative one would name a process group).
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return true;
+    };
+    rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
 }
 
 /// This process's start time (field 22 of `/proc/self/stat`; 0 if it cannot be read), read
@@ -314,8 +334,9 @@ pub(crate) fn own_start_time() -> u64 {
     start
 }
 
-/// How many threads process `pid` still has (`/proc/<pid>/task`): 0 if it is gone. A killed
-/// process's main thread may be a zombie while others are still leaving a system call.
+/// How many threads process `pid` still has (`/proc/<pid>/task`): 0 if it is gone (or hidden
+/// from us: see [`pid_unused`]). A killed process's main thread may be a zombie while others
+/// are still leaving a system call.
 pub(crate) fn thread_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |tasks| tasks.count())
 }
