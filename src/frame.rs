@@ -276,7 +276,8 @@ impl FrameDecoder {
     }
 
     /// The payload length of the next frame, once its header is here; `None` before that,
-    /// and on a broken stream or an invalid header (which `decode` reports).
+    /// and on a broken stream or an invalid header (which `decode` reports), a length over
+    /// `isize::MAX` included: the caller's refusal must not stand in for `decode`'s.
     pub(crate) fn next_len(&self) -> Option<u64> {
         if self.broken {
             return None;
@@ -285,7 +286,7 @@ impl FrameDecoder {
             return Some(large.total as u64);
         }
         match parse_header(&self.buf[self.pos..]) {
-            Ok(Some((_, len))) => Some(len),
+            Ok(Some((_, len))) if len <= isize::MAX as u64 => Some(len),
             _ => None,
         }
     }

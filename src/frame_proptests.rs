@@ -40,16 +40,37 @@ impl Driver {
         }
     }
 
-    /// Decodes every whole frame buffered so far. Also checks that `frame_ready` agrees with
-    /// what `decode` does next.
+    /// Decodes every whole frame buffered so far. Also checks that `frame_ready` and
+    /// `next_len` agree with what `decode` does next (`recv_bytes_into_slice` refuses a
+    /// frame on `next_len` alone, so that must be the length of the frame `decode` yields,
+    /// and never a length `decode` refuses under the limit).
     fn drain(&mut self) -> Result<(), Error> {
         loop {
             let ready = self.d.frame_ready(self.limit);
+            let next = self.d.next_len();
             let result = self.d.decode(self.limit);
             match &result {
                 Ok(None) => assert!(!ready, "frame_ready() said yes but decode found nothing"),
                 Ok(Some(_)) => assert!(ready, "decode yielded a frame frame_ready() missed"),
                 Err(_) => assert!(ready, "decode failed at once but frame_ready() said no"),
+            }
+            match &result {
+                Ok(Some(Frame::Buffered { start, end })) => {
+                    assert_eq!(next, Some((end - start) as u64), "next_len, then a frame");
+                }
+                Ok(Some(Frame::Owned(body))) => {
+                    assert_eq!(next, Some(body.len() as u64), "next_len, then a frame");
+                }
+                Ok(None) => assert!(
+                    next.is_none_or(|n| n <= self.limit),
+                    "next_len {next:?} over the limit {}, and decode did not refuse it",
+                    self.limit
+                ),
+                Err(_) => assert!(
+                    next.is_none_or(|n| n > self.limit),
+                    "next_len {next:?} within the limit {}, and decode refused it",
+                    self.limit
+                ),
             }
             match result? {
                 None => return Ok(()),

@@ -32,6 +32,8 @@ const SMALL_FRAME: usize = 1024;
 mod nonblocking;
 pub(crate) use nonblocking::Within;
 mod pipe;
+#[cfg(test)]
+mod slice_proptests;
 
 pub use pipe::Pipe;
 
@@ -439,8 +441,10 @@ impl Connection {
     /// ```
     ///
     /// # Errors
-    /// `BufferTooShort` as above (nothing consumed); otherwise as
-    /// [`recv_bytes`](Self::recv_bytes). On error `buf` is left unchanged.
+    /// `BufferTooShort` as above (nothing consumed; decided from the header, so also for a
+    /// message the peer then cuts short by closing, which the next receive reports as
+    /// `TruncatedMessage`); otherwise as [`recv_bytes`](Self::recv_bytes). On error `buf`
+    /// is left unchanged.
     #[doc(alias = "BufferTooShort")]
     pub fn recv_bytes_into_slice(&mut self, buf: &mut [u8]) -> Result<usize> {
         self.check_readable()?;

@@ -591,19 +591,33 @@ impl Process {
     /// Sends SIGINT to the child, as Ctrl-C would. Python 3.14: `Process.interrupt`.
     /// Does nothing once the child has been reaped.
     ///
-    /// A Python child turns SIGINT into `KeyboardInterrupt` and, unless it catches that,
-    /// exits with code 1. A Rust child has no such default: it dies of the signal (exit
-    /// code -2), unless it handles SIGINT itself (with `signal-hook`, say) to clean up and
-    /// exit with a code of its choosing.
+    /// A Python `multiprocessing` child turns SIGINT into `KeyboardInterrupt` and, unless it
+    /// catches that, exits with code 1 (a Python script run by [`command`](Self::command)
+    /// dies of the signal after its traceback: -2). A Rust child has no such default: it
+    /// dies of the signal (exit code -2), unless it handles SIGINT itself (with
+    /// `signal-hook`, say, as below) to clean up and exit with a code of its choosing.
+    ///
+    /// A child that ignores SIGINT is not interrupted, in Python either. Ignoring is
+    /// inherited through fork and exec, and a shell script's background jobs (`cmd &`) start
+    /// with SIGINT ignored: a program run that way, and every child it starts, ignores this
+    /// unless it installs a handler.
     ///
     /// # Examples
     /// ```
     /// # fn main() -> multiproc::Result<()> {
-    /// let (_keep, mut child) = multiproc::Pipe::new()?;
-    /// let mut p = multiproc::Process::fork(move || { let _ = child.recv_bytes(); });
+    /// use std::io::Read;
+    /// let (mut parent, mut child) = multiproc::Pipe::new()?;
+    /// let mut p = multiproc::Process::fork(move || {
+    ///     let (mut interrupted, on_sigint) = std::os::unix::net::UnixStream::pair().unwrap();
+    ///     signal_hook::low_level::pipe::register(signal_hook::consts::SIGINT, on_sigint).unwrap();
+    ///     child.send_bytes(b"ready").unwrap();
+    ///     interrupted.read_exact(&mut [0]).unwrap();
+    ///     std::process::exit(1); // cleaned up, as after Python's KeyboardInterrupt
+    /// });
     /// p.start()?;
+    /// assert_eq!(parent.recv_bytes()?, b"ready"); // the handler is in place
     /// p.interrupt()?;
-    /// assert_eq!(p.join()?, -2);
+    /// assert_eq!(p.join()?, 1);
     /// # Ok(()) }
     /// ```
     ///

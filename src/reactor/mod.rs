@@ -1143,9 +1143,16 @@ impl Core {
     fn remove(&mut self, token: Token) -> Option<Connection> {
         self.entry(token)?;
         let mut entry = self.entries.remove(token.index);
-        // Not left for the next round to find stale: a reactor that registers and removes
-        // without ever running would grow the list for good.
-        self.again.retain(|&i| i != token.index);
+        // Stale entries are harmless (a round skips a gone entry and rereads a reused one
+        // for nothing), but a reactor that registers and removes without ever running a
+        // round would grow the list for good: once they outnumber the connections, drop
+        // them. Amortised, unlike a search at every removal (quadratic for mass removals).
+        if self.again.len() > 2 * self.entries.len() + 64 {
+            self.again.sort_unstable();
+            self.again.dedup();
+            let entries = &self.entries;
+            self.again.retain(|&i| entries.contains(i));
+        }
         self.timers.cancel_owner(token, |a, b| a == b);
         let conn = entry.conn.take()?;
         if let Ok(fd) = crate::wait::Waitable::wait_fd(&conn) {
@@ -1820,18 +1827,18 @@ mod tests {
         fn on_message(&mut self, _: &mut Context<'_>, _: &[u8]) {}
     }
 
-    /// Registering and removing, round after round that never comes, leaves no entry behind
-    /// in the lists the next round reads (they grew by one entry per cycle).
+    /// Registering and removing, round after round that never comes, keeps the lists the
+    /// next round reads bounded (they grew by one entry per cycle).
     #[test]
-    fn removing_before_any_round_leaves_nothing_for_it() {
+    fn removing_before_any_round_keeps_its_lists_bounded() {
         let mut reactor = Reactor::new().unwrap();
         let (_peer, mut conn) = crate::Pipe::new().unwrap();
-        for _ in 0..100 {
+        for _ in 0..1000 {
             let token = reactor.register(conn, Nop).unwrap();
             conn = reactor.deregister(token).unwrap();
         }
-        assert_eq!(reactor.core.again.len(), 0);
-        for _ in 0..100 {
+        assert!(reactor.core.again.len() <= 65, "{}", reactor.core.again.len());
+        for _ in 0..1000 {
             let (mut peer, mut end) = crate::Pipe::new().unwrap();
             peer.send_bytes(b"x").unwrap();
             assert!(end.poll(Some(Duration::ZERO)).unwrap());
@@ -1839,6 +1846,6 @@ mod tests {
             let id = reactor.when_ready(end, |_, _| {}).unwrap();
             assert!(reactor.cancel_watch(id));
         }
-        assert_eq!(reactor.watches.take_due().len(), 0);
+        assert!(reactor.watches.take_due().len() <= 65);
     }
 }

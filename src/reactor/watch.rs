@@ -93,8 +93,15 @@ impl Watches {
             Some(w) if w.generation == id.generation => {
                 let watch = self.slab.remove(id.index);
                 let _ = registry.deregister(&mut mio::unix::SourceFd(&watch.fd));
-                // As for connections: no stale entry left for a round that may never come.
-                self.due.retain(|due| *due != id);
+                // As for connections: stale entries dropped once they outnumber the watches
+                // (amortised; a round ignores them anyway).
+                if self.due.len() > 2 * self.slab.len() + 64 {
+                    let slab = &self.slab;
+                    self.due.retain(|due| {
+                        slab.get(due.index)
+                            .is_some_and(|w| w.generation == due.generation)
+                    });
+                }
                 true
             }
             _ => false,
