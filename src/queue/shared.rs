@@ -877,7 +877,9 @@ impl Shared {
         Err(Error::with_message(
             ErrorKind::Unsupported,
             format!(
-                "more than {} processes are putting into this queue at once",
+                "no producer slot free: {} processes have a slot in this queue (live ones, and \
+                 gone ones whose items are not all taken yet); a slot is free again once its \
+                 owner is gone or has closed the queue, and its items are taken",
                 l::MAX_LOGS
             ),
         ))

@@ -1837,7 +1837,11 @@ mod tests {
             let token = reactor.register(conn, Nop).unwrap();
             conn = reactor.deregister(token).unwrap();
         }
-        assert!(reactor.core.again.len() <= 65, "{}", reactor.core.again.len());
+        assert!(
+            reactor.core.again.len() <= 65,
+            "{}",
+            reactor.core.again.len()
+        );
         for _ in 0..1000 {
             let (mut peer, mut end) = crate::Pipe::new().unwrap();
             peer.send_bytes(b"x").unwrap();
