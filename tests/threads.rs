@@ -386,7 +386,74 @@ fn a_spawn_inside_spawn_arguments_gives_each_child_its_own_connections() -> Test
     Ok(())
 }
 
+/// A connection that sends from a thread-local's destructor, as its thread exits, after the
+/// library's own thread-locals (the spare send buffers) are gone: the sends go out (they
+/// panicked on the destroyed spares, and a panic there aborts the process). Thread-locals
+/// are destroyed in the reverse order of their first use, or in that order: one holder is
+/// set up before the spares are first used, one after, so one outlives them either way.
+fn sends_from_a_thread_local_destructor_go_out() -> TestResult {
+    struct Bye(multiproc::Connection);
+    impl Drop for Bye {
+        fn drop(&mut self) {
+            // Writes the large queue first (then empty, its buffer would be a spare), then
+            // encodes a value (into a spare, if there is one).
+            self.0.send_bytes(b"bye").unwrap();
+            self.0.send(&(1u8, "bye")).unwrap();
+        }
+    }
+    thread_local! {
+        static FIRST: std::cell::RefCell<Option<Bye>> = const { std::cell::RefCell::new(None) };
+        static LAST: std::cell::RefCell<Option<Bye>> = const { std::cell::RefCell::new(None) };
+    }
+    const BIG: usize = 3 << 20;
+    let mut p = util::child(|| {
+        let mut readers = Vec::new();
+        let mut ends = Vec::new();
+        for _ in 0..2 {
+            let (mut r, w) = multiproc::Pipe::new().unwrap();
+            ends.push(w);
+            readers.push(std::thread::spawn(move || {
+                let mut lens = Vec::new();
+                loop {
+                    match r.recv_bytes() {
+                        Ok(m) => lens.push(m.len()),
+                        Err(e) if e.is_eof() => return lens,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }));
+        }
+        let last = ends.pop().unwrap();
+        let first = ends.pop().unwrap();
+        std::thread::spawn(move || {
+            let big = vec![7u8; BIG];
+            FIRST.set(Some(Bye(first)));
+            FIRST.with_borrow_mut(|b| {
+                let conn = &mut b.as_mut().unwrap().0;
+                conn.send(&(1u8, serde_bytes::Bytes::new(&big))).unwrap();
+                conn.try_send_bytes(&big).unwrap();
+                assert!(conn.pending_send_len() > 1 << 20);
+            });
+            LAST.set(Some(Bye(last)));
+            LAST.with_borrow_mut(|b| {
+                let conn = &mut b.as_mut().unwrap().0;
+                conn.try_send_bytes(&big).unwrap();
+                assert!(conn.pending_send_len() > 1 << 20);
+            });
+        })
+        .join()
+        .unwrap();
+        let got: Vec<Vec<usize>> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+        assert_eq!(got[0].len(), 4, "{got:?}");
+        assert_eq!(got[0][1..3], [BIG, 3], "{got:?}");
+        assert_eq!(got[1][..2], [BIG, 3], "{got:?}");
+        assert_eq!(got[1].len(), 3, "{got:?}");
+    })?;
+    util::finish(&mut p)
+}
+
 tests_main!(
+    sends_from_a_thread_local_destructor_go_out,
     a_thread_named_like_stat_fields_still_refuses_a_fork,
     a_thread_running_its_tls_destructors_still_refuses_a_fork,
     a_spawn_inside_spawn_arguments_gives_each_child_its_own_connections,

@@ -12,6 +12,7 @@
 use std::cell::Cell;
 use std::io::IoSlice;
 use std::os::fd::AsFd;
+use std::thread::LocalKey;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -42,6 +43,18 @@ thread_local! {
     /// a blocking `send` of 40 MiB, 10 000).
     static SPARE_ENCODING: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
     static SPARE_QUEUE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Takes the thread's spare `spare`: empty if it has none, or if the thread-locals are gone
+/// already (a connection used from another thread-local's destructor, as its thread exits:
+/// `take` would panic there, and a panic in a thread-local's destructor aborts).
+fn take_spare(spare: &'static LocalKey<Cell<Vec<u8>>>) -> Vec<u8> {
+    spare.try_with(Cell::take).unwrap_or_default()
+}
+
+/// Makes `buf` the thread's spare `spare` (freed instead if the thread-locals are gone).
+fn keep_spare(spare: &'static LocalKey<Cell<Vec<u8>>>, buf: Vec<u8>) {
+    let _ = spare.try_with(|s| s.set(buf));
 }
 
 impl Connection {
@@ -335,7 +348,7 @@ impl Connection {
     ) -> Result<()> {
         let mut encoded = std::mem::take(&mut self.encoded);
         // Into the thread's large spare if it has one (ours is at most `KEPT_SEND_BUFFER`).
-        let mut own = SPARE_ENCODING.take();
+        let mut own = take_spare(&SPARE_ENCODING);
         if own.capacity() > encoded.capacity() {
             std::mem::swap(&mut encoded, &mut own);
         }
@@ -345,7 +358,7 @@ impl Connection {
             Err(e) => Err(e),
         };
         if encoded.capacity() > KEPT_SEND_BUFFER {
-            SPARE_ENCODING.set(encoded);
+            keep_spare(&SPARE_ENCODING, encoded);
             self.encoded = own;
         } else {
             self.encoded = encoded;
@@ -483,7 +496,7 @@ impl Connection {
     /// takes the thread's large spare, if it has one.
     fn reserve_queue(&mut self, len: usize) {
         if self.queued.is_empty() && len > self.queued.capacity() {
-            let spare = SPARE_QUEUE.take();
+            let spare = take_spare(&SPARE_QUEUE);
             if spare.capacity() > self.queued.capacity() {
                 self.queued = spare;
             }
@@ -495,7 +508,7 @@ impl Connection {
     fn clear_queued(&mut self) {
         self.queued.clear();
         if self.queued.capacity() > KEPT_SEND_BUFFER {
-            SPARE_QUEUE.set(std::mem::take(&mut self.queued));
+            keep_spare(&SPARE_QUEUE, std::mem::take(&mut self.queued));
         }
         self.queued_pos = 0;
     }
