@@ -83,9 +83,10 @@ pub use simple::SimpleQueue;
 /// must be in one pid namespace: whether a producer lives is told by its pid (and
 /// `/proc`), and one in another namespace can be taken for dead, its drained ring given to
 /// the next process that starts putting while it still writes there (their items then
-/// overwrite each other). Sharing a queue means trusting the processes it is shared with not to deny service (they can fill it or shut
-/// it down), but nothing one writes into its memory or does to its files makes another
-/// crash: the file is sealed against shrinking and what is read from it is checked.
+/// overwrite each other). Sharing a queue means trusting the processes it is shared with
+/// not to deny service (they can fill it or shut it down), but nothing one writes into its
+/// memory or does to its files makes another crash: the file is sealed against shrinking
+/// and what is read from it is checked.
 ///
 /// Items are any serde type, encoded as CBOR. A value that is one byte or text string
 /// (`serde_bytes::ByteBuf`, `String`, or either inside an `Option` or a newtype) skips the

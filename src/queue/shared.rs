@@ -1385,8 +1385,8 @@ impl Shared {
     // ---------------------------------------------------------------------------------
     // Shutdown
 
-    /// Python 3.13's `queue.Queue.shutdown`: puts fail from now on; gets drain what is left (nothing,
-    /// if `immediate`: it is discarded) and then fail. Everyone waiting wakes up.
+    /// Python 3.13's `queue.Queue.shutdown`: puts fail from now on; gets drain what is left
+    /// (nothing, if `immediate`: it is discarded) and then fail. Everyone waiting wakes up.
     pub(crate) fn shutdown(&self, immediate: bool) {
         let bits = l::FLAG_SHUTDOWN | if immediate { l::FLAG_IMMEDIATE } else { 0 };
         self.h32(l::H_FLAGS).fetch_or(bits, Ordering::SeqCst);

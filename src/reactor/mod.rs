@@ -420,12 +420,12 @@ impl Drop for WakeOnDrop {
 /// An event loop over connections, timers and posted tasks.
 ///
 /// Each round waits for events (or the next timer), reads whole messages and hands them to
-/// handlers, fires due timers, then flushes all output queued
-/// in the round: a handler's sends only append to a buffer, so many small messages leave in
-/// one `sendmsg`. A connection whose queue passes the high-water mark stops being read until
-/// it drains to half of it. End of stream and errors are delivered once (`on_eof`,
-/// `on_error`) and the connection is removed, so a dead peer cannot make the loop spin; an
-/// idle reactor blocks and uses no CPU.
+/// handlers, fires due timers, then flushes all output queued in the round: a handler's
+/// sends only append to a buffer, so many small messages leave in one `sendmsg`. A
+/// connection whose queue passes the high-water mark stops being read until it drains to
+/// half of it. End of stream and errors are delivered once (`on_eof`, `on_error`) and the
+/// connection is removed, so a dead peer cannot make the loop spin; an idle reactor blocks
+/// and uses no CPU.
 ///
 /// # Examples
 /// A child process sends numbers; the reactor sums them until EOF.
@@ -770,9 +770,9 @@ impl Reactor {
     /// Runs rounds until [`stop`](Self::stop) is called (by a handler, a posted task or
     /// this method's caller before), or until nothing is left that could wake it: no
     /// connection, no timer, no [`when_ready`](Self::when_ready) watch, no task posted and
-    /// no [`ReactorHandle`] alive. Output queued by then is
-    /// written as far as the fds take it without blocking; the rest stays queued in its
-    /// connection (see [`deregister`](Self::deregister)).
+    /// no [`ReactorHandle`] alive. Output queued by then is written as far as the fds take
+    /// it without blocking; the rest stays queued in its connection (see
+    /// [`deregister`](Self::deregister)).
     ///
     /// # Examples
     /// ```
