@@ -347,10 +347,11 @@ impl Connection {
         then: impl FnOnce(&mut Connection, &[u8]) -> Result<()>,
     ) -> Result<()> {
         let mut encoded = std::mem::take(&mut self.encoded);
-        // Into the thread's large spare if it has one (ours is at most `KEPT_SEND_BUFFER`).
-        let mut own = take_spare(&SPARE_ENCODING);
-        if own.capacity() > encoded.capacity() {
-            std::mem::swap(&mut encoded, &mut own);
+        // Into the thread's large spare if it has one (ours is at most `KEPT_SEND_BUFFER`);
+        // `idle` is the buffer this encoding does not use, whichever that is.
+        let mut idle = take_spare(&SPARE_ENCODING);
+        if idle.capacity() > encoded.capacity() {
+            std::mem::swap(&mut encoded, &mut idle);
         }
         encoded.clear();
         let result = match self.codec.encode(value, &mut encoded) {
@@ -359,7 +360,7 @@ impl Connection {
         };
         if encoded.capacity() > KEPT_SEND_BUFFER {
             keep_spare(&SPARE_ENCODING, encoded);
-            self.encoded = own;
+            self.encoded = idle;
         } else {
             self.encoded = encoded;
         }
