@@ -383,12 +383,7 @@ fn a_connection_closed_by_its_handler_is_removed() -> TestResult {
             },
         )?;
         reactor.set_timer(token, Duration::from_millis(1))?;
-        for _ in 0..1000 {
-            if reactor.is_empty() {
-                break;
-            }
-            reactor.run_once(Some(Duration::from_secs(1)))?;
-        }
+        util::run_until_empty(&mut reactor, 1000, Duration::from_secs(1))?;
         assert!(reactor.is_empty(), "{how:?}: still registered");
         assert_eq!(log.borrow().errors, [kind], "{how:?}");
         reactor.run()?; // nothing left: returns at once
@@ -860,12 +855,7 @@ fn flood_then_reader_leaves(
     }
     assert_eq!(reactor.len(), 1);
     drop(peer);
-    for _ in 0..5 {
-        if reactor.is_empty() {
-            break;
-        }
-        reactor.run_once(Some(Duration::from_millis(200)))?;
-    }
+    util::run_until_empty(&mut reactor, 5, Duration::from_millis(200))?;
     assert!(
         reactor.is_empty(),
         "the connection whose reader left stays registered (run() would never return); log: {:?}",
@@ -1157,12 +1147,7 @@ fn peer_resets_after_a_last_message(queue: usize) -> TestResult {
     }
     a.send_bytes(b"last")?;
     drop(a);
-    for _ in 0..5 {
-        if reactor.is_empty() {
-            break;
-        }
-        reactor.run_once(Some(Duration::from_secs(5)))?;
-    }
+    util::run_until_empty(&mut reactor, 5, Duration::from_secs(5))?;
     let log = log.borrow();
     assert!(reactor.is_empty(), "still registered; {log:?}");
     assert_eq!(log.messages, [b"last".to_vec()], "{log:?}");
@@ -1204,12 +1189,7 @@ fn a_paused_end_whose_peer_leaves_hears_its_last_messages_then_one_error() -> Te
     a.send_bytes(b"one")?;
     a.send_bytes(b"last")?;
     drop(a);
-    for _ in 0..5 {
-        if reactor.is_empty() {
-            break;
-        }
-        reactor.run_once(Some(Duration::from_secs(5)))?;
-    }
+    util::run_until_empty(&mut reactor, 5, Duration::from_secs(5))?;
     let log = log.borrow();
     assert!(reactor.is_empty(), "still registered; {log:?}");
     assert_eq!(log.messages, [b"one".to_vec(), b"last".to_vec()], "{log:?}");

@@ -108,13 +108,7 @@ fn paused_end_whose_peer_left(
 }
 
 fn run_until_empty(reactor: &mut Reactor) -> TestResult {
-    for _ in 0..10 {
-        if reactor.is_empty() {
-            break;
-        }
-        reactor.run_once(Some(Duration::from_secs(5)))?;
-    }
-    Ok(())
+    util::run_until_empty(reactor, 10, Duration::from_secs(5))
 }
 
 fn one_ending_when(action: Action, expected_error: ErrorKind) -> TestResult {

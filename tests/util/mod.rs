@@ -349,3 +349,19 @@ pub fn read64(file: &std::fs::File, offset: u64) -> u64 {
     file.read_exact_at(&mut b, offset).unwrap();
     u64::from_le_bytes(b)
 }
+
+/// Runs `reactor`'s rounds, each waiting at most `wait`, until nothing is registered in it
+/// or `rounds` rounds ran (the caller asserts what it expects then).
+pub fn run_until_empty(
+    reactor: &mut multiproc::Reactor,
+    rounds: usize,
+    wait: Duration,
+) -> TestResult {
+    for _ in 0..rounds {
+        if reactor.is_empty() {
+            break;
+        }
+        reactor.run_once(Some(wait))?;
+    }
+    Ok(())
+}
