@@ -16,6 +16,7 @@
 //! - Sleepers wait on futex words that every put or get bumps; a killed sleeper leaves at
 //!   most one needless wake-up.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -255,52 +256,54 @@ impl Shared {
             .inspect_err(|_| self.undo_unfinished())
     }
 
+    #[inline]
     fn put_item(&self, head: &[u8], body: &[u8], deadline: Option<Instant>) -> Result<()> {
         let item = Item { head, body };
         if item.len() > l::MAX_ITEM {
-            return Err(Error::with_message(
-                ErrorKind::InvalidInput,
-                format!(
-                    "a queue item is at most {} bytes, not {}",
-                    l::MAX_ITEM,
-                    item.len()
-                ),
-            ));
+            return Err(too_big(item.len()));
         }
         self.check_open_for_put()?;
         if self.maxsize == 0 {
-            // Unbounded: nothing to reserve, so one lock for the whole put.
-            let mut producer = self.producer.lock().unwrap_or_else(|p| p.into_inner());
-            if producer.closed {
-                return Err(Error::with_message(ErrorKind::Closed, "queue is closed"));
-            }
-            let log = self.own_log(&mut producer)?;
-            // Again, just before writing: a put that waited (for the lock, or claiming a log)
-            // while the queue was shut down and drained would leave an item no one takes.
-            self.check_open_for_put()?;
-            let published = self.write_frame(&mut producer, log, item)?;
-            self.withdraw_if_shut_down(log, published)?;
-            drop(producer);
-            self.after_put();
-            return Ok(());
+            self.put_unbounded(item)
+        } else {
+            self.put_bounded(item, deadline)
         }
+    }
+
+    /// Unbounded: nothing to reserve, so one lock for the whole put.
+    #[inline]
+    fn put_unbounded(&self, item: Item<'_>) -> Result<()> {
+        let mut producer = self.producer.lock().unwrap_or_else(|p| p.into_inner());
+        if producer.closed {
+            return Err(closed());
+        }
+        let log = self.own_log(&mut producer)?;
+        // Again, just before writing: a put that waited (for the lock, or claiming a log)
+        // while the queue was shut down and drained would leave an item no one takes.
+        self.check_open_for_put()?;
+        let published = self.write_frame(&mut producer, log, item)?;
+        self.withdraw_if_shut_down(log, published)?;
+        drop(producer);
+        self.after_put();
+        Ok(())
+    }
+
+    fn put_bounded(&self, item: Item<'_>, deadline: Option<Instant>) -> Result<()> {
         let (log, owner) = {
             let mut producer = self.producer.lock().unwrap_or_else(|p| p.into_inner());
             if producer.closed {
-                return Err(Error::with_message(ErrorKind::Closed, "queue is closed"));
+                return Err(closed());
             }
             (self.own_log(&mut producer)?, producer.owner)
         };
         // Room is reserved without holding the producer lock, so another thread's
         // `try_put` is not stuck behind a `put` waiting for room.
         let (pending, tag) = (self.pending(log), reservation_tag(owner));
-        if self.maxsize > 0 {
-            self.reserve(log, tag, pending, deadline)?;
-        }
+        self.reserve(log, tag, pending, deadline)?;
         let written = {
             let mut producer = self.producer.lock().unwrap_or_else(|p| p.into_inner());
             if producer.closed || producer.log != Some(log) {
-                Err(Error::with_message(ErrorKind::Closed, "queue is closed"))
+                Err(closed())
             } else {
                 // Again, just before writing (see the unbounded path).
                 self.check_open_for_put()
@@ -308,14 +311,13 @@ impl Shared {
                     .and_then(|published| self.withdraw_if_shut_down(log, published))
             }
         };
-        if self.maxsize > 0 {
-            give_back_reservation(pending, tag);
-        }
+        give_back_reservation(pending, tag);
         written?;
         self.after_put();
         Ok(())
     }
 
+    #[inline]
     fn check_open_for_put(&self) -> Result<()> {
         if self.flags() & l::FLAG_SHUTDOWN != 0 {
             return Err(Error::new(ErrorKind::ShutDown));
@@ -339,10 +341,17 @@ impl Shared {
     /// (`H_USED_LOGS`, heads, tails), all `SeqCst` (see `try_take`); a new log's claim
     /// raises `H_USED_LOGS` `SeqCst` too. The head read of a failed CAS must be `SeqCst`
     /// as well, for "items before it are still there" to hold in that order.
+    #[inline]
     fn withdraw_if_shut_down(&self, log: usize, published: (u64, u64)) -> Result<()> {
         if self.flags() & l::FLAG_SHUTDOWN == 0 {
             return Ok(());
         }
+        self.withdraw(log, published)
+    }
+
+    /// [`withdraw_if_shut_down`](Self::withdraw_if_shut_down) once the queue is shut down.
+    #[cold]
+    fn withdraw(&self, log: usize, published: (u64, u64)) -> Result<()> {
         let (before, after) = published;
         let withdrawn = self
             .head(log)
@@ -417,10 +426,21 @@ impl Shared {
         let mut header = [0u8; 8];
         header[..4].copy_from_slice(&(len as u32).to_le_bytes());
         header[4..].copy_from_slice(&l::check_word(len as u32, tail.pos).to_le_bytes());
-        self.write_at(log, tail.pos, &header);
-        let at = l::forward(tail.pos, l::FRAME_HEADER);
-        self.write_at(log, at, item.head);
-        self.write_at(log, l::forward(at, item.head.len() as u64), item.body);
+        if let Some(at) = self.frame_offset(log, tail.pos, size) {
+            // The whole frame in one chunk (all but one frame in a chunk's worth, for small
+            // items): one look at the map, three copies side by side.
+            let body = at + l::FRAME_HEADER as usize + item.head.len();
+            self.map.write(at, &header);
+            if !item.head.is_empty() {
+                self.map.write(at + l::FRAME_HEADER as usize, item.head);
+            }
+            self.map.write(body, item.body);
+        } else {
+            self.write_at(log, tail.pos, &header);
+            let at = l::forward(tail.pos, l::FRAME_HEADER);
+            self.write_at(log, at, item.head);
+            self.write_at(log, l::forward(at, item.head.len() as u64), item.body);
+        }
         // A swap, not a store: its full barrier also orders the publication before the
         // look at the sleepers' flag in `after_put` (see `wake_published`), for less than a
         // store and a fence cost.
@@ -437,6 +457,24 @@ impl Shared {
         (head.count == tail.count && head != tail)
             || head.items_to(tail) > l::MAX_ITEMS_PER_LOG
             || head.bytes_to(tail) > l::MAX_BACKLOG
+    }
+
+    /// The file offset of the `size` bytes of a frame at position `pos` of `log`, if they
+    /// lie in one chunk (read off the map once, as [`pieces`](Self::pieces) would for each
+    /// piece); `None` if the frame crosses into the next chunk.
+    #[inline]
+    fn frame_offset(&self, log: usize, pos: u64, size: u64) -> Option<usize> {
+        (pos % l::CHUNK + size <= l::CHUNK).then(|| self.offset_of(log, pos))
+    }
+
+    /// The file offset of position `pos` of `log`, good up to the end of its chunk.
+    #[inline]
+    fn offset_of(&self, log: usize, pos: u64) -> usize {
+        let chunk = self
+            .map
+            .u32_at(l::map_entry(log, pos))
+            .load(Ordering::Acquire);
+        l::chunk_offset(log, chunk) + (pos % l::CHUNK) as usize
     }
 
     /// Calls `f(offset, range)` for each piece of the `len` bytes at position `pos` of
@@ -778,19 +816,25 @@ impl Shared {
         shm::process_alive(owner as u32, start)
     }
 
+    #[inline]
     fn after_put(&self) {
         wake_published(self.h32(l::H_ITEMS_SEQ), self.h32(l::H_GET_SLEEPERS));
         signal_events(self.h32(l::H_EFD_STATE), self.events());
     }
 
     /// This process's log, claiming one if it has none (or inherited its parent's).
+    #[inline]
     fn own_log(&self, producer: &mut Producer) -> Result<usize> {
         let generation = crate::process::fork_generation();
-        if let Some(log) = producer.log {
-            if producer.generation == generation {
-                return Ok(log);
-            }
+        match producer.log {
+            Some(log) if producer.generation == generation => Ok(log),
+            _ => self.claim_own_log(producer, generation),
         }
+    }
+
+    /// [`own_log`](Self::own_log) when it has none of this process's yet.
+    #[cold]
+    fn claim_own_log(&self, producer: &mut Producer, generation: u64) -> Result<usize> {
         // A new claim starts afresh: nothing of a log let go of, or of the parent's (forked),
         // carries over; its chunks are all to be had again.
         *producer = Producer {
@@ -1000,7 +1044,13 @@ impl Shared {
     /// Takes one item if there is one: `take` reads it where it lies (see [`Payload`]), and
     /// what it returns is kept only if the item was claimed (else `take` runs again, on the
     /// next item).
-    pub(crate) fn try_take<R>(&self, take: &mut dyn FnMut(Payload<'_>) -> R) -> Result<Option<R>> {
+    ///
+    /// Generic over `take` (so that [`get`](Self::get)'s copy is inlined), `?Sized` so that a
+    /// `&mut dyn FnMut` serves as well.
+    pub(crate) fn try_take<R, F>(&self, take: &mut F) -> Result<Option<R>>
+    where
+        F: FnMut(Payload<'_>) -> R + ?Sized,
+    {
         let flags = self.flags();
         if flags & l::FLAG_IMMEDIATE != 0 {
             return Err(Error::new(ErrorKind::ShutDown));
@@ -1009,13 +1059,19 @@ impl Shared {
         if logs == 0 {
             return self.empty_result(flags);
         }
-        // A hint, so a plain load and store: threads racing here may start at one log.
-        let start = self.next_log.load(Ordering::Relaxed);
+        // A hint, so a plain load and store: threads racing here may start at one log. Kept
+        // below `logs` (the first take and a change of `logs` aside), so that neither this
+        // nor the scan divides.
+        let mut log = self.next_log.load(Ordering::Relaxed);
+        if log >= logs {
+            log %= logs;
+        }
         self.next_log
-            .store(start.wrapping_add(1), Ordering::Relaxed);
-        for i in 0..logs {
-            let log = (start + i) % logs;
-            if let Some(taken) = self.take_from(log, take)? {
+            .store(if log + 1 == logs { 0 } else { log + 1 }, Ordering::Relaxed);
+        for _ in 0..logs {
+            let this = log;
+            log = if log + 1 == logs { 0 } else { log + 1 };
+            if let Some(taken) = self.take_from(this, take)? {
                 if self.maxsize > 0 {
                     self.after_get();
                 }
@@ -1039,11 +1095,10 @@ impl Shared {
     /// `BadMessageLength` if the head frame's header is one no producer writes (shared
     /// memory scribbled on): the log's items up to its tail were discarded (see
     /// [`discard_corrupt`](Self::discard_corrupt)).
-    fn take_from<R>(
-        &self,
-        log: usize,
-        take: &mut dyn FnMut(Payload<'_>) -> R,
-    ) -> Result<Option<R>> {
+    fn take_from<R, F>(&self, log: usize, take: &mut F) -> Result<Option<R>>
+    where
+        F: FnMut(Payload<'_>) -> R + ?Sized,
+    {
         // Looks at a header that fails its check while the head stays the same word.
         let (mut last_head, mut bad_looks) = (None, 0u32);
         loop {
@@ -1061,8 +1116,10 @@ impl Shared {
                     tail
                 }
             };
+            // A header never crosses a chunk's end (positions and chunks are 8-aligned).
+            let at = self.offset_of(log, head.pos);
             let mut header = [0u8; 8];
-            self.read_into(log, head.pos, &mut header);
+            self.map.read(at, &mut header);
             let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
             let check = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
             let size = l::frame_size(u64::from(len));
@@ -1086,11 +1143,15 @@ impl Shared {
                 std::hint::spin_loop();
                 continue;
             }
+            // A payload that ends in the header's chunk is read from there, without
+            // looking at the map again.
+            let within = head.pos % l::CHUNK + size <= l::CHUNK;
             let taken = take(Payload {
                 shared: self,
                 log,
                 pos: l::forward(head.pos, l::FRAME_HEADER),
                 left: len as usize,
+                at: within.then_some(at + l::FRAME_HEADER as usize),
             });
             if self
                 .head(log)
@@ -1182,11 +1243,10 @@ impl Shared {
 
     /// Takes one item as [`try_take`](Self::try_take) does, waiting until `deadline`
     /// (`None`: as long as it takes). `Ok(None)` at the deadline.
-    pub(crate) fn take<R>(
-        &self,
-        deadline: Option<Instant>,
-        take: &mut dyn FnMut(Payload<'_>) -> R,
-    ) -> Result<Option<R>> {
+    pub(crate) fn take<R, F>(&self, deadline: Option<Instant>, take: &mut F) -> Result<Option<R>>
+    where
+        F: FnMut(Payload<'_>) -> R + ?Sized,
+    {
         let mut spins = 0;
         loop {
             if let Some(taken) = self.try_take(take)? {
@@ -1492,6 +1552,19 @@ impl Drop for Shared {
     }
 }
 
+#[cold]
+fn too_big(len: u64) -> Error {
+    Error::with_message(
+        ErrorKind::InvalidInput,
+        format!("a queue item is at most {} bytes, not {len}", l::MAX_ITEM),
+    )
+}
+
+#[cold]
+fn closed() -> Error {
+    Error::with_message(ErrorKind::Closed, "queue is closed")
+}
+
 /// The count bits of a log's reservations word (the rest is the claim's tag).
 const RESERVED: u64 = 0xffff_ffff;
 
@@ -1625,6 +1698,9 @@ pub(crate) struct Payload<'a> {
     log: usize,
     pos: u64,
     left: usize,
+    /// The file offset of `pos` when the rest lies in one chunk (resolved once, when the
+    /// header was read from there); `None`: looked up in the map piece by piece.
+    at: Option<usize>,
 }
 
 impl Payload<'_> {
@@ -1636,7 +1712,10 @@ impl Payload<'_> {
     /// Fills as much of `buf` as the payload has left, without reading it; returns how much.
     pub(crate) fn peek(&self, buf: &mut [u8]) -> usize {
         let n = buf.len().min(self.left);
-        self.shared.read_into(self.log, self.pos, &mut buf[..n]);
+        match self.at {
+            Some(at) => self.shared.map.read(at, &mut buf[..n]),
+            None => self.shared.read_into(self.log, self.pos, &mut buf[..n]),
+        }
         n
     }
 
@@ -1645,14 +1724,18 @@ impl Payload<'_> {
         let n = n.min(self.left);
         self.pos = l::forward(self.pos, n as u64);
         self.left -= n;
+        self.at = self.at.map(|at| at + n);
     }
 
     /// Replaces `out`'s contents with the rest of the payload.
+    #[inline]
     pub(crate) fn copy_into(&mut self, out: &mut Vec<u8>) {
         out.clear();
-        self.shared.read_append(self.log, self.pos, self.left, out);
-        self.pos = l::forward(self.pos, self.left as u64);
-        self.left = 0;
+        match self.at {
+            Some(at) => self.shared.map.read_append(at, self.left, out),
+            None => self.shared.read_append(self.log, self.pos, self.left, out),
+        }
+        self.skip(self.left);
     }
 }
 
@@ -1668,33 +1751,37 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// others took past the remembered tail, the 24-bit counts alone could no longer tell
 /// (they wrap), which is why the head must match exactly.
 struct Seen {
-    id: u64,
+    id: Cell<u64>,
     /// Bit `log`: the entries of `log` hold something seen.
-    known: u128,
-    tails: [u64; l::MAX_LOGS],
-    heads: [u64; l::MAX_LOGS],
+    known: Cell<u128>,
+    tails: [Cell<u64>; l::MAX_LOGS],
+    heads: [Cell<u64>; l::MAX_LOGS],
 }
 
 thread_local! {
-    static SEEN: std::cell::RefCell<Seen> = const {
-        std::cell::RefCell::new(Seen {
-            id: 0,
-            known: 0,
-            tails: [0; l::MAX_LOGS],
-            heads: [0; l::MAX_LOGS],
-        })
+    // Cells, not a `RefCell`: no borrow to check and count on every take.
+    static SEEN: Seen = const {
+        Seen {
+            id: Cell::new(0),
+            known: Cell::new(0),
+            tails: [const { Cell::new(0) }; l::MAX_LOGS],
+            heads: [const { Cell::new(0) }; l::MAX_LOGS],
+        }
     };
 }
 
 /// The tail this thread saw of `log`, if the head is still where it left it (`head_word`)
 /// and items are left before that tail.
+#[inline]
 fn seen_tail(id: u64, log: usize, head_word: u64) -> Option<Mark> {
     SEEN.try_with(|seen| {
-        let seen = seen.try_borrow().ok()?;
-        if seen.id != id || seen.known & (1 << log) == 0 || seen.heads[log] != head_word {
+        if seen.id.get() != id
+            || seen.known.get() & (1 << log) == 0
+            || seen.heads[log].get() != head_word
+        {
             return None;
         }
-        let tail = Mark::unpack(seen.tails[log]);
+        let tail = Mark::unpack(seen.tails[log].get());
         let items = Mark::unpack(head_word).items_to(tail);
         (items > 0 && items < l::MAX_ITEMS_PER_LOG).then_some(tail)
     })
@@ -1703,27 +1790,25 @@ fn seen_tail(id: u64, log: usize, head_word: u64) -> Option<Mark> {
 }
 
 /// Remembers the tail word just read of `log`, with the head word it was read against.
+#[inline]
 fn remember_tail(id: u64, log: usize, tail_word: u64, head_word: u64) {
     let _ = SEEN.try_with(|seen| {
-        if let Ok(mut seen) = seen.try_borrow_mut() {
-            if seen.id != id {
-                seen.id = id;
-                seen.known = 0;
-            }
-            seen.known |= 1 << log;
-            seen.tails[log] = tail_word;
-            seen.heads[log] = head_word;
+        if seen.id.get() != id {
+            seen.id.set(id);
+            seen.known.set(0);
         }
+        seen.known.set(seen.known.get() | 1 << log);
+        seen.tails[log].set(tail_word);
+        seen.heads[log].set(head_word);
     });
 }
 
 /// This thread took from `log`, leaving its head at `head_word`.
+#[inline]
 fn took_to(id: u64, log: usize, head_word: u64) {
     let _ = SEEN.try_with(|seen| {
-        if let Ok(mut seen) = seen.try_borrow_mut() {
-            if seen.id == id {
-                seen.heads[log] = head_word;
-            }
+        if seen.id.get() == id {
+            seen.heads[log].set(head_word);
         }
     });
 }

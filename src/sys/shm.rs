@@ -87,15 +87,15 @@ impl SharedMap {
         Ok(SharedMap { ptr, len })
     }
 
+    #[inline]
     fn check(&self, offset: usize, len: usize, align: usize) {
-        assert!(
-            offset % align == 0 && offset.checked_add(len).is_some_and(|end| end <= self.len),
-            "shared memory access out of bounds: {offset}+{len} of {}",
-            self.len
-        );
+        if offset % align != 0 || offset.checked_add(len).is_none_or(|end| end > self.len) {
+            out_of_bounds(offset, len, self.len);
+        }
     }
 
     /// The `AtomicU64` at `offset` (8-aligned, in bounds; panics otherwise: a layout bug).
+    #[inline]
     pub(crate) fn u64_at(&self, offset: usize) -> &AtomicU64 {
         self.check(offset, 8, 8);
         // SAFETY: in bounds and aligned (checked); the mapping lives as long as `self`; an
@@ -105,6 +105,7 @@ impl SharedMap {
     }
 
     /// The `AtomicU32` at `offset` (4-aligned, in bounds).
+    #[inline]
     pub(crate) fn u32_at(&self, offset: usize) -> &AtomicU32 {
         self.check(offset, 4, 4);
         // SAFETY: as in `u64_at`.
@@ -113,6 +114,7 @@ impl SharedMap {
 
     /// Copies `buf.len()` bytes from `offset` into `buf`. The bytes may be changing under
     /// the copy; the caller validates what it read.
+    #[inline]
     pub(crate) fn read(&self, offset: usize, buf: &mut [u8]) {
         self.check(offset, buf.len(), 1);
         // SAFETY: the source is in bounds of the live mapping and never aliases `buf` (a
@@ -127,6 +129,7 @@ impl SharedMap {
     }
 
     /// Appends `len` bytes from `offset` to `out`.
+    #[inline]
     pub(crate) fn read_append(&self, offset: usize, len: usize, out: &mut Vec<u8>) {
         self.check(offset, len, 1);
         out.reserve(len);
@@ -144,6 +147,7 @@ impl SharedMap {
 
     /// Copies `data` to `offset`. Pages there must have been allocated
     /// ([`allocate`]) so the write cannot fault for want of memory.
+    #[inline]
     pub(crate) fn write(&self, offset: usize, data: &[u8]) {
         self.check(offset, data.len(), 1);
         // SAFETY: the destination is in bounds of the live, writable mapping and cannot
@@ -152,6 +156,13 @@ impl SharedMap {
             std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(offset), data.len());
         }
     }
+}
+
+/// [`SharedMap::check`]'s panic, out of line: the checks sit on every queue operation's path.
+#[cold]
+#[inline(never)]
+fn out_of_bounds(offset: usize, len: usize, map_len: usize) -> ! {
+    panic!("shared memory access out of bounds: {offset}+{len} of {map_len}");
 }
 
 impl SharedMap {
