@@ -40,6 +40,9 @@ pub(crate) const MAX_HEADER: usize = 9;
 
 /// The shortest CBOR header of a definite-length string of `len` bytes, as ciborium writes
 /// it: `(buffer, bytes used)`.
+// Inline: called from code generic in the item type, so compiled in the user's crate, where
+// a call returned the header through memory and its reload stalled (a few ns of a put).
+#[inline]
 pub(crate) fn header(kind: StringKind, len: u64) -> ([u8; MAX_HEADER], usize) {
     let mut out = [0u8; MAX_HEADER];
     let major = kind.major() << 5;

@@ -145,11 +145,6 @@ impl<T> fmt::Debug for Queue<T> {
 /// The most a thread's codec buffers keep between items (each).
 const KEPT: usize = 4 << 20;
 
-/// Items up to this long are copied out of the queue in one piece before they are decoded,
-/// even lone strings (which are then copied once more, into their value): one pass through
-/// the queue's chunk map instead of two.
-const COPY_FIRST: usize = 4096;
-
 /// A thread's reused codec buffers: the encoded item, and the decoder with its scratch.
 /// Without them every put allocated the encoding (and grew it twice), and every get its
 /// bytes.
@@ -185,6 +180,43 @@ fn with_buffers<R>(f: impl FnOnce(&mut Buffers) -> R) -> R {
         Ok(Some(r)) => r,
         _ => (f.take().expect("called once"))(&mut Buffers::default()),
     }
+}
+
+/// How long [`take_item`] waits for an item.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Until the deadline (`None`: as long as it takes).
+    Until(Option<Instant>),
+    /// Not at all.
+    Never,
+}
+
+/// Takes one item with `read` (see [`Shared::take`]); whether there was one in time.
+/// Not generic, so that the take is compiled here, with `shared`'s small helpers inlined
+/// into it, and not in each crate that gets items of its own type, where every one of them
+/// was a call (about 30 ns of a 64-byte `get` in a one-thread loop).
+fn take_item(shared: &Shared, wait: Wait, read: &mut dyn FnMut(Payload<'_>)) -> Result<bool> {
+    let taken = match wait {
+        Wait::Until(deadline) => shared.take(deadline, read)?,
+        Wait::Never => shared.try_take(read)?,
+    };
+    Ok(taken.is_some())
+}
+
+/// If `item` is one byte or text string, its kind, with its bytes in `bytes` (empty before):
+/// its header is peeked at and its bytes copied once, into a vector of their length (the one
+/// the value is made of). `item` itself is not read on: if `T` will not take the string,
+/// ciborium reads it whole. Not generic, as [`take_item`]; and the vector is filled in
+/// place rather than returned, which cost a stalled reload of it (~10 ns).
+fn read_lone_string(item: &Payload<'_>, bytes: &mut Vec<u8>) -> Option<cbor_string::StringKind> {
+    let mut prefix = [0u8; cbor_string::MAX_HEADER];
+    let n = item.peek(&mut prefix);
+    let (kind, used) = cbor_string::lone_string(&prefix[..n], item.len())?;
+    let mut string = item.clone();
+    string.skip(used);
+    *bytes = Vec::with_capacity(string.len());
+    string.copy_into(bytes);
+    Some(kind)
 }
 
 fn deadline_after(timeout: Duration) -> Option<Instant> {
@@ -240,8 +272,17 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// its CBOR header and its own bytes (see [`cbor_string`]), anything else is encoded in
     /// this thread's reused buffer.
     fn with_encoded(item: &T, put: impl Fn(&[u8], &[u8]) -> Result<()>) -> Result<()> {
-        if let Some(done) = cbor_string::encode(item, &put) {
-            return done;
+        // An error is kept aside, so that what comes back through the serializer is only
+        // whether the string went (a `Result` passed back up through it, by memory, cost a
+        // few ns of a 64-byte put).
+        let mut failed = None;
+        let stored = cbor_string::encode(item, |head, body| {
+            if let Err(e) = put(head, body) {
+                failed = Some(e);
+            }
+        });
+        if stored.is_some() {
+            return failed.map_or(Ok(()), Err);
         }
         with_buffers(|b| {
             b.bytes.clear();
@@ -254,47 +295,47 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         })
     }
 
-    /// Takes an item with `take` and decodes it; `None` when `take` says there was none.
-    /// A lone byte or text string is read once, into the vector it becomes (see
-    /// [`cbor_string`]); other items are copied into this thread's reused buffer and
+    /// Takes an item, waiting as `wait` says, and decodes it; `None` when there was none in
+    /// time. A lone byte or text string is read once, into the vector it becomes
+    /// (see [`cbor_string`]); other items are copied into this thread's reused buffer and
     /// decoded there.
-    fn take_decoded(
-        take: impl FnOnce(&mut dyn FnMut(Payload<'_>) -> Result<T>) -> Result<Option<Result<T>>>,
-    ) -> Result<Option<T>> {
+    fn take_decoded(&self, wait: Wait) -> Result<Option<T>> {
+        // The value made of the read that was claimed: `take_item` reads again, over this,
+        // when a claim fails (and a read that was not claimed may be left here when it
+        // says there was no item).
+        let mut decoded = None;
+        if !take_item(&self.shared, wait, &mut |item| {
+            decoded = Some(Self::decode(&item));
+        })? {
+            return Ok(None);
+        }
+        decoded.expect("a taken item was read").map(Some)
+    }
+
+    /// Decodes `item` where it lies.
+    #[inline]
+    fn decode(item: &Payload<'_>) -> Result<T> {
+        if let Some(value) = Self::decode_string(item) {
+            return Ok(value);
+        }
         with_buffers(|b| {
             let Buffers { bytes, cbor } = b;
-            let taken = take(&mut |mut item: Payload<'_>| {
-                if item.len() <= COPY_FIRST {
-                    // One read of the queue's memory, then a copy of a few bytes.
-                    item.copy_into(bytes);
-                    if let Some(value) = cbor_string::decode_encoding(bytes) {
-                        return Ok(value);
-                    }
-                } else {
-                    if let Some(value) = Self::decode_string(item.clone()) {
-                        return Ok(value);
-                    }
-                    // A scratch as long as the item lets ciborium read a byte or text string
-                    // in one piece: in 4 KiB pieces a 1 MiB one decodes 7x slower.
-                    cbor.reserve_scratch(item.len().min(KEPT));
-                    item.copy_into(bytes);
-                }
-                cbor.decode(bytes)
-            });
+            // A scratch as long as the item lets ciborium read a byte or text string in
+            // one piece: in 4 KiB pieces a 1 MiB one decodes 7x slower.
+            cbor.reserve_scratch(item.len().min(KEPT));
+            item.clone().copy_into(bytes);
+            let value = cbor.decode(bytes);
             b.trim();
-            taken?.transpose()
+            value
         })
     }
 
     /// `item` decoded by [`cbor_string`], if it is one byte or text string that `T` takes
     /// as such.
-    fn decode_string(mut item: Payload<'_>) -> Option<T> {
-        let mut prefix = [0u8; cbor_string::MAX_HEADER];
-        let n = item.peek(&mut prefix);
-        let (kind, used) = cbor_string::lone_string(&prefix[..n], item.len())?;
-        item.skip(used);
+    #[inline]
+    fn decode_string(item: &Payload<'_>) -> Option<T> {
         let mut bytes = Vec::new();
-        item.copy_into(&mut bytes);
+        let kind = read_lone_string(item, &mut bytes)?;
         cbor_string::decode(kind, bytes)
     }
 
@@ -376,7 +417,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// (it was taken); `BadMessageLength` if the queue's memory was written by something
     /// other than a producer (see the type's docs).
     pub fn get(&self) -> Result<T> {
-        Self::take_decoded(|decode| self.shared.take(None, decode))
+        self.take_decoded(Wait::Until(None))
             .map(|item| item.expect("a get without deadline returns an item"))
     }
 
@@ -395,7 +436,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// `Empty` if nothing came in time; otherwise as [`get`](Self::get).
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
-        Self::take_decoded(|decode| self.shared.take(deadline_after(timeout), decode))?
+        self.take_decoded(Wait::Until(deadline_after(timeout)))?
             .ok_or_else(|| Error::new(ErrorKind::Empty))
     }
 
@@ -415,7 +456,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// `Empty` if there is none; otherwise as [`get`](Self::get).
     #[doc(alias = "get_nowait")]
     pub fn try_get(&self) -> Result<T> {
-        match Self::take_decoded(|decode| self.shared.try_take(decode))? {
+        match self.take_decoded(Wait::Never)? {
             Some(item) => Ok(item),
             None => {
                 self.shared.quiesce_events();
