@@ -483,13 +483,8 @@ impl Shared {
         let mut done = 0;
         while done < len {
             let at = l::forward(pos, done as u64);
-            let within = (at % l::CHUNK) as usize;
-            let n = (l::CHUNK as usize - within).min(len - done);
-            let chunk = self
-                .map
-                .u32_at(l::map_entry(log, at))
-                .load(Ordering::Acquire);
-            f(l::chunk_offset(log, chunk) + within, done..done + n);
+            let n = (l::CHUNK - at % l::CHUNK).min((len - done) as u64) as usize;
+            f(self.offset_of(log, at), done..done + n);
             done += n;
         }
     }
