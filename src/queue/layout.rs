@@ -50,6 +50,9 @@ pub(crate) const H_JOIN_SLEEPERS: usize = 268;
 
 pub(crate) const FLAG_SHUTDOWN: u32 = 1;
 pub(crate) const FLAG_IMMEDIATE: u32 = 2;
+/// Set by a consumer whose kernel refused it a barrier in other processes: puts publish
+/// with a full barrier of their own from then on (see `Shared::barrier_or_fence`).
+pub(crate) const FLAG_FENCED: u32 = 4;
 
 /// How many producer processes may own a log at once.
 pub(crate) const MAX_LOGS: usize = 128;

@@ -20,12 +20,13 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, compiler_fence, fence};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::layout::{self as l, ChunkState, Mark};
 use crate::error::{Error, ErrorKind, Result};
+use crate::sys::light_mutex::LightMutex;
 use crate::sys::shm::{self, SharedMap};
 
 /// Set in the owner word of a log being freed, which then holds the freer's pid and (above
@@ -44,6 +45,9 @@ fn claim_word(pid: u64, claim: u32) -> u64 {
 
 /// The longest a sleeper sleeps before it looks again (see `sleep_on`).
 const MAX_SLEEP: Duration = Duration::from_millis(100);
+/// The longest sleep of a getter whose kernel refused the barrier that orders the puts'
+/// plain publications (a wake-up may then be missed): see [`Shared::barrier_or_fence`].
+const NAP_UNORDERED: Duration = Duration::from_millis(1);
 
 /// Spins of a getter or putter before it sleeps.
 const SPINS: u32 = 200;
@@ -71,7 +75,7 @@ pub(crate) struct Shared {
     maxsize: u64,
     /// A `JoinableQueue`'s file (read once, at open: see `l::H_JOINABLE`).
     joinable: bool,
-    producer: Mutex<Producer>,
+    producer: LightMutex<Producer>,
     /// Where the next scan of the logs starts, so consumers spread over producers.
     next_log: AtomicUsize,
     /// Tells this handle's entries in the threads' [`SEEN`] caches apart from others'.
@@ -107,6 +111,10 @@ struct Producer {
     tail: u64,
     /// Puts made (wrapping): every 16th looks at the head while much memory is held.
     puts: u32,
+    /// This process is registered for other processes' memory barriers (in the fork
+    /// generation of the claim), so an unbounded put may publish with a plain store: see
+    /// [`Shared::put_unbounded`].
+    publishes_plainly: bool,
     closed: bool,
 }
 
@@ -145,7 +153,7 @@ impl Shared {
             events,
             maxsize,
             joinable,
-            producer: Mutex::new(Producer::default()),
+            producer: LightMutex::new(Producer::default()),
             next_log: AtomicUsize::new(std::process::id() as usize),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         }
@@ -271,9 +279,19 @@ impl Shared {
     }
 
     /// Unbounded: nothing to reserve, so one lock for the whole put.
+    ///
+    /// No locked instruction after the frame's stores: the producer lock unlocks with a
+    /// plain store ([`LightMutex`]), and a process registered for barriers
+    /// ([`shm::register_for_barriers`]) publishes with a release store of the tail. A full
+    /// barrier there waited for every line of the frame to be taken from the consumer's
+    /// cache, each put. The loads after the publication that need it ordered before them
+    /// (the flag `withdraw_if_shut_down` reads, the sleepers' and readiness words
+    /// `after_put` reads) have that order made by the other side instead, when it needs it:
+    /// a getter going to sleep, a consumer re-arming the readiness fd or finding the queue
+    /// shut down and empty, and `shutdown` run [`shm::barrier_everywhere`] (docs/design.md).
     #[inline]
     fn put_unbounded(&self, item: Item<'_>) -> Result<()> {
-        let mut producer = self.producer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut producer = self.producer.lock();
         if producer.closed {
             return Err(closed());
         }
@@ -281,7 +299,8 @@ impl Shared {
         // Again, just before writing: a put that waited (for the lock, or claiming a log)
         // while the queue was shut down and drained would leave an item no one takes.
         self.check_open_for_put()?;
-        let published = self.write_frame(&mut producer, log, item)?;
+        let fenced = !producer.publishes_plainly || self.puts_fenced();
+        let published = self.write_frame(&mut producer, log, item, fenced)?;
         self.withdraw_if_shut_down(log, published)?;
         drop(producer);
         self.after_put();
@@ -290,7 +309,7 @@ impl Shared {
 
     fn put_bounded(&self, item: Item<'_>, deadline: Option<Instant>) -> Result<()> {
         let (log, owner) = {
-            let mut producer = self.producer.lock().unwrap_or_else(|p| p.into_inner());
+            let mut producer = self.producer.lock();
             if producer.closed {
                 return Err(closed());
             }
@@ -301,13 +320,15 @@ impl Shared {
         let (pending, tag) = (self.pending(log), reservation_tag(owner));
         self.reserve(log, tag, pending, deadline)?;
         let written = {
-            let mut producer = self.producer.lock().unwrap_or_else(|p| p.into_inner());
+            let mut producer = self.producer.lock();
             if producer.closed || producer.log != Some(log) {
                 Err(closed())
             } else {
                 // Again, just before writing (see the unbounded path).
+                // Fenced: the reservation's count and the sleepers of a bounded queue
+                // are ordered by full barriers on both sides (see `reserve`).
                 self.check_open_for_put()
-                    .and_then(|()| self.write_frame(&mut producer, log, item))
+                    .and_then(|()| self.write_frame(&mut producer, log, item, true))
                     .and_then(|published| self.withdraw_if_shut_down(log, published))
             }
         };
@@ -315,6 +336,31 @@ impl Shared {
         written?;
         self.after_put();
         Ok(())
+    }
+
+    /// Whether puts must publish with a full barrier: a consumer found the kernel refusing
+    /// it the barrier that plain publication relies on (see [`Shared::barrier_or_fence`]).
+    #[inline]
+    fn puts_fenced(&self) -> bool {
+        self.h32(l::H_FLAGS).load(Ordering::Relaxed) & l::FLAG_FENCED != 0
+    }
+
+    /// The barrier a consumer runs where it needs the puts' publications ordered before
+    /// their loads of shared words ([`shm::barrier_everywhere`]); nothing once puts fence
+    /// their publications themselves (`FLAG_FENCED`). If the kernel refuses it (a seccomp
+    /// filter in this process: producers that registered got it), puts are told to fence
+    /// from now on, and `false` says this call ordered nothing: the caller naps briefly
+    /// instead of sleeping until woken, or signals readiness. Known hole, in that setup
+    /// only: a put already past its look at the flag when it was set publishes plainly
+    /// once more, and a consumer after this one trusts the flag (it may sleep up to
+    /// `MAX_SLEEP`, or leave the fd quiet, until the next put or get).
+    fn barrier_or_fence(&self) -> bool {
+        if self.puts_fenced() || shm::barrier_everywhere() {
+            return true;
+        }
+        self.h32(l::H_FLAGS)
+            .fetch_or(l::FLAG_FENCED, Ordering::SeqCst);
+        false
     }
 
     #[inline]
@@ -365,11 +411,16 @@ impl Shared {
 
     /// Writes the frame past the tail and publishes it; returns the tail words before and
     /// after.
+    ///
+    /// `fenced`: publish with a full barrier (a `SeqCst` swap), which also orders the
+    /// publication before the caller's later loads; else with a release store (see
+    /// [`put_unbounded`](Self::put_unbounded)).
     fn write_frame(
         &self,
         producer: &mut Producer,
         log: usize,
         item: Item<'_>,
+        fenced: bool,
     ) -> Result<(u64, u64)> {
         let len = item.len();
         let size = l::frame_size(len);
@@ -441,11 +492,18 @@ impl Shared {
             self.write_at(log, at, item.head);
             self.write_at(log, l::forward(at, item.head.len() as u64), item.body);
         }
-        // A swap, not a store: its full barrier also orders the publication before the
-        // look at the sleepers' flag in `after_put` (see `wake_published`), for less than a
-        // store and a fence cost.
         let published = tail.advance(size).pack();
-        self.tail(log).swap(published, Ordering::SeqCst);
+        if fenced {
+            // A swap, not a store: its full barrier also orders the publication before
+            // the look at the sleepers' flag in `after_put` (see `wake_published`), for
+            // less than a store and a fence cost.
+            self.tail(log).swap(published, Ordering::SeqCst);
+        } else {
+            self.tail(log).store(published, Ordering::Release);
+            // The loads after it are ordered by the other side's barrier; the compiler
+            // must not hoist them above the store either.
+            compiler_fence(Ordering::SeqCst);
+        }
         producer.tail = published;
         Ok((tail.pack(), published))
     }
@@ -750,6 +808,8 @@ impl Shared {
                 self.h32(l::H_PUT_SLEEPERS),
                 seq,
                 deadline,
+                // Getters wake putters after a fence (`wake_flagged`).
+                || true,
                 || self.occupied() < self.maxsize || self.is_shut_down(),
             );
         }
@@ -856,6 +916,8 @@ impl Shared {
         producer.log = Some(log);
         producer.owner = owner;
         producer.generation = generation;
+        // Once per claim: a forked child is not registered by its parent's registration.
+        producer.publishes_plainly = shm::register_for_barriers();
         // The chunk of the tail gets memory of its own at the first put; the previous
         // owner's chunks were given back when the log was freed.
         producer.mapped = l::chunk_start(tail.pos);
@@ -1009,7 +1071,7 @@ impl Shared {
     /// This process will put no more: let go of its log (freed now if drained, else by
     /// whoever drains it).
     pub(crate) fn close_producer(&self) {
-        let mut producer = self.producer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut producer = self.producer.lock();
         producer.closed = true;
         self.release_log(&mut producer);
     }
@@ -1050,9 +1112,31 @@ impl Shared {
         if flags & l::FLAG_IMMEDIATE != 0 {
             return Err(Error::new(ErrorKind::ShutDown));
         }
+        if let Some(taken) = self.scan(take)? {
+            return Ok(Some(taken));
+        }
+        if flags & l::FLAG_SHUTDOWN == 0 {
+            return Ok(None);
+        }
+        // Shut down and found empty: a put that published plainly and read the flag
+        // before it was set keeps its item (see `withdraw_if_shut_down`), so look once more
+        // after a barrier before giving up.
+        self.barrier_or_fence();
+        match self.scan(take)? {
+            Some(taken) => Ok(Some(taken)),
+            None => Err(Error::new(ErrorKind::ShutDown)),
+        }
+    }
+
+    /// One look at every log, from where the last scan left off, for an item to take.
+    #[inline]
+    fn scan<R, F>(&self, take: &mut F) -> Result<Option<R>>
+    where
+        F: FnMut(Payload<'_>) -> R + ?Sized,
+    {
         let logs = self.used_logs();
         if logs == 0 {
-            return self.empty_result(flags);
+            return Ok(None);
         }
         // A hint, so a plain load and store: threads racing here may start at one log. Kept
         // below `logs` (the first take and a change of `logs` aside), so that neither this
@@ -1072,13 +1156,6 @@ impl Shared {
                 }
                 return Ok(Some(taken));
             }
-        }
-        self.empty_result(flags)
-    }
-
-    fn empty_result<R>(&self, flags: u32) -> Result<Option<R>> {
-        if flags & l::FLAG_SHUTDOWN != 0 {
-            return Err(Error::new(ErrorKind::ShutDown));
         }
         Ok(None)
     }
@@ -1266,6 +1343,7 @@ impl Shared {
                 self.h32(l::H_GET_SLEEPERS),
                 seq,
                 deadline,
+                || self.barrier_or_fence(),
                 || !self.is_empty() || self.flags() != 0,
             );
         }
@@ -1283,7 +1361,10 @@ impl Shared {
         let _ = efd.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
             Some((s | 1).wrapping_add(1))
         });
-        if !self.is_empty() || self.flags() != 0 {
+        // A put that published plainly and then read the word before our clear (and so
+        // did not write) is seen by the look below, after this barrier. Without one, the
+        // fd is signalled: a wake-up that may find nothing, rather than one missed.
+        if !self.barrier_or_fence() || !self.is_empty() || self.flags() != 0 {
             signal_events(efd, self.events());
         }
         self.trim_idle();
@@ -1445,6 +1526,9 @@ impl Shared {
     pub(crate) fn shutdown(&self, immediate: bool) {
         let bits = l::FLAG_SHUTDOWN | if immediate { l::FLAG_IMMEDIATE } else { 0 };
         self.h32(l::H_FLAGS).fetch_or(bits, Ordering::SeqCst);
+        // A put that published plainly and read the flag before it was set keeps its
+        // item: make it visible to the discard below (and to getters' last looks).
+        self.barrier_or_fence();
         if immediate {
             for log in 0..self.used_logs() {
                 loop {
@@ -1533,6 +1617,8 @@ impl Shared {
                 self.h32(l::H_JOIN_SLEEPERS),
                 seq,
                 deadline,
+                // `task_done` and the discards count with locked instructions.
+                || true,
                 || self.unfinished().load(Ordering::SeqCst) == 0,
             );
         }
@@ -1541,8 +1627,7 @@ impl Shared {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        let mut producer =
-            std::mem::take(self.producer.get_mut().unwrap_or_else(|p| p.into_inner()));
+        let mut producer = std::mem::take(self.producer.get_mut());
         self.release_log(&mut producer);
     }
 }
@@ -1582,18 +1667,24 @@ fn give_back_reservation(pending: &AtomicU64, tag: u64) {
 /// `ready()` says the wait is over already (checked after raising it, so a waker either sees
 /// the flag or the sleeper sees its change). Never longer than [`MAX_SLEEP`] at once: a
 /// waker killed between lowering the flag and waking costs a sleeper at most that.
+///
+/// `barrier` runs between the two, for wakers that do not fence between their change and
+/// their look at the flag (puts publishing plainly: [`Shared::barrier_or_fence`]); `false`
+/// from it (no barrier was made) caps the sleep at [`NAP_UNORDERED`].
 fn sleep_on(
     seq: &AtomicU32,
     sleepers: &AtomicU32,
     seen: u32,
     deadline: Option<Instant>,
+    barrier: impl FnOnce() -> bool,
     ready: impl FnOnce() -> bool,
 ) {
     sleepers.store(1, Ordering::SeqCst);
     // Pairs with the fence in `wake_flagged`.
     fence(Ordering::SeqCst);
+    let longest = if barrier() { MAX_SLEEP } else { NAP_UNORDERED };
     if !ready() {
-        let nap = remaining(deadline).map_or(MAX_SLEEP, |left| left.min(MAX_SLEEP));
+        let nap = remaining(deadline).map_or(longest, |left| left.min(longest));
         shm::futex_wait(seq, seen, Some(nap));
     }
 }
@@ -1662,7 +1753,7 @@ pub(crate) fn registered(shared: Shared) -> Arc<Shared> {
 pub(crate) fn release_logs_at_exit() {
     let handles = HANDLES.lock().unwrap_or_else(|p| p.into_inner());
     for shared in handles.iter().filter_map(Weak::upgrade) {
-        let mut producer = shared.producer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut producer = shared.producer.lock();
         // Closed too: a thread still putting on the way out must not claim a new log.
         producer.closed = true;
         shared.release_log(&mut producer);
@@ -1854,7 +1945,7 @@ mod tests {
         for item in [&b"d"[..], b"e", b"f", b"g", b"h"] {
             put(item)?;
         }
-        let log = shared.producer.lock().unwrap().log.expect("a log");
+        let log = shared.producer.lock().log.expect("a log");
         let head = Mark::unpack(shared.head(log).load(Ordering::Acquire));
         // Shared memory written by something that is not a producer: the length and check
         // word of "b".

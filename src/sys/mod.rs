@@ -13,16 +13,19 @@
 //! - [`socket`]: the `AF_UNIX` socketpair behind a duplex `Pipe`.
 //! - [`unix_diag`]: which socket files have a listening socket (`NETLINK_SOCK_DIAG`).
 //! - [`process`]: `fork`, exit of a forked child, pidfds, `waitid`, signals.
+//! - [`light_mutex`]: the queue's producer lock, unlocked by a plain store.
 //!
 //! Every call retries `EINTR` itself, so callers never see it.
 //!
 //! Linux is the first platform; the pidfd paths fall back to plain `waitpid` where
-//! `pidfd_open(2)` is missing. `shm` (the queues' memfd, futexes, eventfd) and `unix_diag`
-//! are Linux-only; the rest is plain Unix.
+//! `pidfd_open(2)` is missing. `shm` (the queues' memfd, futexes, eventfd, memory barriers in other
+//! processes), `light_mutex` and `unix_diag` are Linux-only; the rest is plain Unix.
 #![allow(unsafe_code)]
 
 pub(crate) mod entry;
 pub(crate) mod fd;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) mod light_mutex;
 pub(crate) mod process;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) mod shm;

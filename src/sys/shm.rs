@@ -248,6 +248,46 @@ pub(crate) fn futex_wake_all(word: &AtomicU32) {
         rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), i32::MAX as u32);
 }
 
+/// Makes this process a target of [`barrier_everywhere`]: from now on, another process's
+/// call runs a full memory barrier on every CPU running one of our threads. Lets this
+/// process publish with plain stores where a store-load order with other processes is
+/// needed only rarely (see docs/design.md, "the producer publishes without a locked
+/// instruction"). A registration is the process's own: a forked child registers again
+/// (`fork` does not inherit it). `false` where the kernel refuses (before Linux 4.16, or a
+/// seccomp filter): such a process publishes with full barriers of its own.
+/// [man7: membarrier.2]
+pub(crate) fn register_for_barriers() -> bool {
+    use rustix::thread::{MembarrierCommand, membarrier};
+    membarrier(MembarrierCommand::RegisterGlobalExpedited).is_ok()
+}
+
+/// A full memory barrier in this thread and on every CPU that runs a thread of a process
+/// registered by [`register_for_barriers`] (`MEMBARRIER_CMD_GLOBAL_EXPEDITED`: ~7 µs
+/// here, an interrupt on each of those CPUs). After it returns, every store such a thread
+/// made before its interrupt is visible here, and every load it makes after sees what
+/// this thread stored before the call. `false` if the kernel refused (nothing was done
+/// for other processes).
+pub(crate) fn barrier_everywhere() -> bool {
+    use rustix::thread::{MembarrierCommand, membarrier};
+    membarrier(MembarrierCommand::GlobalExpedited).is_ok()
+}
+
+/// [`barrier_everywhere`] for this process's own threads only
+/// (`MEMBARRIER_CMD_PRIVATE_EXPEDITED`: ~2 µs here), registering the process for it first
+/// if it was not (the first call in a process, and again in a forked child). `false` if
+/// the kernel refused.
+pub(crate) fn barrier_own_threads() -> bool {
+    use rustix::thread::{MembarrierCommand, membarrier};
+    match membarrier(MembarrierCommand::PrivateExpedited) {
+        Ok(()) => true,
+        Err(rustix::io::Errno::PERM) => {
+            membarrier(MembarrierCommand::RegisterPrivateExpedited).is_ok()
+                && membarrier(MembarrierCommand::PrivateExpedited).is_ok()
+        }
+        Err(_) => false,
+    }
+}
+
 /// A non-blocking, close-on-exec eventfd, the readiness fd of a queue. [man7: eventfd.2]
 pub(crate) fn eventfd() -> io::Result<OwnedFd> {
     Ok(rustix::event::eventfd(

@@ -1,0 +1,224 @@
+//! A mutex whose unlock is a plain store: the queue's producer lock.
+//!
+//! `std::sync::Mutex` unlocks with an atomic swap (it must see whether anyone sleeps), a
+//! locked instruction and so a full barrier on x86. A put holds the producer lock around
+//! writing its frame, and a full barrier right after those stores waits for every line of
+//! the frame to be taken from the consumer's cache: between two processes that wait was
+//! the larger part of a 64-byte put (docs/design.md). This lock unlocks with a release
+//! store and a plain load of a "sleepers" flag. The store-load order that the load needs
+//! against a thread going to sleep is paid by the sleeper: it raises the flag, then runs
+//! [`barrier_own_threads`] (a barrier on every CPU running one of this process's threads)
+//! before its last look at the lock. Either the unlocker's load sees the flag, or its
+//! store is visible to that last look. Taking the lock is one compare-and-swap, as
+//! `Mutex`'s.
+//!
+//! Where the kernel refuses the barrier, a sleeper naps at most [`NAP_WITHOUT_BARRIER`]
+//! at a time instead of sleeping until woken: a wake-up can then be missed, never for
+//! longer than that.
+//!
+//! No poisoning: a panic while the lock is held unlocks it (the queue's producer state
+//! is kept consistent by its own checks, as it was under `Mutex` with the poison ignored).
+//!
+//! [`barrier_own_threads`]: super::shm::barrier_own_threads
+#![allow(unsafe_code)]
+
+use std::cell::UnsafeCell;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU32, Ordering, compiler_fence, fence};
+use std::time::Duration;
+
+use super::shm;
+
+/// Looks at a held lock before sleeping: the queue's producer lock is held for a put's
+/// length (tens of nanoseconds) unless the holder claims a log or maps chunks.
+const SPINS: u32 = 200;
+
+/// The longest sleep of a waiter whose barrier the kernel refused (a wake-up may be missed).
+const NAP_WITHOUT_BARRIER: Duration = Duration::from_millis(1);
+
+/// A mutual exclusion lock around a `T`, unlocked by a plain store (see the module docs).
+pub(crate) struct LightMutex<T> {
+    /// 1 while a guard exists.
+    locked: AtomicU32,
+    /// Raised by a waiter about to sleep, lowered by the unlock that wakes the sleepers.
+    sleepers: AtomicU32,
+    /// Bumped by every such wake: waiters sleep on it, from the value read before raising
+    /// the flag, so a wake between their raising it and sleeping is not lost.
+    wakes: AtomicU32,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the value is reached only through a `LightMutexGuard`, and the `locked` word
+// (taken by compare-and-swap with `Acquire`, given back with a `Release` store) lets one
+// guard exist at a time, so threads sharing the lock share `T` only as they would through
+// `std::sync::Mutex<T>`, which is `Sync` for `T: Send`.
+unsafe impl<T: Send> Sync for LightMutex<T> {}
+
+impl<T> LightMutex<T> {
+    pub(crate) fn new(value: T) -> LightMutex<T> {
+        LightMutex {
+            locked: AtomicU32::new(0),
+            sleepers: AtomicU32::new(0),
+            wakes: AtomicU32::new(0),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    /// The value, through an exclusive borrow of the lock (no locking needed).
+    pub(crate) fn get_mut(&mut self) -> &mut T {
+        self.value.get_mut()
+    }
+
+    /// Waits for the lock and takes it.
+    #[inline]
+    pub(crate) fn lock(&self) -> LightMutexGuard<'_, T> {
+        if self
+            .locked
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            self.lock_contended();
+        }
+        LightMutexGuard { mutex: self }
+    }
+
+    /// [`lock`](Self::lock) once the lock was found held: spin, then sleep until woken.
+    #[cold]
+    fn lock_contended(&self) {
+        let mut spins = 0;
+        loop {
+            if self.locked.load(Ordering::Relaxed) == 0
+                && self
+                    .locked
+                    .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return;
+            }
+            if spins < SPINS {
+                spins += 1;
+                std::hint::spin_loop();
+                continue;
+            }
+            let seen = self.wakes.load(Ordering::SeqCst);
+            self.sleepers.store(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            // The unlock's store and its load of the flag are not ordered by the unlocking
+            // thread: this barrier orders them from here (see the module docs).
+            let barrier = shm::barrier_own_threads();
+            if self
+                .locked
+                .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+            shm::futex_wait(&self.wakes, seen, (!barrier).then_some(NAP_WITHOUT_BARRIER));
+        }
+    }
+
+    /// Lowers the flag and wakes every sleeper (those that do not get the lock raise it
+    /// again).
+    #[cold]
+    fn wake_sleepers(&self) {
+        if self.sleepers.swap(0, Ordering::SeqCst) != 0 {
+            self.wakes.fetch_add(1, Ordering::SeqCst);
+            shm::futex_wake_all(&self.wakes);
+        }
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for LightMutex<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LightMutex")
+            .field("locked", &(self.locked.load(Ordering::Relaxed) != 0))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The lock held: derefs to the value; dropping it unlocks.
+pub(crate) struct LightMutexGuard<'a, T> {
+    mutex: &'a LightMutex<T>,
+}
+
+impl<T> Deref for LightMutexGuard<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: this guard is the only one (see the `Sync` impl), so no `&mut T` to the
+        // value exists elsewhere while it lives.
+        unsafe { &*self.mutex.value.get() }
+    }
+}
+
+impl<T> DerefMut for LightMutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`; `&mut self` makes this the only borrow through the guard.
+        unsafe { &mut *self.mutex.value.get() }
+    }
+}
+
+impl<T> Drop for LightMutexGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        self.mutex.locked.store(0, Ordering::Release);
+        // Keeps the compiler from loading the flag before the store; the CPU may still,
+        // which the sleeper's barrier answers for.
+        compiler_fence(Ordering::SeqCst);
+        if self.mutex.sleepers.load(Ordering::Relaxed) != 0 {
+            self.mutex.wake_sleepers();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// Many threads add under the lock, some holding it long enough for others to sleep:
+    /// no update lost (a broken exclusion loses some) and no waiter left asleep (the test
+    /// would hang past its harness timeout).
+    #[test]
+    fn threads_exclude_each_other_and_sleepers_wake() {
+        let lock = Arc::new(LightMutex::new((0u64, 0u64)));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let lock = Arc::clone(&lock);
+                std::thread::spawn(move || {
+                    for i in 0..20_000u64 {
+                        let mut guard = lock.lock();
+                        // A read-modify-write split in two, so a second holder would
+                        // lose updates.
+                        let seen = guard.0;
+                        if i % 1000 == t {
+                            // Held long enough for the others to go to sleep.
+                            std::thread::sleep(Duration::from_micros(200));
+                        }
+                        guard.0 = seen + 1;
+                        guard.1 += i;
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("a thread panicked");
+        }
+        let guard = lock.lock();
+        assert_eq!(guard.0, 4 * 20_000);
+        assert_eq!(guard.1, 4 * (0..20_000u64).sum::<u64>());
+    }
+
+    #[test]
+    fn a_panic_while_held_unlocks() {
+        let lock = Arc::new(LightMutex::new(1u32));
+        let held = Arc::clone(&lock);
+        let panicked = std::thread::spawn(move || {
+            let _guard = held.lock();
+            panic!("while holding the lock");
+        })
+        .join();
+        assert!(panicked.is_err());
+        assert_eq!(*lock.lock(), 1);
+    }
+}
