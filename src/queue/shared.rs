@@ -382,10 +382,14 @@ impl Shared {
     /// there, no consumer can have given up after seeing the flag (it would have found
     /// them), so it stays, to be drained after them.
     ///
-    /// No consumer can miss both the item and the flag: the publication is a `SeqCst`
-    /// swap and the flag is read after it, while a consumer reads the flag, then the logs
-    /// (`H_USED_LOGS`, heads, tails), all `SeqCst` (see `try_take`); a new log's claim
-    /// raises `H_USED_LOGS` `SeqCst` too. The head read of a failed CAS must be `SeqCst`
+    /// No consumer can miss both the item and the flag: the flag is read after the
+    /// publication, while a consumer reads the flag, then the logs (`H_USED_LOGS`, heads,
+    /// tails), all `SeqCst` (see `try_take`); a new log's claim raises `H_USED_LOGS`
+    /// `SeqCst` too. A fenced publication (a `SeqCst` swap) orders the flag's load after
+    /// it by itself; a plain one leaves that to the consumer, which, finding the queue
+    /// shut down and empty, runs a barrier in every producer ([`Shared::barrier_or_fence`])
+    /// and looks once more: then either this load saw the flag or the consumer sees the
+    /// item. The head read of a failed CAS must be `SeqCst`
     /// as well, for "items before it are still there" to hold in that order.
     #[inline]
     fn withdraw_if_shut_down(&self, log: usize, published: (u64, u64)) -> Result<()> {
@@ -1358,13 +1362,20 @@ impl Shared {
         // get no new edge otherwise). Then clear the word in a new generation, so that such
         // a put can no longer set it (its compare-and-swap fails), and look again.
         shm::eventfd_drain(self.events());
-        let _ = efd.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
-            Some((s | 1).wrapping_add(1))
-        });
-        // A put that published plainly and then read the word before our clear (and so
-        // did not write) is seen by the look below, after this barrier. Without one, the
-        // fd is signalled: a wake-up that may find nothing, rather than one missed.
-        if !self.barrier_or_fence() || !self.is_empty() || self.flags() != 0 {
+        let before = efd
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+                Some((s | 1).wrapping_add(1))
+            })
+            .unwrap_or_else(|s| s);
+        // A put that published plainly and then found the word set (and so did not write)
+        // is seen by the look below, after this barrier; without one, the fd is signalled:
+        // a wake-up that may find nothing, rather than one missed. Found clear, the word
+        // needs none: a put that read it clear writes the fd, a system call after its
+        // publication, and either that write comes after the drain above or the look
+        // below, after the drain's read of it, sees the item. So a consumer polling an
+        // empty queue pays the barrier once, not on every look.
+        let ordered = before & 1 == 0 || self.barrier_or_fence();
+        if !ordered || !self.is_empty() || self.flags() != 0 {
             signal_events(efd, self.events());
         }
         self.trim_idle();
@@ -1712,9 +1723,11 @@ fn wake_flagged(seq: &AtomicU32, sleepers: &AtomicU32) {
 }
 
 /// After a put: wakes the getters if one raised its flag, as [`wake_flagged`] does, but
-/// without its fence: the put published its item with a `SeqCst` swap, which orders the
-/// publication before this `SeqCst` load against the sleeper's flag store and fence in
-/// `sleep_on` (one of the two sees the other).
+/// without its fence. A fenced put published its item with a `SeqCst` swap, which orders
+/// the publication before this load against the sleeper's flag store and fence in
+/// `sleep_on`; a plain one leaves that order to the sleeper's barrier in every producer
+/// between its flag store and its last look (`take`). Either way one of the two sees the
+/// other.
 fn wake_published(seq: &AtomicU32, sleepers: &AtomicU32) {
     if sleepers.load(Ordering::SeqCst) != 0 && sleepers.swap(0, Ordering::SeqCst) != 0 {
         seq.fetch_add(1, Ordering::SeqCst);
