@@ -22,7 +22,9 @@
 //! round and round, already in memory and in every process's page tables.
 
 /// Identifies a multiproc queue file, and its layout version.
-pub(crate) const MAGIC: u64 = 0x6d70_7175_6575_0006; // "mpque" v6
+/// v7: puts may publish with a plain store, and consumers owe the barriers that makes them
+/// need (`Shared::barrier_or_fence`): a v6 consumer runs none, so it must refuse the file.
+pub(crate) const MAGIC: u64 = 0x6d70_7175_6575_0007; // "mpque" v7
 
 /// Header offsets.
 pub(crate) const H_MAGIC: usize = 0;

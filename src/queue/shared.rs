@@ -345,22 +345,39 @@ impl Shared {
         self.h32(l::H_FLAGS).load(Ordering::Relaxed) & l::FLAG_FENCED != 0
     }
 
-    /// The barrier a consumer runs where it needs the puts' publications ordered before
-    /// their loads of shared words ([`shm::barrier_everywhere`]); nothing once puts fence
-    /// their publications themselves (`FLAG_FENCED`). If the kernel refuses it (a seccomp
-    /// filter in this process: producers that registered got it), puts are told to fence
-    /// from now on, and `false` says this call ordered nothing: the caller naps briefly
-    /// instead of sleeping until woken, or signals readiness. Known hole, in that setup
-    /// only: a put already past its look at the flag when it was set publishes plainly
-    /// once more, and a consumer after this one trusts the flag (it may sleep up to
-    /// `MAX_SLEEP`, or leave the fd quiet, until the next put or get).
+    /// The barrier a consumer runs where it needs the puts' plain publications ordered
+    /// before their loads of shared words ([`shm::barrier_everywhere`]), before a decision
+    /// that cannot be taken back: giving up on a shut-down queue, an immediate shutdown's
+    /// discard. Always run where the kernel grants it, `FLAG_FENCED` or not: a put that read
+    /// the flag clear just before it was set still publishes plainly, once.
+    ///
+    /// If the kernel refuses it (a seccomp filter in this process, while producers
+    /// registered), puts are told to fence from now on (`FLAG_FENCED`), and `false` says
+    /// nothing was ordered: the caller naps [`NAP_UNORDERED`] and looks again. That covers a
+    /// put in flight in practice (its store leaves the store buffer within nanoseconds, and a
+    /// put that read the flag clear and stalled before publishing reads the shutdown flag
+    /// afresh after its store), not by a guarantee of the memory model.
     fn barrier_or_fence(&self) -> bool {
-        if self.puts_fenced() || shm::barrier_everywhere() {
+        if shm::barrier_everywhere() {
             return true;
         }
-        self.h32(l::H_FLAGS)
-            .fetch_or(l::FLAG_FENCED, Ordering::SeqCst);
+        let flags = self.h32(l::H_FLAGS);
+        if flags.load(Ordering::Relaxed) & l::FLAG_FENCED == 0 {
+            flags.fetch_or(l::FLAG_FENCED, Ordering::SeqCst);
+        }
         false
+    }
+
+    /// [`barrier_or_fence`](Self::barrier_or_fence) for a wait that a missed wake-up only
+    /// lengthens (a getter's sleep, the readiness fd): where the kernel refuses the barrier
+    /// and `FLAG_FENCED` was set already, the flag is trusted (`true`), so that such a process
+    /// does not poll every [`NAP_UNORDERED`] or keep its readiness fd signalled for good.
+    /// Known hole, in that setup only: a put that read the flag clear just before it was set
+    /// publishes plainly once more, and this wait may miss it (a getter sleeps up to
+    /// [`MAX_SLEEP`]; the fd stays quiet until the next put).
+    fn barrier_or_trust_fenced(&self) -> bool {
+        let was_fenced = self.puts_fenced();
+        self.barrier_or_fence() || was_fenced
     }
 
     #[inline]
@@ -382,15 +399,16 @@ impl Shared {
     /// there, no consumer can have given up after seeing the flag (it would have found
     /// them), so it stays, to be drained after them.
     ///
-    /// No consumer can miss both the item and the flag: the flag is read after the
-    /// publication, while a consumer reads the flag, then the logs (`H_USED_LOGS`, heads,
-    /// tails), all `SeqCst` (see `try_take`); a new log's claim raises `H_USED_LOGS`
-    /// `SeqCst` too. A fenced publication (a `SeqCst` swap) orders the flag's load after
-    /// it by itself; a plain one leaves that to the consumer, which, finding the queue
-    /// shut down and empty, runs a barrier in every producer ([`Shared::barrier_or_fence`])
-    /// and looks once more: then either this load saw the flag or the consumer sees the
-    /// item. The head read of a failed CAS must be `SeqCst`
-    /// as well, for "items before it are still there" to hold in that order.
+    /// No consumer can miss both the item and the flag. Fenced, the publication is a
+    /// `SeqCst` swap and the flag is read after it, while a consumer reads the flag, then the
+    /// logs (`H_USED_LOGS`, heads, tails), all `SeqCst` (see `try_take`); a new log's claim
+    /// raises `H_USED_LOGS` `SeqCst` too. Published plainly, the store and the flag's load
+    /// are ordered only by the barrier that `shutdown` and a consumer giving up run
+    /// ([`barrier_or_fence`](Self::barrier_or_fence)): a put whose store came before that
+    /// barrier's interrupt is seen by the consumer's last look, one whose load came after it
+    /// sees the flag. The head read of a failed CAS must be `SeqCst` as well, for "items
+    /// before it are still there" to hold in that order (a locked instruction on x86, after
+    /// which the plain store is visible too).
     #[inline]
     fn withdraw_if_shut_down(&self, log: usize, published: (u64, u64)) -> Result<()> {
         if self.flags() & l::FLAG_SHUTDOWN == 0 {
@@ -920,7 +938,8 @@ impl Shared {
         producer.log = Some(log);
         producer.owner = owner;
         producer.generation = generation;
-        // Once per claim: a forked child is not registered by its parent's registration.
+        // Once per claim (a no-op once registered: a forked child inherits its parent's
+        // registration, a spawned one registers here before its first plain publication).
         producer.publishes_plainly = shm::register_for_barriers();
         // The chunk of the tail gets memory of its own at the first put; the previous
         // owner's chunks were given back when the log was freed.
@@ -1124,8 +1143,10 @@ impl Shared {
         }
         // Shut down and found empty: a put that published plainly and read the flag
         // before it was set keeps its item (see `withdraw_if_shut_down`), so look once more
-        // after a barrier before giving up.
-        self.barrier_or_fence();
+        // after a barrier (or, refused one, a nap) before giving up.
+        if !self.barrier_or_fence() {
+            std::thread::sleep(NAP_UNORDERED);
+        }
         match self.scan(take)? {
             Some(taken) => Ok(Some(taken)),
             None => Err(Error::new(ErrorKind::ShutDown)),
@@ -1347,7 +1368,7 @@ impl Shared {
                 self.h32(l::H_GET_SLEEPERS),
                 seq,
                 deadline,
-                || self.barrier_or_fence(),
+                || self.barrier_or_trust_fenced(),
                 || !self.is_empty() || self.flags() != 0,
             );
         }
@@ -1374,7 +1395,7 @@ impl Shared {
         // publication, and either that write comes after the drain above or the look
         // below, after the drain's read of it, sees the item. So a consumer polling an
         // empty queue pays the barrier once, not on every look.
-        let ordered = before & 1 == 0 || self.barrier_or_fence();
+        let ordered = before & 1 == 0 || self.barrier_or_trust_fenced();
         if !ordered || !self.is_empty() || self.flags() != 0 {
             signal_events(efd, self.events());
         }
@@ -1539,7 +1560,9 @@ impl Shared {
         self.h32(l::H_FLAGS).fetch_or(bits, Ordering::SeqCst);
         // A put that published plainly and read the flag before it was set keeps its
         // item: make it visible to the discard below (and to getters' last looks).
-        self.barrier_or_fence();
+        if !self.barrier_or_fence() {
+            std::thread::sleep(NAP_UNORDERED);
+        }
         if immediate {
             for log in 0..self.used_logs() {
                 loop {

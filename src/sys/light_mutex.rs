@@ -54,6 +54,12 @@ pub(crate) struct LightMutex<T> {
 // `std::sync::Mutex<T>`, which is `Sync` for `T: Send`.
 unsafe impl<T: Send> Sync for LightMutex<T> {}
 
+// Without this impl the guard would be `Sync` whenever `&LightMutex<T>` is, that is for any
+// `T: Send`: a `&LightMutexGuard<Cell<_>>` shared by two threads would let both reach the
+// one `&Cell<_>` at once. As `std::sync::MutexGuard`, sharing the guard asks `T: Sync`.
+// SAFETY: a shared guard gives out `&T` only (`deref`), which `T: Sync` lets threads share.
+unsafe impl<T: Sync> Sync for LightMutexGuard<'_, T> {}
+
 impl<T> LightMutex<T> {
     pub(crate) fn new(value: T) -> LightMutex<T> {
         LightMutex {
@@ -207,6 +213,22 @@ mod tests {
         let guard = lock.lock();
         assert_eq!(guard.0, 4 * 20_000);
         assert_eq!(guard.1, 4 * (0..20_000u64).sum::<u64>());
+    }
+
+    /// A guard is shared across threads only if `T` is `Sync` (as `MutexGuard`): a guard of a
+    /// `Cell` shared by two threads would give both the one `&Cell`. The check is at compile
+    /// time: the call below is ambiguous, and does not compile, if the guard is `Sync`.
+    #[test]
+    fn a_guard_of_a_type_not_sync_is_not_sync() {
+        trait AmbiguousIfSync<A> {
+            fn check() {}
+        }
+        impl<T: ?Sized> AmbiguousIfSync<()> for T {}
+        impl<T: ?Sized + Sync> AmbiguousIfSync<u8> for T {}
+        <LightMutexGuard<'static, std::cell::Cell<u8>> as AmbiguousIfSync<_>>::check();
+        // And one of a `Sync` type still is.
+        fn sync<T: Sync>() {}
+        sync::<LightMutexGuard<'static, u64>>();
     }
 
     #[test]

@@ -252,8 +252,9 @@ pub(crate) fn futex_wake_all(word: &AtomicU32) {
 /// call runs a full memory barrier on every CPU running one of our threads. Lets this
 /// process publish with plain stores where a store-load order with other processes is
 /// needed only rarely (see docs/design.md, "the producer publishes without a locked
-/// instruction"). A registration is the process's own: a forked child registers again
-/// (`fork` does not inherit it). `false` where the kernel refuses (before Linux 4.16, or a
+/// instruction"). A registration belongs to the address space: a forked child inherits it
+/// (`fork` copies `mm->membarrier_state`), `execve` clears it (a spawned child registers
+/// afresh); registering again is a no-op. `false` where the kernel refuses (before Linux 4.16, or a
 /// seccomp filter): such a process publishes with full barriers of its own.
 /// [man7: membarrier.2]
 pub(crate) fn register_for_barriers() -> bool {
@@ -274,7 +275,7 @@ pub(crate) fn barrier_everywhere() -> bool {
 
 /// [`barrier_everywhere`] for this process's own threads only
 /// (`MEMBARRIER_CMD_PRIVATE_EXPEDITED`: ~2 µs here), registering the process for it first
-/// if it was not (the first call in a process, and again in a forked child). `false` if
+/// if it was not (the first call in a process, or after `execve`). `false` if
 /// the kernel refused.
 pub(crate) fn barrier_own_threads() -> bool {
     use rustix::thread::{MembarrierCommand, membarrier};
