@@ -701,6 +701,15 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 }
 
+#[cfg(test)]
+impl<T> Queue<T> {
+    /// Whether `FLAG_FENCED` is set in the queue's file: a consumer was refused
+    /// `membarrier` and told puts to fence (for `src/sys/membarrier_refused_tests.rs`).
+    pub(crate) fn puts_fenced(&self) -> bool {
+        self.shared.puts_fenced()
+    }
+}
+
 impl<T> crate::wait::Waitable for Queue<T> {
     fn wait_fd(&self) -> Result<BorrowedFd<'_>> {
         Ok(self.shared.events())

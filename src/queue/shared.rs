@@ -341,7 +341,7 @@ impl Shared {
     /// Whether puts must publish with a full barrier: a consumer found the kernel refusing
     /// it the barrier that plain publication relies on (see [`Shared::barrier_or_fence`]).
     #[inline]
-    fn puts_fenced(&self) -> bool {
+    pub(super) fn puts_fenced(&self) -> bool {
         self.h32(l::H_FLAGS).load(Ordering::Relaxed) & l::FLAG_FENCED != 0
     }
 

@@ -26,6 +26,8 @@ pub(crate) mod entry;
 pub(crate) mod fd;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) mod light_mutex;
+#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+mod membarrier_refused_tests;
 pub(crate) mod process;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) mod shm;
