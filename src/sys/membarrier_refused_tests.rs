@@ -72,10 +72,11 @@ fn refuse_membarrier() -> Refused {
     };
     // Lets an unprivileged process install a filter.
     rustix::thread::set_no_new_privs(true).map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
-    // SAFETY: `prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)` reads the `sock_fprog` and
-    // the `len` instructions it points to, both alive for the call (the kernel copies the
-    // program); the filter only makes `membarrier` fail, which every caller in this crate
-    // handles. The mode is passed as the `unsigned long` the kernel reads.
+    // `prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)`; the mode is passed as the
+    // `unsigned long` the kernel reads. The filter only makes `membarrier` fail, which
+    // every caller in this crate handles.
+    // SAFETY: the call reads the `sock_fprog` and the `len` instructions it points to,
+    // both alive for the call (the kernel copies the program).
     let rc = unsafe {
         libc::prctl(
             libc::PR_SET_SECCOMP,

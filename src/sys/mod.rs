@@ -18,8 +18,9 @@
 //! Every call retries `EINTR` itself, so callers never see it.
 //!
 //! Linux is the first platform; the pidfd paths fall back to plain `waitpid` where
-//! `pidfd_open(2)` is missing. `shm` (the queues' memfd, futexes, eventfd, memory barriers in other
-//! processes), `light_mutex` and `unix_diag` are Linux-only; the rest is plain Unix.
+//! `pidfd_open(2)` is missing. `shm` (the queues' memfd, futexes, eventfd, memory barriers
+//! in other processes), `light_mutex` and `unix_diag` are Linux-only; the rest is plain
+//! Unix.
 #![allow(unsafe_code)]
 
 pub(crate) mod entry;

@@ -254,8 +254,8 @@ pub(crate) fn futex_wake_all(word: &AtomicU32) {
 /// needed only rarely (see docs/design.md, "the producer publishes without a locked
 /// instruction"). A registration belongs to the address space: a forked child inherits it
 /// (`fork` copies `mm->membarrier_state`), `execve` clears it (a spawned child registers
-/// afresh); registering again is a no-op. `false` where the kernel refuses (before Linux 4.16, or a
-/// seccomp filter): such a process publishes with full barriers of its own.
+/// afresh); registering again is a no-op. `false` where the kernel refuses (before Linux
+/// 4.16, or a seccomp filter): such a process publishes with full barriers of its own.
 /// [man7: membarrier.2]
 pub(crate) fn register_for_barriers() -> bool {
     use rustix::thread::{MembarrierCommand, membarrier};
