@@ -3,7 +3,7 @@
 //!
 //! What a queue promises is documented on [`Queue`], the public face of this module.
 //!
-//! Linux only for now (memfd, futex, eventfd).
+//! Linux only for now (memfd, futex, eventfd, membarrier).
 
 mod joinable;
 mod layout;
@@ -95,7 +95,7 @@ pub use simple::SimpleQueue;
 /// raw bytes without a codec, into a buffer you reuse: the fastest way to move bytes (as
 /// `send_bytes` is next to `send` on a connection).
 ///
-/// Linux only for now (memfd, futex, eventfd).
+/// Linux only for now (memfd, futex, eventfd, membarrier).
 ///
 /// # Examples
 /// The tutorial's producer and consumer:
