@@ -298,8 +298,7 @@ impl Shared {
         let log = self.own_log(&mut producer)?;
         // Again, just before writing: a put that waited (for the lock, or claiming a log)
         // while the queue was shut down and drained would leave an item no one takes.
-        self.check_open_for_put()?;
-        let fenced = !producer.publishes_plainly || self.puts_fenced();
+        let fenced = self.open_for_put_fenced()? || !producer.publishes_plainly;
         let published = self.write_frame(&mut producer, log, item, fenced)?;
         self.withdraw_if_shut_down(log, published)?;
         drop(producer);
@@ -378,6 +377,18 @@ impl Shared {
     fn barrier_or_trust_fenced(&self) -> bool {
         let was_fenced = self.puts_fenced();
         self.barrier_or_fence() || was_fenced
+    }
+
+    /// [`check_open_for_put`](Self::check_open_for_put) and
+    /// [`puts_fenced`](Self::puts_fenced) from one load of the flags word, for the
+    /// unbounded put: whether the queue takes puts, and whether they must fence.
+    #[inline]
+    fn open_for_put_fenced(&self) -> Result<bool> {
+        let word = self.h32(l::H_FLAGS).load(Ordering::SeqCst);
+        if word & (l::FLAG_SHUTDOWN | l::FLAG_IMMEDIATE) != 0 {
+            return Err(Error::new(ErrorKind::ShutDown));
+        }
+        Ok(word & l::FLAG_FENCED != 0)
     }
 
     #[inline]
