@@ -817,6 +817,121 @@ fn shutdown_wakes_blocked_gets_and_puts_in_other_processes() -> TestResult {
     Ok(())
 }
 
+/// The voluntary context switches of process `pid` so far, from `/proc/<pid>/status`: one
+/// more each time it goes to sleep.
+fn voluntary_switches(pid: u32) -> Res<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let count = status
+        .lines()
+        .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+        .ok_or("no voluntary_ctxt_switches in status")?;
+    Ok(count.trim().parse()?)
+}
+
+/// Starts `n` children that each block in `block` (a get on an empty queue, a put on a
+/// full one), runs `act` once they all sleep, and returns how many of the children that
+/// `act` did not let through were woken: their voluntary context switches moved between
+/// `act` and their next sleep. One that slept on moves only if its periodic look (every
+/// 100 ms, against wake-ups lost to a killed waker) fell in that window of a few ms. Then
+/// `release` lets the others through, and all are finished.
+fn woken_besides_the_one(
+    n: usize,
+    block: impl Fn() -> multiproc::Result<()> + Clone + Send + 'static,
+    act: impl FnOnce() -> TestResult,
+    release: impl FnOnce() -> TestResult,
+) -> Res<usize> {
+    let mut blocked = Vec::new();
+    for _ in 0..n {
+        let (ours, mut theirs) = Pipe::new()?;
+        let block = block.clone();
+        let p = child(move || {
+            block().unwrap();
+            theirs.send(&"through").unwrap();
+        })?;
+        blocked.push((p, ours));
+    }
+    let mut before = Vec::new();
+    for (p, _) in &blocked {
+        wait_until_asleep(p)?;
+        before.push(voluntary_switches(p.pid().ok_or("not started")?)?);
+    }
+    act()?;
+    let mut conns: Vec<&mut Connection> = blocked.iter_mut().map(|(_, c)| c).collect();
+    let through = wait(&mut conns, Some(HANG))?;
+    assert_eq!(through.len(), 1, "one item or slot let {through:?} through");
+    let through = through[0];
+    assert_eq!(blocked[through].1.recv_timeout::<String>(HANG)?, "through");
+    finish(&mut blocked[through].0)?;
+    let mut woken = 0;
+    for (i, (p, _)) in blocked.iter().enumerate().filter(|&(i, _)| i != through) {
+        wait_until_asleep(p)?;
+        if voluntary_switches(p.pid().ok_or("not started")?)? != before[i] {
+            woken += 1;
+        }
+    }
+    release()?;
+    for (i, (p, conn)) in blocked.iter_mut().enumerate() {
+        if i != through {
+            assert_eq!(conn.recv_timeout::<String>(HANG)?, "through");
+            finish(p)?;
+        }
+    }
+    Ok(woken)
+}
+
+/// One put wakes one of the getters asleep on an empty queue, not all of them: a getter
+/// woken for an item another took spins and runs a barrier in every producer before it
+/// sleeps again, which cost a pool of idle consumers that much per item.
+fn a_put_wakes_one_sleeping_getter_not_all() -> TestResult {
+    const GETTERS: usize = 8;
+    let q = Queue::<u32>::new()?;
+    let getter = q.clone();
+    let woken = woken_besides_the_one(
+        GETTERS,
+        move || getter.get().map(|_| ()),
+        || Ok(q.put(&1)?),
+        || {
+            for i in 1..GETTERS as u32 {
+                q.put(&i)?;
+            }
+            Ok(())
+        },
+    )?;
+    // Waking all would wake all 7 others; a periodic look lands in the window ~3% of the
+    // time per getter.
+    assert!(
+        woken <= (GETTERS - 1) / 2,
+        "a put woke {woken} getters besides the one"
+    );
+    assert!(q.empty());
+    Ok(())
+}
+
+/// One get from a full bounded queue wakes one of the putters asleep on it, not all.
+fn a_get_wakes_one_sleeping_putter_not_all() -> TestResult {
+    const PUTTERS: usize = 8;
+    let q = Queue::<u32>::bounded(1)?;
+    q.put(&0)?;
+    let putter = q.clone();
+    let woken = woken_besides_the_one(
+        PUTTERS,
+        move || putter.put(&1),
+        || Ok(q.get().map(|_| ())?),
+        || {
+            for _ in 1..PUTTERS {
+                q.get()?;
+            }
+            Ok(())
+        },
+    )?;
+    assert!(
+        woken <= (PUTTERS - 1) / 2,
+        "a get woke {woken} putters besides the one"
+    );
+    assert_eq!(q.qsize(), 1);
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // JoinableQueue
 
@@ -2391,6 +2506,8 @@ tests_main!(
     immediate_shutdown_discards_and_fails_gets_at_once,
     shutdown_racing_puts_strands_no_item,
     shutdown_wakes_blocked_gets_and_puts_in_other_processes,
+    a_put_wakes_one_sleeping_getter_not_all,
+    a_get_wakes_one_sleeping_putter_not_all,
     joinable_join_returns_after_every_task_done,
     joinable_shutdown_counts_discarded_items_done,
     joinable_join_timeout_times_out_while_a_task_is_open,

@@ -24,7 +24,10 @@
 /// Identifies a multiproc queue file, and its layout version.
 /// v7: puts may publish with a plain store, and consumers owe the barriers that makes them
 /// need (`Shared::barrier_or_fence`): a v6 consumer runs none, so it must refuse the file.
-pub(crate) const MAGIC: u64 = 0x6d70_7175_6575_0007; // "mpque" v7
+/// v8: the sleepers flags are counts that wakers lower only when unchanged, and a wake
+/// wakes one sleeper (`wake_one`): a v7 sleeper's raise (always 1) could be lowered by a
+/// v8 waker that read an earlier 1 and found nobody asleep.
+pub(crate) const MAGIC: u64 = 0x6d70_7175_6575_0008; // "mpque" v8
 
 /// Header offsets.
 pub(crate) const H_MAGIC: usize = 0;
@@ -36,11 +39,14 @@ pub(crate) const H_USED_LOGS: usize = 20;
 /// 1 for a `JoinableQueue`: every put counts its item unfinished (`H_UNFINISHED`), however
 /// it was made. Written before `H_MAGIC`, never after.
 pub(crate) const H_JOINABLE: usize = 24;
-/// Bumped after every put; getters sleep on it.
+/// Bumped by a put that wakes a getter; getters sleep on it.
 pub(crate) const H_ITEMS_SEQ: usize = 64;
+/// The getters' sleepers flag: 0, or a count bumped by each getter going to sleep (so a
+/// waker lowers it only if no getter raised it since it looked; see `wake_one`).
 pub(crate) const H_GET_SLEEPERS: usize = 68;
-/// Bumped after every get from a bounded queue; putters sleep on it.
+/// Bumped by a get from a bounded queue that wakes a putter; putters sleep on it.
 pub(crate) const H_SPACE_SEQ: usize = 128;
+/// The putters' sleepers flag, as `H_GET_SLEEPERS`.
 pub(crate) const H_PUT_SLEEPERS: usize = 132;
 /// The readiness eventfd's state: a generation (bumped by every consumer drain) and, in
 /// bit 0, "written since the last drain" (see `signal_events`).

@@ -1711,7 +1711,9 @@ fn give_back_reservation(pending: &AtomicU64, tag: u64) {
 /// Sleeps on `seq` (expected value `seen`) after raising the `sleepers` flag, unless
 /// `ready()` says the wait is over already (checked after raising it, so a waker either sees
 /// the flag or the sleeper sees its change). Never longer than [`MAX_SLEEP`] at once: a
-/// waker killed between lowering the flag and waking costs a sleeper at most that.
+/// waker killed between lowering the flag and waking, or a sleeper woken for an item and
+/// killed before taking it (puts and gets wake one sleeper, see [`wake_one`]), costs the
+/// others at most that.
 ///
 /// `barrier` runs between the two, for wakers that do not fence between their change and
 /// their look at the flag (puts publishing plainly: [`Shared::barrier_or_fence`]); `false`
@@ -1724,7 +1726,11 @@ fn sleep_on(
     barrier: impl FnOnce() -> bool,
     ready: impl FnOnce() -> bool,
 ) {
-    sleepers.store(1, Ordering::SeqCst);
+    // A new value at each raise (never 0), so that a waker lowering the flag it read
+    // (`wake_one`) does not lower this raise.
+    let _ = sleepers.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+        Some(v.wrapping_add(1).max(1))
+    });
     // Pairs with the fence in `wake_flagged`.
     fence(Ordering::SeqCst);
     let longest = if barrier() { MAX_SLEEP } else { NAP_UNORDERED };
@@ -1743,29 +1749,44 @@ fn wake_sleepers(seq: &AtomicU32, sleepers: &AtomicU32) {
     }
 }
 
-/// After a put (get): wakes the getters (putters) if one raised its flag. The fence orders
-/// the caller's publishing store before the flag's load, against the sleeper's flag store
-/// before its last look in `sleep_on`: one of the two sees the other. So `seq` is written
-/// only when someone sleeps, not on every item (each write pulled the line from every
-/// consumer's cache).
+/// After a get: wakes one putter of a bounded queue if one raised its flag (see
+/// [`wake_one`]). The fence orders the caller's store before the flag's load, against the
+/// sleeper's raise before its last look in `sleep_on`: one of the two sees the other. So
+/// `seq` is written only when someone sleeps, not on every item (each write pulled the
+/// line from every consumer's cache).
+#[inline]
 fn wake_flagged(seq: &AtomicU32, sleepers: &AtomicU32) {
     fence(Ordering::SeqCst);
-    if sleepers.load(Ordering::Relaxed) != 0 && sleepers.swap(0, Ordering::SeqCst) != 0 {
-        seq.fetch_add(1, Ordering::SeqCst);
-        shm::futex_wake_all(seq);
+    let raised = sleepers.load(Ordering::Relaxed);
+    if raised != 0 {
+        wake_one(seq, sleepers, raised);
     }
 }
 
-/// After a put: wakes the getters if one raised its flag, as [`wake_flagged`] does, but
+/// After a put: wakes one getter if one raised its flag, as [`wake_flagged`] does, but
 /// without its fence. A fenced put published its item with a `SeqCst` swap, which orders
-/// the publication before this load against the sleeper's flag store and fence in
-/// `sleep_on`; a plain one leaves that order to the sleeper's barrier in every producer
-/// between its flag store and its last look (`take`). Either way one of the two sees the
-/// other.
+/// the publication before this load against the sleeper's raise and fence in `sleep_on`; a
+/// plain one leaves that order to the sleeper's barrier in every producer between its
+/// raise and its last look (`take`). Either way one of the two sees the other.
+#[inline]
 fn wake_published(seq: &AtomicU32, sleepers: &AtomicU32) {
-    if sleepers.load(Ordering::SeqCst) != 0 && sleepers.swap(0, Ordering::SeqCst) != 0 {
-        seq.fetch_add(1, Ordering::SeqCst);
-        shm::futex_wake_all(seq);
+    let raised = sleepers.load(Ordering::SeqCst);
+    if raised != 0 {
+        wake_one(seq, sleepers, raised);
+    }
+}
+
+/// Bumps `seq` and wakes one sleeper: one item (or one slot) calls for one taker, and
+/// waking them all cost every idle consumer a wake-up, a spin and a barrier per item.
+/// The flag stays raised while the kernel may hold other sleepers; it is lowered (unless
+/// raised again since it read `raised`) only when the wake found nobody asleep. Whoever
+/// was on the way to sleep then read `seq` before raising the flag, so before this bump,
+/// and its wait fails at once; no sleeper is left behind with the flag down.
+#[cold]
+fn wake_one(seq: &AtomicU32, sleepers: &AtomicU32, raised: u32) {
+    seq.fetch_add(1, Ordering::SeqCst);
+    if shm::futex_wake_one(seq) == 0 {
+        let _ = sleepers.compare_exchange(raised, 0, Ordering::SeqCst, Ordering::Relaxed);
     }
 }
 

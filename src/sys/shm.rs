@@ -242,6 +242,11 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Durati
     );
 }
 
+/// Wakes one process sleeping on `word`; how many it woke (0 or 1).
+pub(crate) fn futex_wake_one(word: &AtomicU32) -> usize {
+    rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), 1).unwrap_or(0)
+}
+
 /// Wakes every process sleeping on `word`.
 pub(crate) fn futex_wake_all(word: &AtomicU32) {
     let _ =
