@@ -24,6 +24,7 @@
 //! | `q_1x1_1m` | 1 MiB items, 1 -> 1 | MB/s (10^6 bytes of items per second) |
 //! | `q_1x1_64_bytes`, `q_4x4_64_bytes`, `q_1x1_1m_bytes` | the same with ours moving raw bytes; the floor and CPython do the same work as in the case without `_bytes` | as above |
 //! | `qsize_100k` | `qsize()` with 100 000 items queued; the floor is the plain ring's size, `tail - head` | us per call |
+//! | `q_idle_16` | 16 consumer processes blocked in `get` on an empty queue, 1 producer process putting a 64-byte item and sleeping 200 us, again and again: the CPU time of all consumers per item (each measures its own over the round); the floor's consumers sleep on a futex semaphore (one wake per item, no spinning) | us of CPU per item |
 //!
 //! Every item carries its index in its first 8 bytes (little-endian); a producer's last item
 //! has index `u64::MAX`, and a consumer stops at the first such item it takes, so that each
@@ -90,7 +91,13 @@ enum Kind {
     },
     /// `qsize()` with `items` 64-byte items queued.
     Qsize { items: usize },
+    /// `consumers` processes blocked on an empty queue, one producer putting an item every
+    /// [`IDLE_GAP`]: the consumers' CPU time per item.
+    Idle { consumers: usize },
 }
+
+/// The producer's pause after each item of an idle case.
+const IDLE_GAP: Duration = Duration::from_micros(200);
 
 struct Case {
     name: &'static str,
@@ -175,6 +182,19 @@ fn cases(quick: bool) -> Vec<Case> {
             n: 10_000_000,
             py_warmup: scale(10_000),
             py_n: scale(100_000),
+            target_ratio: None,
+            target_vs_python: None,
+        }])
+        .chain([Case {
+            name: "q_idle_16",
+            py_name: "q_idle_16",
+            kind: Kind::Idle { consumers: 16 },
+            unit: Unit::Us,
+            // Items come every ~250 us: 1 000 take a quarter of a second.
+            warmup: scale(100).max(50),
+            n: scale(1_000).max(300),
+            py_warmup: scale(100).max(50),
+            py_n: scale(1_000).max(300),
             target_ratio: None,
             target_vs_python: None,
         }])
@@ -472,6 +492,53 @@ impl Get for MpmcGet {
     }
 }
 
+/// The idle case's floor: a semaphore word counting the items in an [`Mpmc`] ring. A put
+/// stores its item, counts it and wakes one sleeper; a get takes a count (sleeping on the
+/// word while it is 0, no spinning) and then the item. One wake call per item, and only
+/// the consumer that will take it wakes.
+#[derive(Clone)]
+struct Semaphored {
+    ring: Mpmc,
+    item: Vec<u8>,
+}
+
+/// The semaphore word, in the ring's header page.
+const R_SEM: usize = 256;
+
+impl Put for Semaphored {
+    fn put(&mut self, index: u64) {
+        set_index(&mut self.item, index);
+        while !self.ring.try_put(&self.item) {
+            std::hint::spin_loop(); // never full: items come one at a time
+        }
+        let sem = self.ring.region.u32_at(R_SEM);
+        sem.fetch_add(1, Ordering::SeqCst);
+        SharedRegion::futex_wake_one(sem);
+    }
+}
+
+impl Get for Semaphored {
+    fn get(&mut self) -> (usize, u64) {
+        let sem = self.ring.region.u32_at(R_SEM);
+        loop {
+            let count = sem.load(Ordering::SeqCst);
+            if count == 0 {
+                SharedRegion::futex_wait(sem, 0, None);
+            } else if sem
+                .compare_exchange(count, count - 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                break;
+            }
+        }
+        // Counted after it was stored: it is there.
+        while !self.ring.try_get(&mut self.item) {
+            std::hint::spin_loop();
+        }
+        (self.item.len(), index_of(&self.item))
+    }
+}
+
 /// The ends of one implementation: one per producer process, one per consumer process.
 type Ends<P, G> = (Vec<P>, Vec<G>);
 
@@ -718,6 +785,105 @@ fn flow_ours(
     flow(puts, gets, item, per)
 }
 
+/// Runs one producer putting an item every [`IDLE_GAP`] and `gets.len()` consumer
+/// processes for two rounds of `per[r]` items; returns the microseconds of CPU the
+/// consumers spent per item in the second round, all together. Each consumer measures its
+/// own (`CLOCK_PROCESS_CPUTIME_ID`) from "go" to the stop item it takes.
+fn idle<P: Put, G: Get>(mut put: P, gets: Vec<G>, per: [usize; 2]) -> Res<f64> {
+    let consumers = gets.len();
+    let cpu_now = || {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+        t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+    };
+    let (mut get_ctls, mut children) = (Vec::new(), Vec::new());
+    for mut get in gets {
+        let (ctl, ctl_child) = socketpair()?;
+        set_socket_timeout(&ctl, Timeout::Recv, Some(HANG))?;
+        children.push(fork_child(move || {
+            for _ in per {
+                ready_then_go(ctl_child.as_fd());
+                let start = cpu_now();
+                let (mut count, mut sum) = (0u64, 0u64);
+                loop {
+                    let (len, index) = get.get();
+                    assert_eq!(len, SMALL, "item length");
+                    if index == STOP {
+                        break;
+                    }
+                    count += 1;
+                    sum = sum.wrapping_add(index);
+                }
+                let mut report = [0u8; 24];
+                report[..8].copy_from_slice(&count.to_le_bytes());
+                report[8..16].copy_from_slice(&sum.to_le_bytes());
+                report[16..].copy_from_slice(&(cpu_now() - start).to_le_bytes());
+                write_all(ctl_child.as_fd(), &report).expect("report");
+            }
+        })?);
+        get_ctls.push(ctl);
+    }
+    let (put_ctl, ctl_child) = socketpair()?;
+    set_socket_timeout(&put_ctl, Timeout::Recv, Some(HANG))?;
+    children.push(fork_child(move || {
+        for n in per {
+            ready_then_go(ctl_child.as_fd());
+            for i in 0..n as u64 {
+                put.put(i);
+                std::thread::sleep(IDLE_GAP);
+            }
+            for _ in 0..consumers {
+                put.put(STOP);
+            }
+        }
+    })?);
+    let mut cpu_ns = 0;
+    for n in per {
+        for ctl in get_ctls.iter().chain([&put_ctl]) {
+            let mut ready = [0u8];
+            from_child(ctl.as_fd(), &mut ready, "ready")?;
+        }
+        for ctl in get_ctls.iter().chain([&put_ctl]) {
+            write_all(ctl.as_fd(), b"g")?;
+        }
+        let (mut count, mut sum) = (0u64, 0u64);
+        cpu_ns = 0;
+        for ctl in &get_ctls {
+            let mut report = [0u8; 24];
+            from_child(ctl.as_fd(), &mut report, "consumer report")?;
+            count += index_of(&report);
+            sum = sum.wrapping_add(index_of(&report[8..]));
+            cpu_ns += index_of(&report[16..]);
+        }
+        let want = (0..n as u64).fold(0u64, |s, i| s.wrapping_add(i));
+        if count != n as u64 || sum != want {
+            return Err(format!(
+                "consumers took {count} items (index sum {sum}), {n} were put (sum {want})"
+            )
+            .into());
+        }
+    }
+    for child in children {
+        match child.join()? {
+            0 => {}
+            code => return Err(format!("queue bench child exited with {code}").into()),
+        }
+    }
+    Ok(cpu_ns as f64 / per[1] as f64 / 1e3)
+}
+
+fn idle_floor(consumers: usize, per: [usize; 2]) -> Res<f64> {
+    let ring = Semaphored {
+        ring: Mpmc::new(8192, SMALL)?,
+        item: item(SMALL),
+    };
+    idle(ring.clone(), vec![ring; consumers], per)
+}
+
+fn idle_ours(consumers: usize, per: [usize; 2]) -> Res<f64> {
+    let (mut puts, gets) = ours_ends(1, consumers, SMALL, false)?;
+    idle(puts.remove(0), gets, per)
+}
+
 // ---------------------------------------------------------------------------------------
 // qsize
 
@@ -786,7 +952,7 @@ fn run_case(case: &Case, reps: usize, mut py: Option<&mut Python>) -> Res<Row> {
     };
     let filled = match case.kind {
         Kind::Qsize { items } => Some(Filled::new(items)?),
-        Kind::Flow { .. } => None,
+        Kind::Flow { .. } | Kind::Idle { .. } => None,
     };
     for _ in 0..reps {
         match (case.kind, &filled) {
@@ -815,6 +981,11 @@ fn run_case(case: &Case, reps: usize, mut py: Option<&mut Python>) -> Res<Row> {
                 })?);
             }
             (Kind::Qsize { .. }, None) => unreachable!("qsize cases fill their queues"),
+            (Kind::Idle { consumers }, _) => {
+                let per = [case.warmup, case.n];
+                row.floor.push(idle_floor(consumers, per)?);
+                row.ours.push(idle_ours(consumers, per)?);
+            }
         }
         if let (Some(py), Some(results)) = (py.as_deref_mut(), row.python.as_mut()) {
             results.push(py.run(case.py_name, case.py_warmup, case.py_n)?);

@@ -10,6 +10,10 @@ fork start method:
   qsize_100k   microseconds per qsize() call with 100 000 64-byte items queued (put by this
                process, which never reads them: its feeder thread blocks on the full pipe,
                the rest wait in its buffer, and qsize() counts them all, as ours does)
+  q_idle_16    16 consumer processes blocked in get() on an empty queue, 1 producer process
+               putting a 64-byte item, then sleeping 200 us, and again: microseconds of CPU
+               the consumers spend per item, all together (each measures its own
+               time.process_time() over the round)
 
 Each producer puts its share of the items, then None; a consumer stops at the first None it
 gets (a producer's items stay in order, so every item was taken once each consumer has its
@@ -122,6 +126,77 @@ def flow(producers, consumers, item, warmup, n):
     return elapsed
 
 
+IDLE_CONSUMERS = 16
+IDLE_GAP = 200e-6
+
+
+def _idle_producer(queue, ctl, payload, counts, consumers):
+    put = queue.put
+    for count in counts:
+        ctl.send_bytes(b"r")
+        ctl.recv_bytes()
+        for _ in range(count):
+            put(payload)
+            time.sleep(IDLE_GAP)
+        for _ in range(consumers):
+            put(None)
+
+
+def _idle_consumer(queue, ctl, counts):
+    get = queue.get
+    for _ in counts:
+        ctl.send_bytes(b"r")
+        ctl.recv_bytes()
+        start = time.process_time()
+        got = 0
+        while get() is not None:
+            got += 1
+        ctl.send_bytes(("%d %r" % (got, time.process_time() - start)).encode())
+
+
+def idle(consumers, warmup, n):
+    """Microseconds of the consumers' CPU per item over the timed round of `n` items."""
+    queue = CTX.Queue()
+    counts = (warmup, n)
+    procs, get_ctls = [], []
+    for _ in range(consumers):
+        ctl, ctl_child = CTX.Pipe()
+        proc = CTX.Process(target=_idle_consumer, args=(queue, ctl_child, counts))
+        proc.start()
+        ctl_child.close()
+        procs.append(proc)
+        get_ctls.append(ctl)
+    put_ctl, ctl_child = CTX.Pipe()
+    proc = CTX.Process(
+        target=_idle_producer, args=(queue, ctl_child, b"x" * SMALL, counts, consumers)
+    )
+    proc.start()
+    ctl_child.close()
+    procs.append(proc)
+    ctls = get_ctls + [put_ctl]
+    cpu = 0.0
+    for count in counts:
+        for ctl in ctls:
+            ctl.recv_bytes()
+        for ctl in ctls:
+            ctl.send_bytes(b"g")
+        got, cpu = 0, 0.0
+        for ctl in get_ctls:
+            took, secs = ctl.recv_bytes().split()
+            got, cpu = got + int(took), cpu + float(secs)
+        if got != count:
+            raise RuntimeError("consumers got %d items of %d" % (got, count))
+    for proc in procs:
+        proc.join()
+        if proc.exitcode != 0:
+            raise RuntimeError("queue child exited with %r" % proc.exitcode)
+    for ctl in ctls:
+        ctl.close()
+    queue.close()
+    queue.join_thread()
+    return cpu / n * 1e6
+
+
 # The qsize case's queue, filled once and kept for the driver's life (draining 100 000 items
 # through the pipe would take longer than the measurement).
 _FILLED = {}
@@ -158,6 +233,8 @@ def qsize(items, warmup, n):
 def run(case, warmup, n):
     if case == "qsize_100k":
         return qsize(100_000, warmup, n)
+    if case == "q_idle_16":
+        return idle(IDLE_CONSUMERS, warmup, n)
     producers, consumers, item = CASES[case]
     secs = flow(producers, consumers, item, warmup, n)
     rate = (n // producers) * producers / secs
@@ -170,6 +247,7 @@ DEFAULTS = {
     "q_4x4_64": (10_000, 100_000),
     "q_1x1_1m": (50, 500),
     "qsize_100k": (10_000, 100_000),
+    "q_idle_16": (100, 1_000),
 }
 
 UNITS = {
@@ -177,6 +255,7 @@ UNITS = {
     "q_4x4_64": "msg/s",
     "q_1x1_1m": "MB/s",
     "qsize_100k": "us",
+    "q_idle_16": "us",
 }
 
 

@@ -972,5 +972,10 @@ pub mod bench_support {
         pub fn futex_wake(word: &std::sync::atomic::AtomicU32) {
             crate::sys::shm::futex_wake_all(word);
         }
+
+        /// Wakes one sleeper on `word`, if any.
+        pub fn futex_wake_one(word: &std::sync::atomic::AtomicU32) {
+            crate::sys::shm::futex_wake_one(word);
+        }
     }
 }
