@@ -50,7 +50,10 @@ pub use simple::SimpleQueue;
 ///   milliseconds of that `get`, `try_get` or readiness check).
 /// - **A process killed inside `put` or `get` blocks no one.** Items are never torn or
 ///   interleaved; at most the killed process's own in-flight item is lost; a bounded queue's
-///   room comes back once a putter notices the dead producer.
+///   room comes back once a putter notices the dead producer. A put wakes one sleeping
+///   `get` (and a get one sleeping `put`), not every one: a consumer killed between being
+///   woken and taking its item leaves it to the next put's wake-up or to another sleeper's
+///   periodic look, at most 100 ms later.
 /// - **`qsize`, `empty` and `full` are exact** while no process dies in the middle of an
 ///   operation. (Exact as of the moment each producer's share is read: `qsize` adds the
 ///   producers' shares one after another, so while other processes put and get it is the

@@ -242,9 +242,11 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Durati
     );
 }
 
-/// Wakes one process sleeping on `word`; how many it woke (0 or 1).
+/// Wakes one process sleeping on `word`; how many it woke (0 or 1). An error (none is
+/// expected for a mapped word) counts as one woken, so that a caller that lowers a flag
+/// only when nobody was asleep keeps it raised.
 pub(crate) fn futex_wake_one(word: &AtomicU32) -> usize {
-    rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), 1).unwrap_or(0)
+    rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), 1).unwrap_or(1)
 }
 
 /// Wakes every process sleeping on `word`.
