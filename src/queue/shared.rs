@@ -28,6 +28,7 @@ use super::layout::{self as l, ChunkState, Mark};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys::light_mutex::LightMutex;
 use crate::sys::shm::{self, SharedMap};
+use crate::sys::sleepers::{raise, wake_one};
 
 /// Set in the owner word of a log being freed, which then holds the freer's pid and (above
 /// it, low 31 bits of) start time, so that a freer killed mid-way is noticed and its work
@@ -1726,13 +1727,8 @@ fn sleep_on(
     barrier: impl FnOnce() -> bool,
     ready: impl FnOnce() -> bool,
 ) {
-    // A new value at each raise (never 0), so that a waker lowering the flag it read
-    // (`wake_one`) does not lower this raise.
-    let _ = sleepers.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
-        Some(v.wrapping_add(1).max(1))
-    });
-    // Pairs with the fence in `wake_flagged`.
-    fence(Ordering::SeqCst);
+    // Its fence pairs with the one in `wake_flagged`.
+    raise(sleepers);
     let longest = if barrier() { MAX_SLEEP } else { NAP_UNORDERED };
     if !ready() {
         let nap = remaining(deadline).map_or(longest, |left| left.min(longest));
@@ -1773,20 +1769,6 @@ fn wake_published(seq: &AtomicU32, sleepers: &AtomicU32) {
     let raised = sleepers.load(Ordering::SeqCst);
     if raised != 0 {
         wake_one(seq, sleepers, raised);
-    }
-}
-
-/// Bumps `seq` and wakes one sleeper: one item (or one slot) calls for one taker, and
-/// waking them all cost every idle consumer a wake-up, a spin and a barrier per item.
-/// The flag stays raised while the kernel may hold other sleepers; it is lowered (unless
-/// raised again since it read `raised`) only when the wake found nobody asleep. Whoever
-/// was on the way to sleep then read `seq` before raising the flag, so before this bump,
-/// and its wait fails at once; no sleeper is left behind with the flag down.
-#[cold]
-fn wake_one(seq: &AtomicU32, sleepers: &AtomicU32, raised: u32) {
-    seq.fetch_add(1, Ordering::SeqCst);
-    if shm::futex_wake_one(seq) == 0 {
-        let _ = sleepers.compare_exchange(raised, 0, Ordering::SeqCst, Ordering::Relaxed);
     }
 }
 

@@ -12,6 +12,9 @@
 //! store is visible to that last look. Taking the lock is one compare-and-swap, as
 //! `Mutex`'s.
 //!
+//! Sleeping and waking follow [`super::sleepers`]: an unlock that finds the flag raised
+//! wakes one sleeper, not all of them.
+//!
 //! Where the kernel refuses the barrier, a sleeper naps at most [`NAP_WITHOUT_BARRIER`]
 //! at a time instead of sleeping until woken: a wake-up can then be missed, never for
 //! longer than that.
@@ -24,10 +27,11 @@
 
 use std::cell::UnsafeCell;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU32, Ordering, compiler_fence, fence};
+use std::sync::atomic::{AtomicU32, Ordering, compiler_fence};
 use std::time::Duration;
 
 use super::shm;
+use super::sleepers;
 
 /// Looks at a held lock before sleeping: the queue's producer lock is held for a put's
 /// length (tens of nanoseconds) unless the holder claims a log or maps chunks.
@@ -40,10 +44,11 @@ const NAP_WITHOUT_BARRIER: Duration = Duration::from_millis(1);
 pub(crate) struct LightMutex<T> {
     /// 1 while a guard exists.
     locked: AtomicU32,
-    /// Raised by a waiter about to sleep, lowered by the unlock that wakes the sleepers.
+    /// Raised by a waiter about to sleep (a count, see [`sleepers`]), lowered by an unlock
+    /// whose wake found nobody asleep.
     sleepers: AtomicU32,
-    /// Bumped by every such wake: waiters sleep on it, from the value read before raising
-    /// the flag, so a wake between their raising it and sleeping is not lost.
+    /// Bumped by every wake: waiters sleep on it, from the value read before raising the
+    /// flag, so a wake between their raising it and sleeping is not lost.
     wakes: AtomicU32,
     value: UnsafeCell<T>,
 }
@@ -107,8 +112,7 @@ impl<T> LightMutex<T> {
                 continue;
             }
             let seen = self.wakes.load(Ordering::SeqCst);
-            self.sleepers.store(1, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
+            sleepers::raise(&self.sleepers);
             // The unlock's store and its load of the flag are not ordered by the unlocking
             // thread: this barrier orders them from here (see the module docs).
             let barrier = shm::barrier_own_threads();
@@ -120,16 +124,6 @@ impl<T> LightMutex<T> {
                 return;
             }
             shm::futex_wait(&self.wakes, seen, (!barrier).then_some(NAP_WITHOUT_BARRIER));
-        }
-    }
-
-    /// Lowers the flag and wakes every sleeper (those that do not get the lock raise it
-    /// again).
-    #[cold]
-    fn wake_sleepers(&self) {
-        if self.sleepers.swap(0, Ordering::SeqCst) != 0 {
-            self.wakes.fetch_add(1, Ordering::SeqCst);
-            shm::futex_wake_all(&self.wakes);
         }
     }
 }
@@ -171,8 +165,9 @@ impl<T> Drop for LightMutexGuard<'_, T> {
         // Keeps the compiler from loading the flag before the store; the CPU may still,
         // which the sleeper's barrier answers for.
         compiler_fence(Ordering::SeqCst);
-        if self.mutex.sleepers.load(Ordering::Relaxed) != 0 {
-            self.mutex.wake_sleepers();
+        let raised = self.mutex.sleepers.load(Ordering::Relaxed);
+        if raised != 0 {
+            sleepers::wake_one(&self.mutex.wakes, &self.mutex.sleepers, raised);
         }
     }
 }
@@ -213,6 +208,102 @@ mod tests {
         let guard = lock.lock();
         assert_eq!(guard.0, 4 * 20_000);
         assert_eq!(guard.1, 4 * (0..20_000u64).sum::<u64>());
+    }
+
+    /// An unlock wakes one of the waiters asleep on the lock, not all of them: each other
+    /// one would fail to take the lock and run a barrier before sleeping again. Six threads
+    /// wait on a held lock; once all sleep, one unlock lets one through (which keeps the
+    /// lock), and the voluntary context switches of the five others must not move. They
+    /// sleep without a timeout, so only a wake-up moves them. Waking all failed this with
+    /// all five moved.
+    #[test]
+    fn an_unlock_wakes_one_sleeping_waiter_not_all() {
+        use std::sync::mpsc;
+        use std::time::Instant;
+        const WAITERS: usize = 6;
+        const HANG: Duration = Duration::from_secs(30);
+        if !shm::barrier_own_threads() {
+            eprintln!(
+                "SKIPPED an_unlock_wakes_one_sleeping_waiter_not_all: the kernel refuses \
+                 membarrier, so waiters nap and wake on their own"
+            );
+            return;
+        }
+        // A thread's scheduler state and voluntary context switches.
+        let look = |tid: u32| -> (char, u64) {
+            let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+                .expect("stat of a live thread");
+            let state = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next())
+                .expect("a state");
+            let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status"))
+                .expect("status of a live thread");
+            let switches = status
+                .lines()
+                .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|count| count.trim().parse().ok())
+                .expect("voluntary_ctxt_switches");
+            (state, switches)
+        };
+        let all_asleep = |tids: &[u32]| {
+            let start = Instant::now();
+            while !tids.iter().all(|&tid| look(tid).0 == 'S') {
+                assert!(start.elapsed() < HANG, "waiters never all went to sleep");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        let lock = Arc::new(LightMutex::new(()));
+        let guard = lock.lock();
+        let (got_tx, got_rx) = mpsc::channel();
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let mut releases = Vec::new();
+        let mut threads = Vec::new();
+        for i in 0..WAITERS {
+            let (lock, got_tx, tid_tx) = (Arc::clone(&lock), got_tx.clone(), tid_tx.clone());
+            let (release_tx, release_rx) = mpsc::channel::<()>();
+            releases.push(release_tx);
+            threads.push(std::thread::spawn(move || {
+                let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+                tid_tx.send((i, tid)).expect("send the tid");
+                let guard = lock.lock();
+                got_tx.send(i).expect("say it got the lock");
+                release_rx.recv().expect("told to unlock");
+                drop(guard);
+            }));
+        }
+        let mut tids = vec![0; WAITERS];
+        for _ in 0..WAITERS {
+            let (i, tid) = tid_rx.recv_timeout(HANG).expect("a tid");
+            tids[i] = tid;
+        }
+        all_asleep(&tids);
+        let before: Vec<u64> = tids.iter().map(|&tid| look(tid).1).collect();
+        drop(guard);
+        let first = got_rx.recv_timeout(HANG).expect("one waiter got the lock");
+        let others: Vec<usize> = (0..WAITERS).filter(|&i| i != first).collect();
+        let other_tids: Vec<u32> = others.iter().map(|&i| tids[i]).collect();
+        all_asleep(&other_tids);
+        let woken: Vec<usize> = others
+            .iter()
+            .copied()
+            .filter(|&i| look(tids[i]).1 != before[i])
+            .collect();
+        // Let every waiter through, one unlock at a time, and end the threads.
+        releases[first].send(()).expect("release");
+        for _ in 1..WAITERS {
+            let next = got_rx
+                .recv_timeout(HANG)
+                .expect("the next waiter got the lock");
+            releases[next].send(()).expect("release");
+        }
+        for thread in threads {
+            thread.join().expect("a waiter panicked");
+        }
+        assert!(
+            woken.is_empty(),
+            "one unlock woke waiters {woken:?} besides {first}"
+        );
     }
 
     /// A guard is shared across threads only if `T` is `Sync` (as `MutexGuard`): a guard of a
@@ -330,7 +421,8 @@ mod tests {
                     && asleep()
                 {
                     lost = Some(waited);
-                    lock.wake_sleepers();
+                    lock.wakes.fetch_add(1, Ordering::SeqCst);
+                    shm::futex_wake_all(&lock.wakes);
                     break;
                 }
                 if waited > HANG {

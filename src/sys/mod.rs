@@ -19,7 +19,7 @@
 //!
 //! Linux is the first platform; the pidfd paths fall back to plain `waitpid` where
 //! `pidfd_open(2)` is missing. `shm` (the queues' memfd, futexes, eventfd, memory barriers
-//! in other processes), `light_mutex` and `unix_diag` are Linux-only; the rest is plain
+//! in other processes), `light_mutex`, `sleepers` and `unix_diag` are Linux-only; the rest is plain
 //! Unix.
 #![allow(unsafe_code)]
 
@@ -36,6 +36,8 @@ pub(crate) mod shm;
 mod signal_deadline_tests;
 #[cfg(test)]
 mod signal_tests;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) mod sleepers;
 pub(crate) mod socket;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) mod unix_diag;
