@@ -50,13 +50,8 @@ const MAX_SLEEP: Duration = Duration::from_millis(100);
 /// plain publications (a wake-up may then be missed): see [`Shared::barrier_or_fence`].
 const NAP_UNORDERED: Duration = Duration::from_millis(1);
 
-/// Spins of a getter or putter before it sleeps (a getter's most; see `get_spins`).
+/// Spins of a getter or putter before it sleeps.
 const SPINS: u32 = 200;
-/// A getter's fewest spins before it sleeps.
-const MIN_GET_SPINS: u32 = 8;
-/// A getter's wait longer than this, from going to sleep to taking an item, says that
-/// spinning longer would not have caught the item (`get_spins`).
-const LONG_WAIT: Duration = Duration::from_micros(100);
 
 /// Failed looks at one log's head frame, the head unchanged, after which a consumer takes
 /// the frame for corrupt (no producer writes such a header) and discards the log's items
@@ -84,12 +79,6 @@ pub(crate) struct Shared {
     producer: LightMutex<Producer>,
     /// Where the next scan of the logs starts, so consumers spread over producers.
     next_log: AtomicUsize,
-    /// How many times this process's getters look at an empty queue before they sleep:
-    /// halved after a get that slept longer than [`LONG_WAIT`] (items come further apart
-    /// than any spin covers, and every woken getter would spin for nothing), doubled
-    /// after one whose spinning found its item or whose sleep was short; between
-    /// [`MIN_GET_SPINS`] and [`SPINS`].
-    get_spins: AtomicU32,
     /// Tells this handle's entries in the threads' [`SEEN`] caches apart from others'.
     id: u64,
 }
@@ -167,7 +156,6 @@ impl Shared {
             joinable,
             producer: LightMutex::new(Producer::default()),
             next_log: AtomicUsize::new(std::process::id() as usize),
-            get_spins: AtomicU32::new(SPINS),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         }
     }
@@ -1369,13 +1357,8 @@ impl Shared {
         F: FnMut(Payload<'_>) -> R + ?Sized,
     {
         let mut spins = 0;
-        let budget = self.get_spins.load(Ordering::Relaxed);
-        let mut slept_at = None;
         loop {
             if let Some(taken) = self.try_take(take)? {
-                if slept_at.is_some() || (spins > 0 && budget < SPINS) {
-                    self.adapt_spins(budget, slept_at);
-                }
                 return Ok(Some(taken));
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -1384,11 +1367,10 @@ impl Shared {
                 return Ok(None);
             }
             spins += 1;
-            if spins < budget {
+            if spins < SPINS {
                 std::hint::spin_loop();
                 continue;
             }
-            slept_at.get_or_insert_with(Instant::now);
             self.trim_idle();
             // Read only on the way to sleep, before `sleep_on`'s last look: putters write
             // the word only when a sleeper raised its flag, so it stays in every cache.
@@ -1401,19 +1383,6 @@ impl Shared {
                 || self.barrier_or_trust_fenced(),
                 || !self.is_empty() || self.flags() != 0,
             );
-        }
-    }
-
-    /// After a get that found the queue empty and then an item: sets the getters' spins
-    /// from how long it waited (see `get_spins`).
-    #[cold]
-    fn adapt_spins(&self, budget: u32, slept_at: Option<Instant>) {
-        let next = match slept_at {
-            Some(at) if at.elapsed() > LONG_WAIT => (budget / 2).max(MIN_GET_SPINS),
-            _ => (budget * 2).min(SPINS),
-        };
-        if next != budget {
-            self.get_spins.store(next, Ordering::Relaxed);
         }
     }
 
