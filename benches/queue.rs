@@ -683,6 +683,32 @@ fn fork_child(body: impl FnOnce() + Send + 'static) -> Res<Process> {
     Ok(child)
 }
 
+/// A consumer's round: takes items until a stop item, checking each one's length;
+/// returns how many it took and the sum of their indices.
+fn take_until_stop(get: &mut impl Get, item: usize) -> (u64, u64) {
+    let (mut count, mut sum) = (0u64, 0u64);
+    loop {
+        let (len, index) = get.get();
+        assert_eq!(len, item, "item length");
+        if index == STOP {
+            return (count, sum);
+        }
+        count += 1;
+        sum = sum.wrapping_add(index);
+    }
+}
+
+/// Joins a run's children: an error if one exited other than 0.
+fn join_all(children: Vec<Process>) -> Res<()> {
+    for child in children {
+        match child.join()? {
+            0 => {}
+            code => return Err(format!("queue bench child exited with {code}").into()),
+        }
+    }
+    Ok(())
+}
+
 /// Runs `puts.len()` producer and `gets.len()` consumer processes for two rounds of
 /// `per_producer[r]` items per producer; returns the seconds of the second round.
 fn flow<P: Put, G: Get>(
@@ -700,16 +726,7 @@ fn flow<P: Put, G: Get>(
         children.push(fork_child(move || {
             for _ in per_producer {
                 ready_then_go(ctl_child.as_fd());
-                let (mut count, mut sum) = (0u64, 0u64);
-                loop {
-                    let (len, index) = get.get();
-                    assert_eq!(len, item, "item length");
-                    if index == STOP {
-                        break;
-                    }
-                    count += 1;
-                    sum = sum.wrapping_add(index);
-                }
+                let (count, sum) = take_until_stop(&mut get, item);
                 let mut report = [0u8; 16];
                 report[..8].copy_from_slice(&count.to_le_bytes());
                 report[8..].copy_from_slice(&sum.to_le_bytes());
@@ -760,12 +777,7 @@ fn flow<P: Put, G: Get>(
             .into());
         }
     }
-    for child in children {
-        match child.join()? {
-            0 => {}
-            code => return Err(format!("queue bench child exited with {code}").into()),
-        }
-    }
+    join_all(children)?;
     Ok(secs)
 }
 
@@ -803,16 +815,7 @@ fn idle<P: Put, G: Get>(mut put: P, gets: Vec<G>, per: [usize; 2]) -> Res<f64> {
             for _ in per {
                 ready_then_go(ctl_child.as_fd());
                 let start = cpu_now();
-                let (mut count, mut sum) = (0u64, 0u64);
-                loop {
-                    let (len, index) = get.get();
-                    assert_eq!(len, SMALL, "item length");
-                    if index == STOP {
-                        break;
-                    }
-                    count += 1;
-                    sum = sum.wrapping_add(index);
-                }
+                let (count, sum) = take_until_stop(&mut get, SMALL);
                 let mut report = [0u8; 24];
                 report[..8].copy_from_slice(&count.to_le_bytes());
                 report[8..16].copy_from_slice(&sum.to_le_bytes());
@@ -862,12 +865,7 @@ fn idle<P: Put, G: Get>(mut put: P, gets: Vec<G>, per: [usize; 2]) -> Res<f64> {
             .into());
         }
     }
-    for child in children {
-        match child.join()? {
-            0 => {}
-            code => return Err(format!("queue bench child exited with {code}").into()),
-        }
-    }
+    join_all(children)?;
     Ok(cpu_ns as f64 / per[1] as f64 / 1e3)
 }
 

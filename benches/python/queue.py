@@ -84,6 +84,18 @@ def _consumer(queue, ctl, item, counts):
         ctl.send_bytes(str(got).encode())
 
 
+def _finish(procs, ctls, queue):
+    """Joins a run's children (an error if one failed), closes its pipes and its queue."""
+    for proc in procs:
+        proc.join()
+        if proc.exitcode != 0:
+            raise RuntimeError("queue child exited with %r" % proc.exitcode)
+    for ctl in ctls:
+        ctl.close()
+    queue.close()
+    queue.join_thread()
+
+
 def flow(producers, consumers, item, warmup, n):
     """Seconds of the timed round of `n` items in all (after `warmup`)."""
     queue = CTX.Queue()
@@ -115,14 +127,7 @@ def flow(producers, consumers, item, warmup, n):
         elapsed = time.perf_counter() - start
         if got != count * producers:
             raise RuntimeError("consumers got %d items of %d" % (got, count * producers))
-    for proc in procs:
-        proc.join()
-        if proc.exitcode != 0:
-            raise RuntimeError("queue child exited with %r" % proc.exitcode)
-    for ctl in ctls:
-        ctl.close()
-    queue.close()
-    queue.join_thread()
+    _finish(procs, ctls, queue)
     return elapsed
 
 
@@ -186,14 +191,7 @@ def idle(consumers, warmup, n):
             got, cpu = got + int(took), cpu + float(secs)
         if got != count:
             raise RuntimeError("consumers got %d items of %d" % (got, count))
-    for proc in procs:
-        proc.join()
-        if proc.exitcode != 0:
-            raise RuntimeError("queue child exited with %r" % proc.exitcode)
-    for ctl in ctls:
-        ctl.close()
-    queue.close()
-    queue.join_thread()
+    _finish(procs, ctls, queue)
     return cpu / n * 1e6
 
 
