@@ -57,6 +57,8 @@ const ITEM: usize = 2048;
 // Layout (src/queue/layout.rs).
 const H_ITEMS_SEQ: u64 = 64;
 const H_GET_SLEEPERS: u64 = 68;
+/// The sleepers flag's "raised" bit (the bits above it are a generation).
+const SLEEPERS_RAISED: u32 = 1;
 
 /// A xorshift generator: timing jitter, the same in every run.
 struct Rng(u64);
@@ -274,7 +276,7 @@ fn a_getter_going_to_sleep_as_a_put_lands_is_woken() -> TestResult {
             if !woke
                 && waited > Duration::from_millis(20)
                 && q.qsize() == 1
-                && read32(&file, H_GET_SLEEPERS)? != 0
+                && read32(&file, H_GET_SLEEPERS)? & SLEEPERS_RAISED != 0
                 && state_of(pid)? == 'S'
             {
                 fail!(

@@ -24,9 +24,9 @@
 /// Identifies a multiproc queue file, and its layout version.
 /// v7: puts may publish with a plain store, and consumers owe the barriers that makes them
 /// need (`Shared::barrier_or_fence`): a v6 consumer runs none, so it must refuse the file.
-/// v8: the sleepers flags are counts that wakers lower only when unchanged, and a wake
-/// wakes one sleeper (`wake_one`): a v7 sleeper's raise (always 1) could be lowered by a
-/// v8 waker that read an earlier 1 and found nobody asleep.
+/// v8: the sleepers flags are a "raised" bit under a generation each raise bumps, wakers
+/// lower them only when unchanged, and a wake wakes one sleeper (`sys::sleepers`): a v7
+/// sleeper's raise (always 1) could be lowered by a v8 waker that read an earlier value.
 pub(crate) const MAGIC: u64 = 0x6d70_7175_6575_0008; // "mpque" v8
 
 /// Header offsets.
@@ -41,8 +41,9 @@ pub(crate) const H_USED_LOGS: usize = 20;
 pub(crate) const H_JOINABLE: usize = 24;
 /// Bumped by a put that wakes a getter; getters sleep on it.
 pub(crate) const H_ITEMS_SEQ: usize = 64;
-/// The getters' sleepers flag: 0, or a count bumped by each getter going to sleep (so a
-/// waker lowers it only if no getter raised it since it looked; see `wake_one`).
+/// The getters' sleepers flag: bit 0 "raised", above it a generation bumped by each
+/// getter going to sleep (so a waker lowers it only if no getter raised it since it
+/// looked; see `sys::sleepers`).
 pub(crate) const H_GET_SLEEPERS: usize = 68;
 /// Bumped by a get from a bounded queue that wakes a putter; putters sleep on it.
 pub(crate) const H_SPACE_SEQ: usize = 128;

@@ -28,7 +28,7 @@ use super::layout::{self as l, ChunkState, Mark};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys::light_mutex::LightMutex;
 use crate::sys::shm::{self, SharedMap};
-use crate::sys::sleepers::{raise, wake_one};
+use crate::sys::sleepers::{is_raised, lower, raise, wake_one};
 
 /// Set in the owner word of a log being freed, which then holds the freer's pid and (above
 /// it, low 31 bits of) start time, so that a freer killed mid-way is noticed and its work
@@ -1740,7 +1740,7 @@ fn sleep_on(
 /// wake call per sleep, however many puts come while they wake up.
 fn wake_sleepers(seq: &AtomicU32, sleepers: &AtomicU32) {
     seq.fetch_add(1, Ordering::SeqCst);
-    if sleepers.load(Ordering::SeqCst) != 0 && sleepers.swap(0, Ordering::SeqCst) != 0 {
+    if is_raised(sleepers.load(Ordering::SeqCst)) && lower(sleepers) {
         shm::futex_wake_all(seq);
     }
 }
@@ -1754,7 +1754,7 @@ fn wake_sleepers(seq: &AtomicU32, sleepers: &AtomicU32) {
 fn wake_flagged(seq: &AtomicU32, sleepers: &AtomicU32) {
     fence(Ordering::SeqCst);
     let raised = sleepers.load(Ordering::Relaxed);
-    if raised != 0 {
+    if is_raised(raised) {
         wake_one(seq, sleepers, raised);
     }
 }
@@ -1767,7 +1767,7 @@ fn wake_flagged(seq: &AtomicU32, sleepers: &AtomicU32) {
 #[inline]
 fn wake_published(seq: &AtomicU32, sleepers: &AtomicU32) {
     let raised = sleepers.load(Ordering::SeqCst);
-    if raised != 0 {
+    if is_raised(raised) {
         wake_one(seq, sleepers, raised);
     }
 }

@@ -44,8 +44,8 @@ const NAP_WITHOUT_BARRIER: Duration = Duration::from_millis(1);
 pub(crate) struct LightMutex<T> {
     /// 1 while a guard exists.
     locked: AtomicU32,
-    /// Raised by a waiter about to sleep (a count, see [`sleepers`]), lowered by an unlock
-    /// whose wake found nobody asleep.
+    /// Raised by a waiter about to sleep (a bit and a generation, see [`sleepers`]),
+    /// lowered by an unlock whose wake found nobody asleep.
     sleepers: AtomicU32,
     /// Bumped by every wake: waiters sleep on it, from the value read before raising the
     /// flag, so a wake between their raising it and sleeping is not lost.
@@ -166,7 +166,7 @@ impl<T> Drop for LightMutexGuard<'_, T> {
         // which the sleeper's barrier answers for.
         compiler_fence(Ordering::SeqCst);
         let raised = self.mutex.sleepers.load(Ordering::Relaxed);
-        if raised != 0 {
+        if sleepers::is_raised(raised) {
             sleepers::wake_one(&self.mutex.wakes, &self.mutex.sleepers, raised);
         }
     }
@@ -417,7 +417,7 @@ mod tests {
                 let waited = unlocked.elapsed();
                 if waited > LOST_AFTER
                     && lock.locked.load(Ordering::SeqCst) == 0
-                    && lock.sleepers.load(Ordering::SeqCst) != 0
+                    && sleepers::is_raised(lock.sleepers.load(Ordering::SeqCst))
                     && asleep()
                 {
                     lost = Some(waited);
