@@ -28,7 +28,7 @@ use super::layout::{self as l, ChunkState, Mark};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys::light_mutex::LightMutex;
 use crate::sys::shm::{self, SharedMap};
-use crate::sys::sleepers::{is_raised, lower, raise, wake_one};
+use crate::sys::sleepers::{is_raised, raise, wake_all, wake_one};
 
 /// Set in the owner word of a log being freed, which then holds the freer's pid and (above
 /// it, low 31 bits of) start time, so that a freer killed mid-way is noticed and its work
@@ -1618,7 +1618,7 @@ impl Shared {
                 (left > 0).then(|| left.saturating_sub(n))
             });
         if before.is_ok_and(|left| left <= n) {
-            wake_sleepers(self.h32(l::H_JOIN_SEQ), self.h32(l::H_JOIN_SLEEPERS));
+            wake_all(self.h32(l::H_JOIN_SEQ), self.h32(l::H_JOIN_SLEEPERS));
         }
     }
 
@@ -1642,7 +1642,7 @@ impl Shared {
             })?
             - 1;
         if left == 0 {
-            wake_sleepers(self.h32(l::H_JOIN_SEQ), self.h32(l::H_JOIN_SLEEPERS));
+            wake_all(self.h32(l::H_JOIN_SEQ), self.h32(l::H_JOIN_SLEEPERS));
         }
         Ok(())
     }
@@ -1733,15 +1733,6 @@ fn sleep_on(
     if !ready() {
         let nap = remaining(deadline).map_or(longest, |left| left.min(longest));
         shm::futex_wait(seq, seen, Some(nap));
-    }
-}
-
-/// Bumps `seq` and, if a sleeper raised the flag, lowers it and wakes every sleeper: one
-/// wake call per sleep, however many puts come while they wake up.
-fn wake_sleepers(seq: &AtomicU32, sleepers: &AtomicU32) {
-    seq.fetch_add(1, Ordering::SeqCst);
-    if is_raised(sleepers.load(Ordering::SeqCst)) && lower(sleepers) {
-        shm::futex_wake_all(seq);
     }
 }
 

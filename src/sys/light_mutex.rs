@@ -177,6 +177,13 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    /// The scheduler state (`R`, `S`, ...) of thread `tid` of this process, from
+    /// `/proc/self/task/<tid>/stat`; `None` if it cannot be read.
+    fn task_state(tid: u32) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+        stat.rsplit_once(") ")?.1.chars().next()
+    }
+
     /// Many threads add under the lock, some holding it long enough for others to sleep:
     /// no update lost (a broken exclusion loses some) and no waiter left asleep (the test
     /// would hang past its harness timeout).
@@ -231,12 +238,7 @@ mod tests {
         }
         // A thread's scheduler state and voluntary context switches.
         let look = |tid: u32| -> (char, u64) {
-            let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
-                .expect("stat of a live thread");
-            let state = stat
-                .rsplit_once(") ")
-                .and_then(|(_, rest)| rest.chars().next())
-                .expect("a state");
+            let state = task_state(tid).expect("the state of a live thread");
             let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status"))
                 .expect("status of a live thread");
             let switches = status
@@ -385,15 +387,7 @@ mod tests {
                 }
             })
         };
-        let asleep = || {
-            let stat = std::fs::read_to_string(format!(
-                "/proc/self/task/{}/stat",
-                tid.load(Ordering::Acquire)
-            ))
-            .unwrap_or_default();
-            stat.rsplit_once(") ")
-                .is_some_and(|(_, rest)| rest.starts_with('S'))
-        };
+        let asleep = || task_state(tid.load(Ordering::Acquire)) == Some('S');
         let start = Instant::now();
         let (mut rounds, mut slept, mut hold) = (0u64, 0u64, 0u64);
         let mut lost = None;

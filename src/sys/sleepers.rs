@@ -42,8 +42,18 @@ pub(crate) fn is_raised(word: u32) -> bool {
 }
 
 /// Lowers `sleepers`, keeping its generation; whether it was raised.
-pub(crate) fn lower(sleepers: &AtomicU32) -> bool {
+fn lower(sleepers: &AtomicU32) -> bool {
     is_raised(sleepers.fetch_and(!RAISED, Ordering::SeqCst))
+}
+
+/// Bumps `word` and, if a sleeper raised `sleepers`, lowers it and wakes every sleeper on
+/// `word`: for a change every sleeper waits for (a `JoinableQueue`'s last task done), one
+/// wake call per sleep however many changes come while they wake up.
+pub(crate) fn wake_all(word: &AtomicU32, sleepers: &AtomicU32) {
+    word.fetch_add(1, Ordering::SeqCst);
+    if is_raised(sleepers.load(Ordering::SeqCst)) && lower(sleepers) {
+        shm::futex_wake_all(word);
+    }
 }
 
 /// Bumps `word` and wakes one sleeper on it, for a waker that found `sleepers` at
