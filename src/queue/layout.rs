@@ -83,6 +83,11 @@ pub(crate) const L_RELEASED: usize = 20;
 pub(crate) const L_CLAIMS: usize = 24;
 pub(crate) const L_HEAD: usize = 64;
 pub(crate) const L_TAIL: usize = 128;
+/// While the owner writes a big frame: when it began (`CLOCK_MONOTONIC` nanoseconds, bit 0
+/// clear), with bit 0 set by the one consumer that spins for it instead of sleeping; 0
+/// otherwise. A hint only, on the tail's cache line, which the owner writes anyway: see
+/// `Shared::spin_for_write`. (Layouts before it left the word 0, and ignore it.)
+pub(crate) const L_WRITING: usize = 136;
 /// Chunks with memory, as the owner last counted them (a trimmer subtracts what it gives
 /// back): consumers trim only logs holding many.
 pub(crate) const L_HELD: usize = 192;

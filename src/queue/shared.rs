@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use super::layout::{self as l, ChunkState, Mark};
 use crate::error::{Error, ErrorKind, Result};
+use crate::sys;
 use crate::sys::light_mutex::LightMutex;
 use crate::sys::shm::{self, SharedMap};
 use crate::sys::sleepers::{is_raised, raise, wake_all, wake_one};
@@ -52,6 +53,15 @@ const NAP_UNORDERED: Duration = Duration::from_millis(1);
 
 /// Spins of a getter or putter before it sleeps.
 const SPINS: u32 = 200;
+
+/// Frames at least this big are announced while they are written (`l::L_WRITING`): their
+/// copy outlasts a getter's spins, so a getter waiting for one would otherwise sleep, and
+/// be woken, once per item (and its way to sleep has a barrier in every other process).
+const BIG_FRAME: u64 = l::CHUNK;
+
+/// How long after a big frame's write began a getter may go on spinning for it. A producer
+/// killed while writing leaves its announcement behind; this bounds what that costs.
+const WRITE_PATIENCE_NS: u64 = 1_000_000;
 
 /// Failed looks at one log's head frame, the head unchanged, after which a consumer takes
 /// the frame for corrupt (no producer writes such a header) and discards the log's items
@@ -95,9 +105,11 @@ struct Producer {
     mapped: u64,
     /// The chunks holding positions not yet taken, oldest first: (first position, chunk).
     in_use: VecDeque<(u64, u32)>,
-    /// Free chunks still in memory, the most recently freed last (reused first: it is
-    /// likely still in cache).
-    spare: Vec<u32>,
+    /// Free chunks still in memory, oldest first. The oldest is reused first: the newest
+    /// was just read by a consumer, and writing it again would pull every line of it back
+    /// out of that consumer's cache (1 MiB items moved 1 -> 1 at 0.51 of the floor reusing
+    /// the newest, at 0.62 reusing the oldest: docs/benchmarks.md, "Queue: big items").
+    spare: VecDeque<u32>,
     /// Free chunks whose memory was given back.
     given_back: Vec<u32>,
     /// Chunks a trimming consumer took while they were free: ours again once it is done.
@@ -187,6 +199,10 @@ impl Shared {
 
     fn tail(&self, log: usize) -> &AtomicU64 {
         self.map.u64_at(l::entry(log) + l::L_TAIL)
+    }
+
+    fn writing(&self, log: usize) -> &AtomicU64 {
+        self.map.u64_at(l::entry(log) + l::L_WRITING)
     }
 
     fn used_logs(&self) -> usize {
@@ -511,6 +527,11 @@ impl Shared {
         let mut header = [0u8; 8];
         header[..4].copy_from_slice(&(len as u32).to_le_bytes());
         header[4..].copy_from_slice(&l::check_word(len as u32, tail.pos).to_le_bytes());
+        let big = size >= BIG_FRAME;
+        if big {
+            let began = (sys::monotonic_ns() & !1).max(2);
+            self.writing(log).store(began, Ordering::Relaxed);
+        }
         if let Some(at) = self.frame_offset(log, tail.pos, size) {
             // The whole frame in one chunk (all but one frame in a chunk's worth, for small
             // items): one look at the map, three copies side by side.
@@ -537,6 +558,9 @@ impl Shared {
             // The loads after it are ordered by the other side's barrier; the compiler
             // must not hoist them above the store either.
             compiler_fence(Ordering::SeqCst);
+        }
+        if big {
+            self.writing(log).store(0, Ordering::Release);
         }
         producer.tail = published;
         Ok((tail.pack(), published))
@@ -627,7 +651,7 @@ impl Shared {
     /// A free chunk with memory for the positions from `start`: a kept one if any, else
     /// one given memory now.
     fn take_chunk(&self, producer: &mut Producer, log: usize, start: u64) -> Result<u32> {
-        while let Some(chunk) = producer.spare.pop() {
+        while let Some(chunk) = producer.spare.pop_front() {
             if self.move_chunk(log, chunk, ChunkState::Spare, ChunkState::Used(start)) {
                 return Ok(chunk);
             }
@@ -690,10 +714,10 @@ impl Shared {
                 producer.trimmed.push(chunk); // a trimmer got to it first
                 continue;
             }
-            producer.spare.push(chunk);
+            producer.spare.push_back(chunk);
             if producer.spare.len() > l::KEEP_CHUNKS {
                 // The one freed longest ago: the least likely to be in cache.
-                let old = producer.spare.remove(0);
+                let old = producer.spare.pop_front().expect("more than KEEP_CHUNKS");
                 if self.move_chunk(log, old, ChunkState::Spare, ChunkState::Unused) {
                     let offset = l::chunk_offset(log, old) as u64;
                     // Should the punch fail, the chunk is populated again before reuse.
@@ -1356,7 +1380,7 @@ impl Shared {
     where
         F: FnMut(Payload<'_>) -> R + ?Sized,
     {
-        let mut spins = 0;
+        let (mut spins, mut marked) = (0, 0);
         loop {
             if let Some(taken) = self.try_take(take)? {
                 return Ok(Some(taken));
@@ -1369,6 +1393,10 @@ impl Shared {
             spins += 1;
             if spins < SPINS {
                 std::hint::spin_loop();
+                continue;
+            }
+            if self.spin_for_write(&mut marked) {
+                spins = 0;
                 continue;
             }
             self.trim_idle();
@@ -1384,6 +1412,34 @@ impl Shared {
                 || !self.is_empty() || self.flags() != 0,
             );
         }
+    }
+
+    /// Whether a getter that spun in vain should spin on rather than sleep: a producer is
+    /// writing a big frame (announced in `l::L_WRITING`), begun less than
+    /// [`WRITE_PATIENCE_NS`] ago, and this getter is the one spinning for it: the first to
+    /// mark the announcement, which `marked` then holds. Other getters sleep as before, so
+    /// idle consumers do not all burn a CPU while a big item is copied in.
+    fn spin_for_write(&self, marked: &mut u64) -> bool {
+        let now = sys::monotonic_ns();
+        (0..self.used_logs()).any(|log| {
+            let word = self.writing(log);
+            let note = word.load(Ordering::Relaxed);
+            // Wrapping: a time from the future (another time namespace, or a scribble)
+            // counts as long past.
+            if note == 0 || now.wrapping_sub(note & !1) >= WRITE_PATIENCE_NS {
+                return false;
+            }
+            if note & 1 == 1 {
+                return note == *marked;
+            }
+            let won = word
+                .compare_exchange(note, note | 1, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+            if won {
+                *marked = note | 1;
+            }
+            won
+        })
     }
 
     /// Makes the readiness fd readable exactly while items may be there: called by a
@@ -2021,6 +2077,101 @@ mod tests {
         assert_eq!(got, b"four", "the producer goes on from the tail");
         shared.task_done()?;
         shared.shutdown(true);
+        Ok(())
+    }
+
+    /// A queue whose log this thread's producer has claimed (one item put and taken).
+    fn with_claimed_log() -> Result<(Shared, usize)> {
+        let shared = Shared::create(0, false)?;
+        shared.put(b"", b"claim", None)?;
+        assert_eq!(shared.try_take(&mut |p| p.len())?, Some(5));
+        let log = shared.producer.lock().log.expect("a log");
+        Ok((shared, log))
+    }
+
+    #[test]
+    fn one_getter_spins_for_a_big_write_and_only_while_it_is_recent() -> Result<()> {
+        let (shared, log) = with_claimed_log()?;
+        let (mut first, mut second) = (0, 0);
+        assert!(!shared.spin_for_write(&mut first), "nothing announced");
+        let now = sys::monotonic_ns() & !1;
+        shared.writing(log).store(now, Ordering::Relaxed);
+        assert!(shared.spin_for_write(&mut first), "the first getter spins");
+        assert!(shared.spin_for_write(&mut first), "and goes on spinning");
+        assert!(!shared.spin_for_write(&mut second), "the second sleeps");
+        for (note, what) in [
+            (now - 2 * WRITE_PATIENCE_NS, "begun too long ago"),
+            (now + 10_000_000_000, "begun in the future"),
+        ] {
+            shared.writing(log).store(note, Ordering::Relaxed);
+            assert!(!shared.spin_for_write(&mut first), "{what}");
+            assert!(!shared.spin_for_write(&mut second), "{what}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_big_put_leaves_no_announcement_behind() -> Result<()> {
+        let (shared, log) = with_claimed_log()?;
+        let big = vec![7u8; 4 * l::CHUNK as usize];
+        shared.put(b"", &big, None)?;
+        assert_eq!(shared.writing(log).load(Ordering::Relaxed), 0);
+        let mut got = Vec::new();
+        assert!(shared.get(&mut got, Some(Instant::now()))?);
+        assert!(got == big);
+        Ok(())
+    }
+
+    #[test]
+    fn an_announcement_left_by_a_killed_producer_costs_a_getter_at_most_its_patience() -> Result<()>
+    {
+        let (shared, log) = with_claimed_log()?;
+        // A producer killed while writing a big frame: the announcement stays.
+        shared
+            .writing(log)
+            .store(sys::monotonic_ns() & !1, Ordering::Relaxed);
+        let cpu = || {
+            let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+            Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+        };
+        let (start, wall) = (cpu(), Instant::now());
+        let mut got = Vec::new();
+        let wait = Duration::from_millis(300);
+        assert!(!shared.get(&mut got, Some(Instant::now() + wait))?);
+        assert!(wall.elapsed() >= wait);
+        // Spinning to the deadline would take the whole wait's CPU time (or what share
+        // of it a busy machine gives this thread: a third still fails the bound).
+        let spent = cpu() - start;
+        assert!(
+            spent < Duration::from_millis(40),
+            "spun {spent:?} of a {wait:?} wait for a write that never ends"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn freed_chunks_are_reused_oldest_first() -> Result<()> {
+        let (shared, _) = with_claimed_log()?;
+        let chunks = |shared: &Shared| -> Vec<u32> {
+            let producer = shared.producer.lock();
+            producer.in_use.iter().map(|&(_, chunk)| chunk).collect()
+        };
+        let item = vec![1u8; l::CHUNK as usize - 64];
+        for _ in 0..4 {
+            shared.put(b"", &item, None)?;
+        }
+        while shared.try_take(&mut |p| p.len())?.is_some() {}
+        let before = chunks(&shared);
+        assert!(before.len() >= 4, "{before:?}");
+        // The next put needs new chunks, and frees every one wholly behind the head first
+        // (all but the last), oldest first.
+        shared.put(b"", &vec![2u8; 2 * l::CHUNK as usize], None)?;
+        let after = chunks(&shared);
+        assert_eq!(
+            after,
+            [before[before.len() - 1], before[0], before[1]],
+            "chunks in use before: {before:?}"
+        );
         Ok(())
     }
 

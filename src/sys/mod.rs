@@ -50,3 +50,13 @@ pub(crate) fn timespec(d: std::time::Duration) -> rustix::time::Timespec {
         tv_nsec: i64::from(d.subsec_nanos()),
     }
 }
+
+/// `CLOCK_MONOTONIC` in nanoseconds (wrapping): the one clock every process on the machine
+/// reads alike (within a time namespace), for times kept in shared memory.
+/// [man7: clock_gettime.2]
+pub(crate) fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(t.tv_nsec as u64)
+}
