@@ -472,6 +472,29 @@ impl Shared {
         item: Item<'_>,
         fenced: bool,
     ) -> Result<(u64, u64)> {
+        // Announced before the chunks are found, not just before the copy: a big frame
+        // needs new chunks on most puts, and giving old ones back and populating new ones
+        // (tens of us each) outlasted the getter's spins.
+        let big = l::frame_size(item.len()) >= BIG_FRAME;
+        if big {
+            let began = (sys::monotonic_ns() & !1).max(2);
+            self.writing(log).store(began, Ordering::Relaxed);
+        }
+        let written = self.write_frame_unannounced(producer, log, item, fenced);
+        if big {
+            self.writing(log).store(0, Ordering::Release);
+        }
+        written
+    }
+
+    /// [`write_frame`](Self::write_frame) without the announcement.
+    fn write_frame_unannounced(
+        &self,
+        producer: &mut Producer,
+        log: usize,
+        item: Item<'_>,
+        fenced: bool,
+    ) -> Result<(u64, u64)> {
         let len = item.len();
         let size = l::frame_size(len);
         let tail = Mark::unpack(producer.tail);
@@ -527,11 +550,6 @@ impl Shared {
         let mut header = [0u8; 8];
         header[..4].copy_from_slice(&(len as u32).to_le_bytes());
         header[4..].copy_from_slice(&l::check_word(len as u32, tail.pos).to_le_bytes());
-        let big = size >= BIG_FRAME;
-        if big {
-            let began = (sys::monotonic_ns() & !1).max(2);
-            self.writing(log).store(began, Ordering::Relaxed);
-        }
         if let Some(at) = self.frame_offset(log, tail.pos, size) {
             // The whole frame in one chunk (all but one frame in a chunk's worth, for small
             // items): one look at the map, three copies side by side.
@@ -558,9 +576,6 @@ impl Shared {
             // The loads after it are ordered by the other side's barrier; the compiler
             // must not hoist them above the store either.
             compiler_fence(Ordering::SeqCst);
-        }
-        if big {
-            self.writing(log).store(0, Ordering::Release);
         }
         producer.tail = published;
         Ok((tail.pack(), published))
