@@ -2162,18 +2162,14 @@ mod tests {
         shared
             .writing(log)
             .store(sys::monotonic_ns() & !1, Ordering::Relaxed);
-        let cpu = || {
-            let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-            Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-        };
-        let (start, wall) = (cpu(), Instant::now());
+        let (start, wall) = (sys::thread_cpu(), Instant::now());
         let mut got = Vec::new();
         let wait = Duration::from_millis(300);
         assert!(!shared.get(&mut got, Some(Instant::now() + wait))?);
         assert!(wall.elapsed() >= wait);
         // Spinning to the deadline would take the whole wait's CPU time (or what share
         // of it a busy machine gives this thread: a third still fails the bound).
-        let spent = cpu() - start;
+        let spent = sys::thread_cpu() - start;
         assert!(
             spent < Duration::from_millis(40),
             "spun {spent:?} of a {wait:?} wait for a write that never ends"

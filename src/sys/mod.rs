@@ -60,3 +60,11 @@ pub(crate) fn monotonic_ns() -> u64 {
         .wrapping_mul(1_000_000_000)
         .wrapping_add(t.tv_nsec as u64)
 }
+
+/// The CPU time the calling thread has used, for tests that bound a wait's spinning.
+/// [man7: clock_gettime.2]
+#[cfg(test)]
+pub(crate) fn thread_cpu() -> std::time::Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}

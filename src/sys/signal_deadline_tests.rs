@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::thread_cpu;
 use crate::{
     Client, Command, Connection, ErrorKind, Handler, JoinableQueue, Listener, Pipe, Process, Queue,
     Reactor, Result, SimpleQueue, WaitSet, Waitable, wait,
@@ -53,12 +54,6 @@ fn install_handler() {
         let rc = unsafe { libc::sigaction(SIGNAL, &action, std::ptr::null_mut()) };
         assert_eq!(rc, 0, "sigaction failed");
     });
-}
-
-/// The CPU time the calling thread has used. [man7: clock_gettime.2]
-fn thread_cpu() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
 /// What a call did under the storm.
