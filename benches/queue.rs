@@ -76,7 +76,8 @@ const STOP: u64 = u64::MAX;
 /// (a lost item leaves a consumer waiting forever).
 const HANG: Duration = Duration::from_secs(120);
 
-/// Spins of a floor putter or getter before it sleeps: ours' figure (`src/queue/shared.rs`).
+/// Spins of a floor putter or getter before it sleeps: ours' figure (`src/queue/shared.rs`;
+/// ours' getters spin up to this many times, fewer after long waits).
 const SPINS: u32 = 200;
 
 #[derive(Clone, Copy)]

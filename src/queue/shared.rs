@@ -51,8 +51,13 @@ const MAX_SLEEP: Duration = Duration::from_millis(100);
 /// plain publications (a wake-up may then be missed): see [`Shared::barrier_or_fence`].
 const NAP_UNORDERED: Duration = Duration::from_millis(1);
 
-/// Spins of a getter or putter before it sleeps.
+/// Spins of a getter or putter before it sleeps (a getter's most; see `get_spins`).
 const SPINS: u32 = 200;
+/// A getter's fewest spins before it sleeps.
+const MIN_GET_SPINS: u32 = 8;
+/// A getter's wait longer than this, from going to sleep to taking an item, says that
+/// spinning longer would not have caught the item (`get_spins`).
+const LONG_WAIT: Duration = Duration::from_micros(100);
 
 /// Frames at least this big are announced while they are written (`l::L_WRITING`): their
 /// copy outlasts a getter's spins, so a getter waiting for one would otherwise sleep, and
@@ -89,6 +94,13 @@ pub(crate) struct Shared {
     producer: LightMutex<Producer>,
     /// Where the next scan of the logs starts, so consumers spread over producers.
     next_log: AtomicUsize,
+    /// How many times this process's getters look at an empty queue before they sleep:
+    /// halved after a get that slept longer than [`LONG_WAIT`] (items come further apart
+    /// than any spin covers, and every woken getter would spin for nothing), doubled after
+    /// one whose spinning found its item or whose sleep was short; between
+    /// [`MIN_GET_SPINS`] and [`SPINS`]. A getter spinning for an announced big write
+    /// ([`spin_for_write`](Self::spin_for_write)) goes on whatever this says.
+    get_spins: AtomicU32,
     /// Tells this handle's entries in the threads' [`SEEN`] caches apart from others'.
     id: u64,
 }
@@ -168,6 +180,7 @@ impl Shared {
             joinable,
             producer: LightMutex::new(Producer::default()),
             next_log: AtomicUsize::new(std::process::id() as usize),
+            get_spins: AtomicU32::new(SPINS),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         }
     }
@@ -1396,8 +1409,13 @@ impl Shared {
         F: FnMut(Payload<'_>) -> R + ?Sized,
     {
         let (mut spins, mut marked) = (0, 0);
+        let budget = self.get_spins.load(Ordering::Relaxed);
+        let mut slept_at = None;
         loop {
             if let Some(taken) = self.try_take(take)? {
+                if slept_at.is_some() || (spins > 0 && budget < SPINS) {
+                    self.adapt_spins(budget, slept_at);
+                }
                 return Ok(Some(taken));
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -1406,7 +1424,7 @@ impl Shared {
                 return Ok(None);
             }
             spins += 1;
-            if spins < SPINS {
+            if spins < budget {
                 std::hint::spin_loop();
                 continue;
             }
@@ -1414,6 +1432,7 @@ impl Shared {
                 spins = 0;
                 continue;
             }
+            slept_at.get_or_insert_with(Instant::now);
             self.trim_idle();
             // Read only on the way to sleep, before `sleep_on`'s last look: putters write
             // the word only when a sleeper raised its flag, so it stays in every cache.
@@ -1426,6 +1445,19 @@ impl Shared {
                 || self.barrier_or_trust_fenced(),
                 || !self.is_empty() || self.flags() != 0,
             );
+        }
+    }
+
+    /// After a get that found the queue empty and then an item: sets the getters' spins
+    /// from how long it waited (see `get_spins`).
+    #[cold]
+    fn adapt_spins(&self, budget: u32, slept_at: Option<Instant>) {
+        let next = match slept_at {
+            Some(at) if at.elapsed() > LONG_WAIT => (budget / 2).max(MIN_GET_SPINS),
+            _ => (budget * 2).min(SPINS),
+        };
+        if next != budget {
+            self.get_spins.store(next, Ordering::Relaxed);
         }
     }
 
@@ -2139,6 +2171,60 @@ mod tests {
             assert!(!shared.spin_for_write(&mut first), "{what}");
             assert!(!shared.spin_for_write(&mut second), "{what}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn getters_spin_less_after_long_waits_and_more_after_short_ones() -> Result<()> {
+        let shared = Shared::create(0, false)?;
+        let spins = || shared.get_spins.load(Ordering::Relaxed);
+        assert_eq!(spins(), SPINS);
+        let long_ago = Instant::now()
+            .checked_sub(2 * LONG_WAIT)
+            .expect("a clock 200 us past its start");
+        let mut halvings = 0;
+        while spins() > MIN_GET_SPINS {
+            shared.adapt_spins(spins(), Some(long_ago));
+            halvings += 1;
+        }
+        assert_eq!(halvings, 5, "200, 100, 50, 25, 12, then the floor of 8");
+        shared.adapt_spins(spins(), Some(long_ago));
+        assert_eq!(spins(), MIN_GET_SPINS, "never below");
+        // A sleep that ends now (the instant is in the future: no preemption makes it long).
+        let just_now = Instant::now() + Duration::from_secs(60);
+        shared.adapt_spins(spins(), Some(just_now));
+        assert_eq!(spins(), 16, "a short sleep doubles");
+        shared.adapt_spins(spins(), None);
+        assert_eq!(spins(), 32, "spinning into the item doubles");
+        for _ in 0..10 {
+            shared.adapt_spins(spins(), None);
+        }
+        assert_eq!(spins(), SPINS, "never above");
+        Ok(())
+    }
+
+    #[test]
+    fn a_get_that_slept_long_halves_the_spins() -> Result<()> {
+        let shared = Arc::new(Shared::create(0, false)?);
+        // A try: another thread puts 20 ms after the get began waiting. A get preempted
+        // through its spins for those 20 ms never sleeps, and leaves the spins alone: so
+        // a few tries.
+        let halved = (0..5).any(|_| {
+            let putter = Arc::clone(&shared);
+            let put = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                putter.put(b"", b"late", None)
+            });
+            let mut got = Vec::new();
+            let taken = shared.get(&mut got, Some(Instant::now() + Duration::from_secs(10)));
+            put.join().expect("the putter").expect("the put");
+            assert!(taken.expect("the get"), "an item within 10 s");
+            shared.get_spins.load(Ordering::Relaxed) == SPINS / 2
+        });
+        assert!(
+            halved,
+            "five gets that waited 20 ms left the spins at {SPINS}"
+        );
         Ok(())
     }
 
