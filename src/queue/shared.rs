@@ -1424,7 +1424,9 @@ impl Shared {
                 return Ok(None);
             }
             spins += 1;
-            if spins < budget {
+            // Spinning for an announced write, the announcement is looked at every `SPINS`
+            // spins, whatever the budget: each look reads the clock and every log's word.
+            if spins < if marked == 0 { budget } else { SPINS } {
                 std::hint::spin_loop();
                 continue;
             }
@@ -1432,6 +1434,7 @@ impl Shared {
                 spins = 0;
                 continue;
             }
+            marked = 0;
             slept_at.get_or_insert_with(Instant::now);
             self.trim_idle();
             // Read only on the way to sleep, before `sleep_on`'s last look: putters write

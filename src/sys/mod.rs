@@ -14,13 +14,15 @@
 //! - [`unix_diag`]: which socket files have a listening socket (`NETLINK_SOCK_DIAG`).
 //! - [`process`]: `fork`, exit of a forked child, pidfds, `waitid`, signals.
 //! - [`light_mutex`]: the queue's producer lock, unlocked by a plain store.
+//! - [`sleepers`]: the sleep and wake-one protocol of the queue and its lock, on a futex
+//!   word and a sleepers flag in shared memory.
 //!
 //! Every call retries `EINTR` itself, so callers never see it.
 //!
 //! Linux is the first platform; the pidfd paths fall back to plain `waitpid` where
 //! `pidfd_open(2)` is missing. `shm` (the queues' memfd, futexes, eventfd, memory barriers
-//! in other processes), `light_mutex`, `sleepers` and `unix_diag` are Linux-only; the rest is plain
-//! Unix.
+//! in other processes), `light_mutex`, `sleepers` and `unix_diag` are Linux-only; the rest
+//! is plain Unix.
 #![allow(unsafe_code)]
 
 pub(crate) mod entry;
