@@ -20,6 +20,11 @@
 //! | `tcp_rtt_64` | a forked child connects and echoes; the parent accepts, then times 64-byte round trips (`send_bytes` / `recv_bytes_into`) | `TcpStream`s with `TCP_NODELAY` on both ends, the same 4-byte big-endian length prefix: the header and payload go out in one `write`, come in as a 4-byte read and a `read_exact` | round trips per second |
 //! | `connect_auth` | a forked child binds a `Listener` (it cannot inherit the parent's: `Listener` is not `Send`), sends its address back over a `Pipe`, accepts in a loop and drops each connection; the parent times `Client::connect` + drop | raw `connect`; the server `accept`s and closes; the client reads the EOF, then closes. **No handshake**: the gap to the floor is the whole handshake (three messages each way, two HMACs each side, `getrandom`) plus the library | connections per second |
 //!
+//! Next to `connect_auth` the bench prints the handshake's own rate: a hand-written client
+//! and server (blocking std sockets, no library) exchanging ours' messages. Its `vs_python`
+//! is the most that any implementation of the protocol could show in that run; on the
+//! 2-vCPU machines of 2026-11-26 it is below the issue's 2 (see `docs/benchmarks.md`).
+//!
 //! Both processes of every case (floor, ours and CPython) run pinned to one CPU, the first
 //! the bench may use: waking a process on the other vCPU of this VM costs tens of
 //! microseconds and makes unpinned figures bimodal (see `docs/benchmarks.md`).
@@ -45,7 +50,7 @@ use multiproc::{Address, Client, Listener, Pipe, Process};
 #[allow(dead_code)]
 mod common;
 use common::{
-    Python, Row, RunOptions, Unit, children_left, first_allowed_cpu, pinned, print_json,
+    Python, Row, RunOptions, Unit, children_left, first_allowed_cpu, median, pinned, print_json,
     print_rows, print_totals,
 };
 
@@ -325,6 +330,124 @@ fn connect_ours(warmup: usize, n: usize) -> Res<f64> {
 }
 
 // ---------------------------------------------------------------------------------------
+// The handshake with no library: what any implementation of the protocol costs here.
+
+/// `connect_auth`'s bound: a forked server and the parent speak the handshake of ours
+/// (SHA-256 challenges both ways, the client's challenge with its answer, the server's
+/// answer with its `#WELCOME#`) on blocking std sockets, with no deadline, no epoll and
+/// nothing checked that the protocol does not need. Not a case of its own (the JSON line
+/// keeps its fields); printed next to `connect_auth`, because its `vs_python` is the most
+/// any implementation of this protocol can show in that run.
+mod protocol {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+
+    use hmac::{Hmac, Mac};
+
+    use super::{KEY, LOOPBACK, Res, abandon, fork, join, rate};
+
+    const CHALLENGE: &[u8] = b"#CHALLENGE#";
+    const WELCOME: &[u8] = b"#WELCOME#";
+    const SHA256: &[u8] = b"{sha256}";
+
+    fn mac(message: &[u8]) -> Vec<u8> {
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(KEY).expect("any key length");
+        mac.update(message);
+        [SHA256, &mac.finalize().into_bytes()].concat()
+    }
+
+    fn challenge() -> Vec<u8> {
+        let mut random = [0u8; 40];
+        getrandom::fill(&mut random).expect("getrandom");
+        [SHA256, &random].concat()
+    }
+
+    /// Appends one frame of `parts` to `out`.
+    fn frame(out: &mut Vec<u8>, parts: &[&[u8]]) {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        out.extend_from_slice(&u32::try_from(len).expect("short frame").to_be_bytes());
+        for part in parts {
+            out.extend_from_slice(part);
+        }
+    }
+
+    fn read_frame(stream: &mut TcpStream) -> Res<Vec<u8>> {
+        let mut header = [0u8; 4];
+        stream.read_exact(&mut header)?;
+        let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
+        stream.read_exact(&mut body)?;
+        Ok(body)
+    }
+
+    /// The challenge's random part, from a `#CHALLENGE#{sha256}...` frame.
+    fn challenge_in(frame: &[u8]) -> Res<&[u8]> {
+        frame
+            .strip_prefix(CHALLENGE)
+            .ok_or_else(|| "not a challenge".into())
+    }
+
+    fn serve(stream: &mut TcpStream) -> Res<()> {
+        stream.set_nodelay(true)?;
+        let ours = challenge();
+        let mut out = Vec::new();
+        frame(&mut out, &[CHALLENGE, &ours]);
+        stream.write_all(&out)?;
+        if read_frame(stream)? != mac(&ours) {
+            return Err("wrong answer".into());
+        }
+        let theirs = read_frame(stream)?;
+        out.clear();
+        frame(&mut out, &[WELCOME]);
+        frame(&mut out, &[&mac(challenge_in(&theirs)?)]);
+        stream.write_all(&out)?;
+        if read_frame(stream)? != WELCOME {
+            return Err("not welcomed".into());
+        }
+        Ok(())
+    }
+
+    fn connect(address: SocketAddr) -> Res<()> {
+        let mut stream = TcpStream::connect(address)?;
+        stream.set_nodelay(true)?;
+        let theirs = read_frame(&mut stream)?;
+        let ours = challenge();
+        let mut out = Vec::new();
+        frame(&mut out, &[&mac(challenge_in(&theirs)?)]);
+        frame(&mut out, &[CHALLENGE, &ours]);
+        stream.write_all(&out)?;
+        if read_frame(&mut stream)? != WELCOME {
+            return Err("not welcomed".into());
+        }
+        if read_frame(&mut stream)? != mac(&ours) {
+            return Err("wrong answer".into());
+        }
+        out.clear();
+        frame(&mut out, &[WELCOME]);
+        stream.write_all(&out)?;
+        Ok(())
+    }
+
+    /// Connections per second, as `connect_ours` times them.
+    pub(super) fn connect_rate(warmup: usize, n: usize) -> Res<f64> {
+        let listener = TcpListener::bind(LOOPBACK)?;
+        let address = listener.local_addr()?;
+        let server = fork(move || {
+            for _ in 0..warmup + n {
+                let (mut stream, _) = listener.accept().expect("protocol accept");
+                serve(&mut stream).expect("protocol handshake (server)");
+            }
+        })?;
+        match rate(warmup, n, || connect(address)) {
+            Ok(rate) => {
+                join(server, "protocol accepting")?;
+                Ok(rate)
+            }
+            Err(e) => abandon(server, e),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // CPython, kept running between requests so that its runs interleave with ours.
 
 // ---------------------------------------------------------------------------------------
@@ -389,6 +512,8 @@ fn main() -> Res<()> {
 
     let started = Instant::now();
     let mut rows = Vec::new();
+    // Per case: the handshake's own rate with no library, and CPython's, both medians.
+    let mut protocol_bounds = Vec::new();
     for case in selected {
         let mut row = Row {
             bench: "listener",
@@ -400,12 +525,20 @@ fn main() -> Res<()> {
             target_ratio: case.target_ratio,
             target_vs_python: case.target_vs_python,
         };
+        let mut bound = Vec::new();
         for _ in 0..reps {
             row.floor.push(measure(case, Imp::Floor, Some(cpu), None)?);
             row.ours.push(measure(case, Imp::Ours, Some(cpu), None)?);
+            if matches!(case.kind, Kind::ConnectAuth) {
+                let (warmup, n) = (case.warmup, case.n);
+                bound.push(pinned(Some(cpu), || protocol::connect_rate(warmup, n))?);
+            }
             if let (Some(py), Some(results)) = (python.as_mut(), row.python.as_mut()) {
                 results.push(measure(case, Imp::Python, Some(cpu), Some(py))?);
             }
+        }
+        if !bound.is_empty() {
+            protocol_bounds.push((case.name, median(&bound), row.python.as_deref().map(median)));
         }
         eprintln!(
             "  {:<13} done after {:.1}s",
@@ -440,6 +573,15 @@ fn main() -> Res<()> {
 
     println!();
     let (met, missed, unchecked) = print_rows(&rows);
+    for (case, bound, py) in protocol_bounds {
+        let vs_py = py.map_or("-".to_string(), |py| format!("{:.2}", bound / py));
+        println!(
+            "{case}: the handshake with no library (blocking std sockets, the same messages) \
+             {bound:.0} conn/s ({:.1} us), vs_python {vs_py}: the most any implementation of \
+             the protocol shows in this run",
+            1e6 / bound
+        );
+    }
     print_totals(reps, (met, missed, unchecked));
     print_json(&rows, started);
     Ok(())
