@@ -339,12 +339,12 @@ fn connect_ours(warmup: usize, n: usize) -> Res<f64> {
 /// keeps its fields); printed next to `connect_auth`, because its `vs_python` is the most
 /// any implementation of this protocol can show in that run.
 mod protocol {
-    use std::io::{Read, Write};
+    use std::io::{self, Write};
     use std::net::{SocketAddr, TcpListener, TcpStream};
 
     use hmac::{Hmac, Mac};
 
-    use super::{KEY, LOOPBACK, Res, abandon, fork, join, rate};
+    use super::{KEY, LOOPBACK, Res, abandon, floor_frame, floor_recv, fork, join, rate};
 
     const CHALLENGE: &[u8] = b"#CHALLENGE#";
     const WELCOME: &[u8] = b"#WELCOME#";
@@ -356,51 +356,37 @@ mod protocol {
         [SHA256, &mac.finalize().into_bytes()].concat()
     }
 
-    fn challenge() -> Vec<u8> {
+    /// A `#CHALLENGE#{sha256}...` frame and its message (what the answer is a MAC of).
+    fn challenge() -> (Vec<u8>, Vec<u8>) {
         let mut random = [0u8; 40];
         getrandom::fill(&mut random).expect("getrandom");
-        [SHA256, &random].concat()
+        let message = [SHA256, &random].concat();
+        (floor_frame(&[CHALLENGE, &message].concat()), message)
     }
 
-    /// Appends one frame of `parts` to `out`.
-    fn frame(out: &mut Vec<u8>, parts: &[&[u8]]) {
-        let len: usize = parts.iter().map(|p| p.len()).sum();
-        out.extend_from_slice(&u32::try_from(len).expect("short frame").to_be_bytes());
-        for part in parts {
-            out.extend_from_slice(part);
-        }
+    /// The next frame's payload (`buf` holds the frame).
+    fn recv<'a>(stream: &mut TcpStream, buf: &'a mut Vec<u8>) -> io::Result<&'a [u8]> {
+        floor_recv(stream, buf)?;
+        Ok(&buf[4..])
     }
 
-    fn read_frame(stream: &mut TcpStream) -> Res<Vec<u8>> {
-        let mut header = [0u8; 4];
-        stream.read_exact(&mut header)?;
-        let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
-        stream.read_exact(&mut body)?;
-        Ok(body)
-    }
-
-    /// The challenge's random part, from a `#CHALLENGE#{sha256}...` frame.
-    fn challenge_in(frame: &[u8]) -> Res<&[u8]> {
-        frame
-            .strip_prefix(CHALLENGE)
-            .ok_or_else(|| "not a challenge".into())
+    /// The answer to a challenge frame's payload, framed.
+    fn answer(challenge: &[u8]) -> Res<Vec<u8>> {
+        let message = challenge.strip_prefix(CHALLENGE).ok_or("not a challenge")?;
+        Ok(floor_frame(&mac(message)))
     }
 
     fn serve(stream: &mut TcpStream) -> Res<()> {
         stream.set_nodelay(true)?;
-        let ours = challenge();
-        let mut out = Vec::new();
-        frame(&mut out, &[CHALLENGE, &ours]);
-        stream.write_all(&out)?;
-        if read_frame(stream)? != mac(&ours) {
+        let mut buf = Vec::new();
+        let (frame, ours) = challenge();
+        stream.write_all(&frame)?;
+        if recv(stream, &mut buf)? != mac(&ours) {
             return Err("wrong answer".into());
         }
-        let theirs = read_frame(stream)?;
-        out.clear();
-        frame(&mut out, &[WELCOME]);
-        frame(&mut out, &[&mac(challenge_in(&theirs)?)]);
-        stream.write_all(&out)?;
-        if read_frame(stream)? != WELCOME {
+        let reply = answer(recv(stream, &mut buf)?)?;
+        stream.write_all(&[floor_frame(WELCOME), reply].concat())?;
+        if recv(stream, &mut buf)? != WELCOME {
             return Err("not welcomed".into());
         }
         Ok(())
@@ -409,21 +395,17 @@ mod protocol {
     fn connect(address: SocketAddr) -> Res<()> {
         let mut stream = TcpStream::connect(address)?;
         stream.set_nodelay(true)?;
-        let theirs = read_frame(&mut stream)?;
-        let ours = challenge();
-        let mut out = Vec::new();
-        frame(&mut out, &[&mac(challenge_in(&theirs)?)]);
-        frame(&mut out, &[CHALLENGE, &ours]);
-        stream.write_all(&out)?;
-        if read_frame(&mut stream)? != WELCOME {
+        let mut buf = Vec::new();
+        let reply = answer(recv(&mut stream, &mut buf)?)?;
+        let (frame, ours) = challenge();
+        stream.write_all(&[reply, frame].concat())?;
+        if recv(&mut stream, &mut buf)? != WELCOME {
             return Err("not welcomed".into());
         }
-        if read_frame(&mut stream)? != mac(&ours) {
+        if recv(&mut stream, &mut buf)? != mac(&ours) {
             return Err("wrong answer".into());
         }
-        out.clear();
-        frame(&mut out, &[WELCOME]);
-        stream.write_all(&out)?;
+        stream.write_all(&floor_frame(WELCOME))?;
         Ok(())
     }
 
