@@ -253,9 +253,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// items with its own announced (so that no crash can leak room), and publishes with a
     /// full barrier. Four producer and four consumer processes that kept a `bounded(8192)`
     /// queue full moved 40-75% of the 64-byte items per second that a [`new`](Self::new)
-    /// queue moved (docs/benchmarks.md). Use it
-    /// where the bound is what you need: memory held in check, producers slowed to the
-    /// consumers' pace.
+    /// queue moved (docs/benchmarks.md). Use it where the bound is what you need: memory
+    /// held in check, producers slowed to the consumers' pace.
     ///
     /// # Examples
     /// ```

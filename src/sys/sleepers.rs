@@ -59,9 +59,9 @@ pub(crate) fn wake_all(word: &AtomicU32, sleepers: &AtomicU32) {
 /// Bumps `word` and wakes one sleeper on it, for a waker that found `sleepers` at
 /// `raised` ([`is_raised`]). The flag stays raised while the kernel may hold other
 /// sleepers; it is lowered (unless raised again since it read `raised`) only when the wake
-/// found nobody asleep. Whoever was on the way to sleep then read `word` before raising the flag, so
-/// before this bump, and its wait fails at once: no sleeper is left asleep with the flag
-/// down.
+/// found nobody asleep. Whoever was on the way to sleep then read `word` before raising
+/// the flag, so before this bump, and its wait fails at once: no sleeper is left asleep
+/// with the flag down.
 #[cold]
 pub(crate) fn wake_one(word: &AtomicU32, sleepers: &AtomicU32, raised: u32) {
     word.fetch_add(1, Ordering::SeqCst);
