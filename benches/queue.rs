@@ -42,8 +42,10 @@
 //! that above 1 means ours is better.
 //!
 //! Run: `cargo bench --bench queue` (80-100 s here) or `BENCH_QUICK=1 cargo bench --bench
-//! queue` (about 10 s here). Extra arguments are case-name filters. `docs/benchmarks.md` has
-//! the details and a recorded run.
+//! queue` (about 10 s here). Extra arguments are case-name filters; `BENCH_VERBOSE=1` also
+//! prints each repetition's floor and ours figures to stderr (the machine's phases show
+//! there: a floor or ours several times slower for a few repetitions in a row).
+//! `docs/benchmarks.md` has the details and a recorded run.
 
 use std::error::Error;
 use std::hint::black_box;
@@ -988,6 +990,15 @@ fn run_case(case: &Case, reps: usize, mut py: Option<&mut Python>) -> Res<Row> {
         }
         if let (Some(py), Some(results)) = (py.as_deref_mut(), row.python.as_mut()) {
             results.push(py.run(case.py_name, case.py_warmup, case.py_n)?);
+        }
+        if std::env::var_os("BENCH_VERBOSE").is_some() {
+            eprintln!(
+                "  {} repetition {}: floor {:.0} ours {:.0}",
+                case.name,
+                row.ours.len(),
+                row.floor.last().copied().unwrap_or(f64::NAN),
+                row.ours.last().copied().unwrap_or(f64::NAN),
+            );
         }
     }
     Ok(row)

@@ -1133,6 +1133,52 @@ fn items_of_0_bytes_1_mib_and_100_mib_arrive_intact() -> TestResult {
     Ok(())
 }
 
+/// Items on both sides of the size from which a frame pads its payload (1 KiB) and of the
+/// CBOR header's growth from 3 to 5 bytes (64 KiB), typed (`ByteBuf`, `String`) and raw,
+/// come out of a child's puts intact: their frames start at every 8-byte position modulo
+/// 16, and many of them run across a chunk's end.
+fn items_around_the_padding_sizes_arrive_intact() -> TestResult {
+    let sizes: Vec<usize> = (1000..1060).chain(65_520..65_550).collect();
+    let bytes = Queue::<ByteBuf>::new()?;
+    let text = Queue::<String>::new()?;
+    let (bytes_p, text_p, sizes_p) = (bytes.clone(), text.clone(), sizes.clone());
+    let mut p = child(move || {
+        for (i, &len) in sizes_p.iter().enumerate() {
+            let salt = i as u64;
+            bytes_p.put(&ByteBuf::from(pattern(len, salt))).unwrap();
+            bytes_p.put_bytes(&pattern(len, salt + 1_000)).unwrap();
+            text_p.put(&"x".repeat(len)).unwrap();
+        }
+    })?;
+    for (i, &len) in sizes.iter().enumerate() {
+        let salt = i as u64;
+        let typed = bytes.get_timeout(HANG)?;
+        if !is_pattern(&typed, len, salt) {
+            fail!(
+                "typed item {i} of {len} bytes came back as {} other bytes",
+                typed.len()
+            );
+        }
+        let mut raw = Vec::new();
+        bytes.get_bytes_timeout(&mut raw, HANG)?;
+        if !is_pattern(&raw, len, salt + 1_000) {
+            fail!(
+                "raw item {i} of {len} bytes came back as {} other bytes",
+                raw.len()
+            );
+        }
+        let string = text.get_timeout(HANG)?;
+        if string.len() != len || string.bytes().any(|b| b != b'x') {
+            fail!(
+                "string {i} of {len} bytes came back as {} other bytes",
+                string.len()
+            );
+        }
+    }
+    finish(&mut p)?;
+    Ok(())
+}
+
 /// Over 1 GiB of ~1 MiB items (odd sizes) streams through a queue of 4 from a producer
 /// process: positions pass 1 GiB, so every entry of the producer's chunk map is reused, and
 /// frames are split across chunks. Every item arrives intact and in order, memory stays
@@ -2513,6 +2559,7 @@ tests_main!(
     joinable_join_timeout_times_out_while_a_task_is_open,
     joinable_task_done_too_often_is_invalid_input,
     items_of_0_bytes_1_mib_and_100_mib_arrive_intact,
+    items_around_the_padding_sizes_arrive_intact,
     ring_wraps_with_frames_split_across_its_end,
     a_million_items_wait_without_consumer_then_drain_in_order,
     a_producers_backlog_over_1_gib_is_full,

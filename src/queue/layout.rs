@@ -27,7 +27,9 @@
 /// v8: the sleepers flags are a "raised" bit under a generation each raise bumps, wakers
 /// lower them only when unchanged, and a wake wakes one sleeper (`sys::sleepers`): a v7
 /// sleeper's raise (always 1) could be lowered by a v8 waker that read an earlier value.
-pub(crate) const MAGIC: u64 = 0x6d70_7175_6575_0008; // "mpque" v8
+/// v9: a frame may pad its payload (the pad in the check word's top bits, see
+/// [`pad_for`]): a v8 consumer would take the pad for the payload's first bytes.
+pub(crate) const MAGIC: u64 = 0x6d70_7175_6575_0009; // "mpque" v9
 
 /// Header offsets.
 pub(crate) const H_MAGIC: usize = 0;
@@ -112,9 +114,17 @@ pub(crate) const FILE_LEN: usize = DATA + MAX_LOGS * SPAN as usize;
 /// Free chunks a producer keeps in memory for reuse (4 MiB) before it gives more back.
 pub(crate) const KEEP_CHUNKS: usize = 64;
 
-/// An item's frame in a ring: an 8-byte header (length, then a check word), the payload,
-/// padding to 8 bytes.
+/// An item's frame in a ring: an 8-byte header (the payload's length, then a check word
+/// whose top bits say the pad), the pad (0-15 bytes, see [`pad_for`]), the payload, padding
+/// to 8 bytes.
 pub(crate) const FRAME_HEADER: u64 = 8;
+/// Payloads this long and longer are padded so that their body is aligned.
+pub(crate) const ALIGN_FROM: u64 = 1024;
+/// What a padded payload's body is aligned to.
+const BODY_ALIGN: u64 = 16;
+/// Where a check word keeps its frame's pad: the top 4 bits.
+const PAD_SHIFT: u32 = 28;
+const PAD_MASK: u32 = 15;
 /// The largest item: a ring must hold it with room to spare.
 pub(crate) const MAX_ITEM: u64 = SPAN / 2;
 /// The most a log may hold, in bytes: with the chunks at both ends partly used, and a
@@ -260,9 +270,37 @@ pub(crate) fn frame_size(len: u64) -> u64 {
     (FRAME_HEADER + len).div_ceil(8) * 8
 }
 
-/// The check word stored after an item's length: a stale or torn header fails it.
-pub(crate) fn check_word(len: u32, pos: u64) -> u32 {
-    len.rotate_left(13) ^ (pos as u32) ^ 0x9e37_79b9
+/// The bytes between the header of a frame at position `pos` and a `len`-byte payload
+/// whose first `head` bytes are a header of their own (a lone string's CBOR header): for a
+/// payload of [`ALIGN_FROM`] bytes and more, what puts the rest (the string's own bytes) at
+/// a multiple of [`BODY_ALIGN`]; none for a smaller one. A 1 MiB body 13 bytes past an
+/// 8-aligned position was copied into and out of the ring 5-10% slower than an aligned one
+/// (docs/benchmarks.md).
+pub(crate) fn pad_for(pos: u64, head: usize, len: u64) -> u64 {
+    if len < ALIGN_FROM {
+        0
+    } else {
+        let body = pos + FRAME_HEADER + head as u64;
+        (BODY_ALIGN - body % BODY_ALIGN) % BODY_ALIGN
+    }
+}
+
+/// The check word stored after an item's length: the frame's pad in the top 4 bits, and
+/// below, a hash of the length, the pad and the position, which a stale or torn header
+/// fails.
+pub(crate) fn check_word(len: u32, pos: u64, pad: u64) -> u32 {
+    let pad = pad as u32 & PAD_MASK;
+    // Positions are multiples of 8: in 8-byte units, the 28 bits kept tell apart frames
+    // up to 2 GiB of positions apart, more than a log spans.
+    let units = (pos / 8) as u32;
+    let hash = len.rotate_left(13) ^ units ^ 0x9e37_79b9 ^ pad.wrapping_mul(0x2545_f491);
+    (hash & !(PAD_MASK << PAD_SHIFT)) | (pad << PAD_SHIFT)
+}
+
+/// The pad that check word `check` says its frame has (whether the word is right is
+/// [`check_word`]'s to say).
+pub(crate) fn pad_of(check: u32) -> u64 {
+    u64::from(check >> PAD_SHIFT)
 }
 
 #[cfg(test)]
@@ -281,6 +319,45 @@ mod tests {
         assert_eq!(next.pos, 8);
         assert_eq!(m.items_to(next), 1);
         assert_eq!(m.bytes_to(next), 16);
+    }
+
+    #[test]
+    fn big_bodies_are_aligned_after_their_pad() {
+        for pos in (0..64).step_by(8) {
+            for head in [0, 1, 2, 3, 5, 9] {
+                assert_eq!(pad_for(pos, head, ALIGN_FROM - 1), 0, "small items: no pad");
+                let pad = pad_for(pos, head, ALIGN_FROM);
+                assert!(pad < BODY_ALIGN);
+                let body = pos + FRAME_HEADER + pad + head as u64;
+                assert_eq!(body % BODY_ALIGN, 0, "pos {pos} head {head}");
+            }
+        }
+    }
+
+    #[test]
+    fn check_words_carry_the_pad_and_fail_on_another() {
+        for pad in 0..BODY_ALIGN {
+            let check = check_word(1 << 20, 4096, pad);
+            assert_eq!(pad_of(check), pad);
+            for other in (0..BODY_ALIGN).filter(|&p| p != pad) {
+                let forged = (check & !(PAD_MASK << PAD_SHIFT)) | ((other as u32) << PAD_SHIFT);
+                assert_ne!(
+                    forged,
+                    check_word(1 << 20, 4096, other),
+                    "pad {pad} as {other}"
+                );
+            }
+        }
+        assert_ne!(
+            check_word(5, 8, 0),
+            check_word(5, 16, 0),
+            "the position counts"
+        );
+        assert_ne!(
+            check_word(5, 8, 0),
+            check_word(6, 8, 0),
+            "the length counts"
+        );
     }
 
     #[test]

@@ -509,8 +509,9 @@ impl Shared {
         fenced: bool,
     ) -> Result<(u64, u64)> {
         let len = item.len();
-        let size = l::frame_size(len);
         let tail = Mark::unpack(producer.tail);
+        let pad = l::pad_for(tail.pos, item.head.len(), len);
+        let size = l::frame_size(pad + len);
         let end = l::forward(tail.pos, size);
         let over = |head: Mark| {
             head.items_to(tail) >= l::MAX_ITEMS_PER_LOG
@@ -562,19 +563,19 @@ impl Shared {
         }
         let mut header = [0u8; 8];
         header[..4].copy_from_slice(&(len as u32).to_le_bytes());
-        header[4..].copy_from_slice(&l::check_word(len as u32, tail.pos).to_le_bytes());
+        header[4..].copy_from_slice(&l::check_word(len as u32, tail.pos, pad).to_le_bytes());
         if let Some(at) = self.frame_offset(log, tail.pos, size) {
             // The whole frame in one chunk (all but one frame in a chunk's worth, for small
             // items): one look at the map, three copies side by side.
-            let body = at + l::FRAME_HEADER as usize + item.head.len();
+            let payload = at + (l::FRAME_HEADER + pad) as usize;
             self.map.write(at, &header);
             if !item.head.is_empty() {
-                self.map.write(at + l::FRAME_HEADER as usize, item.head);
+                self.map.write(payload, item.head);
             }
-            self.map.write(body, item.body);
+            self.map.write(payload + item.head.len(), item.body);
         } else {
             self.write_at(log, tail.pos, &header);
-            let at = l::forward(tail.pos, l::FRAME_HEADER);
+            let at = l::forward(tail.pos, l::FRAME_HEADER + pad);
             self.write_at(log, at, item.head);
             self.write_at(log, l::forward(at, item.head.len() as u64), item.body);
         }
@@ -1283,8 +1284,9 @@ impl Shared {
             self.map.read(at, &mut header);
             let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
             let check = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-            let size = l::frame_size(u64::from(len));
-            if check != l::check_word(len, head.pos)
+            let pad = l::pad_of(check);
+            let size = l::frame_size(pad + u64::from(len));
+            if check != l::check_word(len, head.pos, pad)
                 || size > head.bytes_to(tail)
                 || u64::from(len) > l::MAX_ITEM
             {
@@ -1310,9 +1312,9 @@ impl Shared {
             let taken = take(Payload {
                 shared: self,
                 log,
-                pos: l::forward(head.pos, l::FRAME_HEADER),
+                pos: l::forward(head.pos, l::FRAME_HEADER + pad),
                 left: len as usize,
-                at: within.then_some(at + l::FRAME_HEADER as usize),
+                at: within.then_some(at + (l::FRAME_HEADER + pad) as usize),
             });
             if self
                 .head(log)
@@ -2113,7 +2115,7 @@ mod tests {
         let tail = Mark::unpack(shared.tail(log).load(Ordering::Acquire));
         let unpublished = [
             &1u32.to_le_bytes()[..],
-            &l::check_word(1, tail.pos).to_le_bytes(),
+            &l::check_word(1, tail.pos, 0).to_le_bytes(),
         ];
         shared.write_at(log, tail.pos, &unpublished.concat());
         assert!(
