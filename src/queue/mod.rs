@@ -315,21 +315,30 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         // The value made of the read that was claimed: `take_item` reads again, over this,
         // when a claim fails (and a read that was not claimed may be left here when it
         // says there was no item).
+        //
+        // A string's value and any other item's `Result` are kept apart: stored as one
+        // `Option<Result<T>>`, the value was built on the stack with 8-byte stores and
+        // copied into place with 16-byte loads, which waited for those stores to retire
+        // (`perf`: over half of the closure's samples on one load). Apart, a 64-byte
+        // `ByteBuf` get in one process went from ~48 to ~44 ns.
+        let mut string = None;
         let mut decoded = None;
         if !take_item(&self.shared, wait, &mut |item| {
-            decoded = Some(Self::decode(&item));
+            string = Self::decode_string(&item);
+            if string.is_none() {
+                decoded = Some(Self::decode_other(&item));
+            }
         })? {
             return Ok(None);
+        }
+        if let Some(value) = string {
+            return Ok(Some(value));
         }
         decoded.expect("a taken item was read").map(Some)
     }
 
-    /// Decodes `item` where it lies.
-    #[inline]
-    fn decode(item: &Payload<'_>) -> Result<T> {
-        if let Some(value) = Self::decode_string(item) {
-            return Ok(value);
-        }
+    /// Decodes `item`, which is not a string `T` takes, with ciborium, where it lies.
+    fn decode_other(item: &Payload<'_>) -> Result<T> {
         with_buffers(|b| {
             let Buffers { bytes, cbor } = b;
             // A scratch as long as the item lets ciborium read a byte or text string in
