@@ -1135,8 +1135,8 @@ fn items_of_0_bytes_1_mib_and_100_mib_arrive_intact() -> TestResult {
 
 /// Items on both sides of the size from which a frame pads its payload (1 KiB) and of the
 /// CBOR header's growth from 3 to 5 bytes (64 KiB), typed (`ByteBuf`, `String`) and raw,
-/// come out of a child's puts intact: their frames start at every 8-byte position modulo
-/// 16, and many of them run across a chunk's end.
+/// come out of a child's puts intact: their frames start at both 8-byte positions modulo 16,
+/// and many of them run across a chunk's end.
 fn items_around_the_padding_sizes_arrive_intact() -> TestResult {
     let sizes: Vec<usize> = (1000..1060).chain(65_520..65_550).collect();
     let bytes = Queue::<ByteBuf>::new()?;

@@ -1969,7 +1969,9 @@ impl Payload<'_> {
         n
     }
 
-    /// The first `N` bytes, if the payload has as many, without moving past them.
+    /// The first `N` bytes, if the payload has as many, without moving past them: a copy
+    /// of a length known when compiling, written out inline. (Through
+    /// [`peek`](Self::peek), which is not inlined, it was a `memcpy` call again.)
     #[inline]
     pub(crate) fn peek_array<const N: usize>(&self) -> Option<[u8; N]> {
         if self.left < N {
