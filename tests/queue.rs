@@ -1179,6 +1179,76 @@ fn items_around_the_padding_sizes_arrive_intact() -> TestResult {
     Ok(())
 }
 
+/// Reads a byte string as a sequence of bytes (as `Vec<u8>` does), which only ciborium
+/// gives it: what a queue's fast path for strings must hand on, header and all.
+#[derive(Debug, PartialEq, Deserialize)]
+struct AsSeq(Vec<u8>);
+
+impl Serialize for AsSeq {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+/// Lone byte and text strings, which a put stores without their CBOR header, come back
+/// through `get_bytes` as exactly what ciborium writes for them, at every header size and
+/// on both sides of the padding size, and through `get` as themselves; where the item type
+/// wants something else of a string, ciborium's answer stands.
+fn lone_strings_come_back_as_ciborium_encodes_them() -> TestResult {
+    let sizes = [0, 23, 24, 255, 256, 1023, 1024, 65_535, 65_536, 300_000];
+    let text = |len: usize| -> String {
+        (0..len)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect()
+    };
+    let bytes = Queue::<ByteBuf>::new()?;
+    let texts = Queue::<String>::new()?;
+    let seq = Queue::<AsSeq>::new()?;
+    let (bytes_p, texts_p, seq_p) = (bytes.clone(), texts.clone(), seq.clone());
+    let mut p = child(move || {
+        for _ in 0..2 {
+            for (i, &len) in sizes.iter().enumerate() {
+                bytes_p.put(&ByteBuf::from(pattern(len, i as u64))).unwrap();
+                texts_p.put(&text(len)).unwrap();
+            }
+        }
+        seq_p.put(&AsSeq(vec![1, 2, 3])).unwrap();
+    })?;
+    let mut got = Vec::new();
+    let mut expected = Vec::new();
+    for (i, &len) in sizes.iter().enumerate() {
+        expected.clear();
+        ciborium::into_writer(&ByteBuf::from(pattern(len, i as u64)), &mut expected)?;
+        bytes.get_bytes_timeout(&mut got, HANG)?;
+        if got != expected {
+            fail!(
+                "bytes of {len} came back as {} bytes unlike ciborium's",
+                got.len()
+            );
+        }
+        expected.clear();
+        ciborium::into_writer(&text(len), &mut expected)?;
+        texts.get_bytes_timeout(&mut got, HANG)?;
+        if got != expected {
+            fail!(
+                "text of {len} came back as {} bytes unlike ciborium's",
+                got.len()
+            );
+        }
+    }
+    for (i, &len) in sizes.iter().enumerate() {
+        if !is_pattern(&bytes.get_timeout(HANG)?, len, i as u64) {
+            fail!("bytes of {len} came back changed");
+        }
+        if texts.get_timeout(HANG)? != text(len) {
+            fail!("text of {len} came back changed");
+        }
+    }
+    assert_eq!(seq.get_timeout(HANG)?, AsSeq(vec![1, 2, 3]));
+    finish(&mut p)?;
+    Ok(())
+}
+
 /// Over 1 GiB of ~1 MiB items (odd sizes) streams through a queue of 4 from a producer
 /// process: positions pass 1 GiB, so every entry of the producer's chunk map is reused, and
 /// frames are split across chunks. Every item arrives intact and in order, memory stays
@@ -2560,6 +2630,7 @@ tests_main!(
     joinable_task_done_too_often_is_invalid_input,
     items_of_0_bytes_1_mib_and_100_mib_arrive_intact,
     items_around_the_padding_sizes_arrive_intact,
+    lone_strings_come_back_as_ciborium_encodes_them,
     ring_wraps_with_frames_split_across_its_end,
     a_million_items_wait_without_consumer_then_drain_in_order,
     a_producers_backlog_over_1_gib_is_full,

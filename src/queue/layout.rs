@@ -21,6 +21,8 @@
 //! chunk of memory it has free, so that while consumers keep up, the same few chunks go
 //! round and round, already in memory and in every process's page tables.
 
+use crate::codec::cbor_string::StringKind;
+
 /// Identifies a multiproc queue file, and its layout version.
 /// v7: puts may publish with a plain store, and consumers owe the barriers that makes them
 /// need (`Shared::barrier_or_fence`): a v6 consumer runs none, so it must refuse the file.
@@ -28,7 +30,9 @@
 /// lower them only when unchanged, and a wake wakes one sleeper (`sys::sleepers`): a v7
 /// sleeper's raise (always 1) could be lowered by a v8 waker that read an earlier value.
 /// v9: a frame may pad its payload (the pad in the check word's top bits, see
-/// [`pad_for`]): a v8 consumer would take the pad for the payload's first bytes.
+/// [`pad_for`]), and a lone string's frame holds its bytes without their CBOR header (the
+/// kind in the length word's top bits, see [`length_word`]): a v8 consumer would take the
+/// pad for the payload's first bytes and the flagged length for a huge one.
 pub(crate) const MAGIC: u64 = 0x6d70_7175_6575_0009; // "mpque" v9
 
 /// Header offsets.
@@ -114,7 +118,7 @@ pub(crate) const FILE_LEN: usize = DATA + MAX_LOGS * SPAN as usize;
 /// Free chunks a producer keeps in memory for reuse (4 MiB) before it gives more back.
 pub(crate) const KEEP_CHUNKS: usize = 64;
 
-/// An item's frame in a ring: an 8-byte header (the payload's length, then a check word
+/// An item's frame in a ring: an 8-byte header (the [`length_word`], then a check word
 /// whose top bits say the pad), the pad (0-15 bytes, see [`pad_for`]), the payload, padding
 /// to 8 bytes.
 pub(crate) const FRAME_HEADER: u64 = 8;
@@ -285,7 +289,36 @@ pub(crate) fn pad_for(pos: u64, head: usize, len: u64) -> u64 {
     }
 }
 
-/// The check word stored after an item's length: the frame's pad in the top 4 bits, and
+/// Where a length word keeps what its payload is: the top 2 bits.
+const STRING_SHIFT: u32 = 30;
+
+/// A frame's length word: the payload's length (at most [`MAX_ITEM`], 2^29) in the low 30
+/// bits, and in the top 2 what it is: 0 an item's whole encoding (or raw bytes); 1 or 2
+/// the bytes of a lone byte or text string, stored without their CBOR header, which is
+/// 2-9 bytes (of 10 for a 64-byte `ByteBuf`, whose frame then takes 72 bytes, not 80) and
+/// follows from the kind and the length.
+pub(crate) fn length_word(len: u32, string: Option<StringKind>) -> u32 {
+    let kind = match string {
+        None => 0,
+        Some(StringKind::Bytes) => 1,
+        Some(StringKind::Text) => 2,
+    };
+    len | kind << STRING_SHIFT
+}
+
+/// A length word's length and kind of string; `None` for a kind no producer writes.
+pub(crate) fn unpack_length_word(word: u32) -> Option<(u32, Option<StringKind>)> {
+    let len = word & ((1 << STRING_SHIFT) - 1);
+    let string = match word >> STRING_SHIFT {
+        0 => None,
+        1 => Some(StringKind::Bytes),
+        2 => Some(StringKind::Text),
+        _ => return None,
+    };
+    Some((len, string))
+}
+
+/// The check word stored after an item's length word: the frame's pad in the top 4 bits, and
 /// below, a hash of the length, the pad and the position, which a stale or torn header
 /// fails.
 pub(crate) fn check_word(len: u32, pos: u64, pad: u64) -> u32 {
@@ -306,6 +339,19 @@ pub(crate) fn pad_of(check: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn length_words_carry_the_kind_of_string() {
+        for string in [None, Some(StringKind::Bytes), Some(StringKind::Text)] {
+            for len in [0, 64, MAX_ITEM as u32] {
+                assert_eq!(
+                    unpack_length_word(length_word(len, string)),
+                    Some((len, string))
+                );
+            }
+        }
+        assert_eq!(unpack_length_word(3 << STRING_SHIFT | 5), None);
+    }
 
     #[test]
     fn marks_pack_and_wrap() {

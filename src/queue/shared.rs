@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::layout::{self as l, ChunkState, Mark};
+use crate::codec::cbor_string::{self, StringKind};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
 use crate::sys::light_mutex::LightMutex;
@@ -517,6 +518,17 @@ impl Shared {
         item: Item<'_>,
         fenced: bool,
     ) -> Result<(u64, u64)> {
+        // A lone string goes without its CBOR header: the length word says which kind of
+        // string the bytes are, and a reader that wants the encoding puts the header back.
+        let string = item.string();
+        let item = if string.is_some() {
+            Item {
+                head: &[],
+                body: item.body,
+            }
+        } else {
+            item
+        };
         let len = item.len();
         let tail = Mark::unpack(producer.tail);
         let pad = l::pad_for(tail.pos, item.head.len(), len);
@@ -561,8 +573,9 @@ impl Shared {
             self.map_chunks(producer, log, end)?;
         }
         let mut header = [0u8; 8];
-        header[..4].copy_from_slice(&(len as u32).to_le_bytes());
-        header[4..].copy_from_slice(&l::check_word(len as u32, tail.pos, pad).to_le_bytes());
+        let word = l::length_word(len as u32, string);
+        header[..4].copy_from_slice(&word.to_le_bytes());
+        header[4..].copy_from_slice(&l::check_word(word, tail.pos, pad).to_le_bytes());
         if let Some(at) = self.frame_offset(log, tail.pos, size) {
             // The whole frame in one chunk (all but one frame in a chunk's worth, for small
             // items): one look at the map, three copies side by side.
@@ -1281,11 +1294,14 @@ impl Shared {
             let at = self.offset_of(log, head.pos);
             let mut header = [0u8; 8];
             self.map.read(at, &mut header);
-            let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+            let word = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
             let check = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+            let unpacked = l::unpack_length_word(word);
+            let (len, string) = unpacked.unwrap_or((word, None));
             let pad = l::pad_of(check);
             let size = l::frame_size(pad + u64::from(len));
-            if check != l::check_word(len, head.pos, pad)
+            if check != l::check_word(word, head.pos, pad)
+                || unpacked.is_none()
                 || size > head.bytes_to(tail)
                 || u64::from(len) > l::MAX_ITEM
             {
@@ -1314,6 +1330,7 @@ impl Shared {
                 pos: l::forward(head.pos, l::FRAME_HEADER + pad),
                 left: len as usize,
                 at: within.then_some(at + (l::FRAME_HEADER + pad) as usize),
+                string,
             });
             if self
                 .head(log)
@@ -1936,6 +1953,26 @@ impl Item<'_> {
     fn len(&self) -> u64 {
         (self.head.len() + self.body.len()) as u64
     }
+
+    /// The kind of string this item is, if it has a `head`. Every head is a lone string's
+    /// CBOR header for exactly `body`: `Queue::with_encoded` passes one for such a value,
+    /// from `cbor_string::encode`, and nothing else passes any.
+    #[inline]
+    fn string(&self) -> Option<StringKind> {
+        debug_assert!(
+            self.head.is_empty() || {
+                let parsed = cbor_string::parse_header(self.head);
+                parsed.is_some_and(|(_, used, len)| {
+                    used == self.head.len() && len == self.body.len() as u64
+                })
+            }
+        );
+        match self.head.first()? >> 5 {
+            2 => Some(StringKind::Bytes),
+            3 => Some(StringKind::Text),
+            _ => None,
+        }
+    }
 }
 
 /// An item's payload where it lies in the ring, handed to the reader of
@@ -1951,12 +1988,21 @@ pub(crate) struct Payload<'a> {
     /// The file offset of `pos` when the rest lies in one chunk (resolved once, when the
     /// header was read from there); `None`: looked up in the map piece by piece.
     at: Option<usize>,
+    /// A lone string stored without its CBOR header: which kind (the payload is its bytes).
+    string: Option<StringKind>,
 }
 
 impl Payload<'_> {
-    /// Bytes not read yet.
+    /// Bytes not read yet (of a lone string stored without its header, its own bytes).
     pub(crate) fn len(&self) -> usize {
         self.left
+    }
+
+    /// The kind of lone string this is, if it was stored without its CBOR header: the
+    /// payload is then the string's own bytes ([`copy_into`](Self::copy_into) puts the
+    /// header back).
+    pub(crate) fn string(&self) -> Option<StringKind> {
+        self.string
     }
 
     /// Fills as much of `buf` as the payload has left, without reading it; returns how much.
@@ -1993,15 +2039,43 @@ impl Payload<'_> {
         self.at = self.at.map(|at| at + n);
     }
 
-    /// Replaces `out`'s contents with the rest of the payload.
+    /// Replaces `out`'s contents with the rest of the payload's stored bytes (of a lone
+    /// string stored without its header: the string's own bytes).
+    #[inline]
+    pub(crate) fn copy_bytes_into(&mut self, out: &mut Vec<u8>) {
+        out.clear();
+        self.append_to(out);
+    }
+
+    /// Replaces `out`'s contents with the rest of the payload; for a lone string stored
+    /// without its header (and nothing of it read yet), its whole encoding: the header, then
+    /// its bytes.
     #[inline]
     pub(crate) fn copy_into(&mut self, out: &mut Vec<u8>) {
         out.clear();
+        if let Some(kind) = self.string.take() {
+            Self::put_header_back(kind, self.left, out);
+        }
+        self.append_to(out);
+    }
+
+    /// Appends the rest of the stored bytes to `out`.
+    #[inline]
+    fn append_to(&mut self, out: &mut Vec<u8>) {
         match self.at {
             Some(at) => self.shared.map.read_append(at, self.left, out),
             None => self.shared.read_append(self.log, self.pos, self.left, out),
         }
         self.skip(self.left);
+    }
+
+    /// Appends the CBOR header of a `kind` string of `len` bytes to `out`. Out of line, so
+    /// that the gets of items that need none stay short.
+    #[inline(never)]
+    fn put_header_back(kind: StringKind, len: usize, out: &mut Vec<u8>) {
+        let (header, used) = cbor_string::header(kind, len as u64);
+        out.reserve(used + len);
+        out.extend_from_slice(&header[..used]);
     }
 }
 
