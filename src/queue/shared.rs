@@ -518,20 +518,13 @@ impl Shared {
         item: Item<'_>,
         fenced: bool,
     ) -> Result<(u64, u64)> {
-        // A lone string goes without its CBOR header: the length word says which kind of
-        // string the bytes are, and a reader that wants the encoding puts the header back.
-        let string = item.string();
-        let item = if string.is_some() {
-            Item {
-                head: &[],
-                body: item.body,
-            }
-        } else {
-            item
-        };
-        let len = item.len();
+        // Only the body is stored: a head is a lone string's CBOR header, which goes
+        // without, the length word saying which kind of string the bytes are (a reader
+        // that wants the encoding puts the header back).
+        let (string, body) = (item.string(), item.body);
+        let len = body.len() as u64;
         let tail = Mark::unpack(producer.tail);
-        let pad = l::pad_for(tail.pos, item.head.len(), len);
+        let pad = l::pad_for(tail.pos, len);
         let size = l::frame_size(pad + len);
         let end = l::forward(tail.pos, size);
         let over = |head: Mark| {
@@ -579,17 +572,11 @@ impl Shared {
         if let Some(at) = self.frame_offset(log, tail.pos, size) {
             // The whole frame in one chunk (all but one frame in a chunk's worth, for small
             // items): one look at the map, three copies side by side.
-            let payload = at + (l::FRAME_HEADER + pad) as usize;
             self.map.write(at, &header);
-            if !item.head.is_empty() {
-                self.map.write(payload, item.head);
-            }
-            self.map.write(payload + item.head.len(), item.body);
+            self.map.write(at + (l::FRAME_HEADER + pad) as usize, body);
         } else {
             self.write_at(log, tail.pos, &header);
-            let at = l::forward(tail.pos, l::FRAME_HEADER + pad);
-            self.write_at(log, at, item.head);
-            self.write_at(log, l::forward(at, item.head.len() as u64), item.body);
+            self.write_at(log, l::forward(tail.pos, l::FRAME_HEADER + pad), body);
         }
         let published = tail.advance(size).pack();
         if fenced {
