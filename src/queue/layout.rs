@@ -125,7 +125,7 @@ pub(crate) const FRAME_HEADER: u64 = 8;
 /// Payloads this long and longer are padded so that they start aligned.
 pub(crate) const ALIGN_FROM: u64 = 1024;
 /// What a padded payload is aligned to.
-const BODY_ALIGN: u64 = 16;
+const PAYLOAD_ALIGN: u64 = 16;
 /// Where a check word keeps its frame's pad: the top 4 bits.
 const PAD_SHIFT: u32 = 28;
 const PAD_MASK: u32 = 15;
@@ -276,7 +276,7 @@ pub(crate) fn frame_size(len: u64) -> u64 {
 
 /// The bytes between the header of a frame at position `pos` and a `len`-byte payload:
 /// for a payload of [`ALIGN_FROM`] bytes and more, what puts it at a multiple of
-/// [`BODY_ALIGN`]; none for a smaller one. A 1 MiB body 13 bytes past an 8-aligned position
+/// [`PAYLOAD_ALIGN`]; none for a smaller one. A 1 MiB body 13 bytes past an 8-aligned position
 /// (after a lone string's CBOR header, when frames held it) was copied into and out of the
 /// ring 5-10% slower than an aligned one (docs/benchmarks.md).
 pub(crate) fn pad_for(pos: u64, len: u64) -> u64 {
@@ -284,7 +284,7 @@ pub(crate) fn pad_for(pos: u64, len: u64) -> u64 {
         0
     } else {
         let payload = pos + FRAME_HEADER;
-        (BODY_ALIGN - payload % BODY_ALIGN) % BODY_ALIGN
+        (PAYLOAD_ALIGN - payload % PAYLOAD_ALIGN) % PAYLOAD_ALIGN
     }
 }
 
@@ -317,15 +317,15 @@ pub(crate) fn unpack_length_word(word: u32) -> Option<(u32, Option<StringKind>)>
     Some((len, string))
 }
 
-/// The check word stored after an item's length word: the frame's pad in the top 4 bits, and
-/// below, a hash of the length, the pad and the position, which a stale or torn header
-/// fails.
-pub(crate) fn check_word(len: u32, pos: u64, pad: u64) -> u32 {
+/// The check word stored after a frame's length word: the frame's pad in the top 4 bits,
+/// and below, a hash of the length word, the pad and the position, which a stale or torn
+/// header fails.
+pub(crate) fn check_word(word: u32, pos: u64, pad: u64) -> u32 {
     let pad = pad as u32 & PAD_MASK;
     // Positions are multiples of 8: in 8-byte units, the 28 bits kept tell apart frames
     // up to 2 GiB of positions apart, more than a log spans.
     let units = (pos / 8) as u32;
-    let hash = len.rotate_left(13) ^ units ^ 0x9e37_79b9 ^ pad.wrapping_mul(0x2545_f491);
+    let hash = word.rotate_left(13) ^ units ^ 0x9e37_79b9 ^ pad.wrapping_mul(0x2545_f491);
     (hash & !(PAD_MASK << PAD_SHIFT)) | (pad << PAD_SHIFT)
 }
 
@@ -371,17 +371,17 @@ mod tests {
         for pos in (0..64).step_by(8) {
             assert_eq!(pad_for(pos, ALIGN_FROM - 1), 0, "small items: no pad");
             let pad = pad_for(pos, ALIGN_FROM);
-            assert!(pad < BODY_ALIGN);
-            assert_eq!((pos + FRAME_HEADER + pad) % BODY_ALIGN, 0, "pos {pos}");
+            assert!(pad < PAYLOAD_ALIGN);
+            assert_eq!((pos + FRAME_HEADER + pad) % PAYLOAD_ALIGN, 0, "pos {pos}");
         }
     }
 
     #[test]
     fn check_words_carry_the_pad_and_fail_on_another() {
-        for pad in 0..BODY_ALIGN {
+        for pad in 0..PAYLOAD_ALIGN {
             let check = check_word(1 << 20, 4096, pad);
             assert_eq!(pad_of(check), pad);
-            for other in (0..BODY_ALIGN).filter(|&p| p != pad) {
+            for other in (0..PAYLOAD_ALIGN).filter(|&p| p != pad) {
                 let forged = (check & !(PAD_MASK << PAD_SHIFT)) | ((other as u32) << PAD_SHIFT);
                 assert_ne!(
                     forged,

@@ -210,32 +210,24 @@ fn take_item(shared: &Shared, wait: Wait, read: &mut dyn FnMut(Payload<'_>)) -> 
 
 /// If `item` is one byte or text string, its kind, with its bytes in `bytes` (empty before):
 /// its bytes are copied once, into a vector of their length (the one the value is made of).
-/// Puts store a lone string without its CBOR header (the frame says which kind it is);
-/// anything else, a raw put's bytes among them, has its header peeked at. `item` itself is not read on: if `T` will not take the string,
-/// ciborium reads it whole. Not generic, as [`take_item`]; and the vector is filled in
-/// place rather than returned, which cost a stalled reload of it (~10 ns). The header is
-/// peeked at as a fixed-size copy where the item is long enough, which the compiler
-/// writes out inline; a copy of however many bytes there are called `memcpy` (~2 ns of a
-/// 64-byte get).
+/// Puts store a lone string without its CBOR header, the frame saying which kind it is;
+/// other payloads (a raw put's bytes) have their header peeked at. `item` itself is not
+/// read on: if `T` will not take the string, ciborium reads it whole. Not generic, as
+/// [`take_item`]; and the vector is filled in place rather than returned, which cost a
+/// stalled reload of it (~10 ns).
 fn read_lone_string(item: &Payload<'_>, bytes: &mut Vec<u8>) -> Option<cbor_string::StringKind> {
-    // Stored without its header, as puts store every lone string: the bytes are the string.
     if let Some(kind) = item.string() {
         *bytes = Vec::with_capacity(item.len());
         item.clone().copy_bytes_into(bytes);
         return Some(kind);
     }
-    let (kind, used) = match item.peek_array::<{ cbor_string::MAX_HEADER }>() {
-        Some(prefix) => cbor_string::lone_string(&prefix, item.len())?,
-        None => {
-            let mut prefix = [0u8; cbor_string::MAX_HEADER];
-            let n = item.peek(&mut prefix);
-            cbor_string::lone_string(&prefix[..n], item.len())?
-        }
-    };
+    let mut prefix = [0u8; cbor_string::MAX_HEADER];
+    let n = item.peek(&mut prefix);
+    let (kind, used) = cbor_string::lone_string(&prefix[..n], item.len())?;
     let mut string = item.clone();
     string.skip(used);
     *bytes = Vec::with_capacity(string.len());
-    string.copy_into(bytes);
+    string.copy_bytes_into(bytes);
     Some(kind)
 }
 

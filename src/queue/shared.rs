@@ -2002,22 +2002,6 @@ impl Payload<'_> {
         n
     }
 
-    /// The first `N` bytes, if the payload has as many, without moving past them: a copy
-    /// of a length known when compiling, written out inline. (Through
-    /// [`peek`](Self::peek), which is not inlined, it was a `memcpy` call again.)
-    #[inline]
-    pub(crate) fn peek_array<const N: usize>(&self) -> Option<[u8; N]> {
-        if self.left < N {
-            return None;
-        }
-        let mut buf = [0u8; N];
-        match self.at {
-            Some(at) => self.shared.map.read(at, &mut buf),
-            None => self.shared.read_into(self.log, self.pos, &mut buf),
-        }
-        Some(buf)
-    }
-
     /// Passes over the next `n` bytes (at most what is left).
     pub(crate) fn skip(&mut self, n: usize) {
         let n = n.min(self.left);
