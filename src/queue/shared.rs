@@ -297,10 +297,11 @@ impl Shared {
 
     #[inline]
     fn put_item(&self, head: &[u8], body: &[u8], deadline: Option<Instant>) -> Result<()> {
-        let item = Item { head, body };
-        if item.len() > l::MAX_ITEM {
-            return Err(too_big(item.len()));
+        let encoded = (head.len() + body.len()) as u64;
+        if encoded > l::MAX_ITEM {
+            return Err(too_big(encoded));
         }
+        let item = Item::new(head, body);
         self.check_open_for_put()?;
         if self.maxsize == 0 {
             self.put_unbounded(item)
@@ -497,7 +498,7 @@ impl Shared {
         // Announced before the chunks are found, not just before the copy: a big frame
         // needs new chunks on most puts, and giving old ones back and populating new ones
         // (tens of us each) outlasted the getter's spins.
-        let big = l::frame_size(item.len()) >= BIG_FRAME;
+        let big = l::frame_size(item.body.len() as u64) >= BIG_FRAME;
         if big {
             let began = (sys::monotonic_ns() & !1).max(2);
             self.writing(log).store(began, Ordering::Relaxed);
@@ -518,10 +519,7 @@ impl Shared {
         item: Item<'_>,
         fenced: bool,
     ) -> Result<(u64, u64)> {
-        // Only the body is stored: a head is a lone string's CBOR header, which goes
-        // without, the length word saying which kind of string the bytes are (a reader
-        // that wants the encoding puts the header back).
-        let (string, body) = (item.string(), item.body);
+        let Item { string, body } = item;
         let len = body.len() as u64;
         let tail = Mark::unpack(producer.tail);
         let pad = l::pad_for(tail.pos, len);
@@ -1928,37 +1926,34 @@ pub(crate) fn release_logs_at_exit() {
     }
 }
 
-/// An item to put, in two pieces (so that an encoding's header and the bytes it is about
-/// need not be copied together first).
+/// An item to put: its bytes, and for a lone string, which kind it is. Such a string is
+/// stored without its CBOR header, the frame's length word saying which kind of string the
+/// bytes are (a reader that wants the encoding puts the header back).
 #[derive(Clone, Copy)]
 struct Item<'a> {
-    head: &'a [u8],
+    string: Option<StringKind>,
     body: &'a [u8],
 }
 
-impl Item<'_> {
-    fn len(&self) -> u64 {
-        (self.head.len() + self.body.len()) as u64
-    }
-
-    /// The kind of string this item is, if it has a `head`. Every head is a lone string's
-    /// CBOR header for exactly `body`: `Queue::with_encoded` passes one for such a value,
-    /// from `cbor_string::encode`, and nothing else passes any.
+impl<'a> Item<'a> {
+    /// The item whose encoding is `head` then `body`. Every head is a lone string's CBOR
+    /// header for exactly `body` (`Queue::with_encoded` passes one for such a value, from
+    /// `cbor_string::encode`, and nothing else passes any), so its first byte says which
+    /// kind of string.
     #[inline]
-    fn string(&self) -> Option<StringKind> {
+    fn new(head: &[u8], body: &'a [u8]) -> Item<'a> {
         debug_assert!(
-            self.head.is_empty() || {
-                let parsed = cbor_string::parse_header(self.head);
-                parsed.is_some_and(|(_, used, len)| {
-                    used == self.head.len() && len == self.body.len() as u64
-                })
+            head.is_empty() || {
+                let parsed = cbor_string::parse_header(head);
+                parsed.is_some_and(|(_, used, len)| used == head.len() && len == body.len() as u64)
             }
         );
-        match self.head.first()? >> 5 {
+        let string = head.first().and_then(|first| match first >> 5 {
             2 => Some(StringKind::Bytes),
             3 => Some(StringKind::Text),
             _ => None,
-        }
+        });
+        Item { string, body }
     }
 }
 
