@@ -259,6 +259,76 @@ fn fifo_per_producer_across_processes() -> TestResult {
     check_exactly_once(&lists, 3, EACH)
 }
 
+/// A consumer takes one producer's waiting items in runs of at most 64 KiB of frames (the
+/// documented bound), then turns to another producer's: with two producers' 3,000 items of
+/// 64 bytes waiting (72-byte frames: 910 to a run), no run of one producer's items is
+/// longer than 911 while the other still has items.
+fn a_consumer_turns_to_other_producers_within_64_kib() -> TestResult {
+    const EACH: usize = 3_000;
+    const LONGEST: usize = (64 * 1024usize).div_ceil(72);
+    let q = Queue::<()>::new()?;
+    for producer in 0..2u8 {
+        let q = q.clone();
+        let mut p = child(move || {
+            for i in 0..EACH {
+                let mut item = [producer; 64];
+                item[1..9].copy_from_slice(&(i as u64).to_le_bytes());
+                q.put_bytes(&item).unwrap();
+            }
+        })?;
+        finish(&mut p)?;
+    }
+    let mut left = [EACH; 2];
+    let (mut run_of, mut run) = (u8::MAX, 0);
+    let mut buf = Vec::new();
+    while left != [0, 0] {
+        if q.get_bytes_into(&mut buf)? != 64 {
+            fail!("an item of {} bytes", buf.len());
+        }
+        let producer = buf[0];
+        let seq = u64::from_le_bytes(buf[1..9].try_into()?) as usize;
+        if producer > 1 || seq != EACH - left[usize::from(producer)] {
+            fail!("producer {producer}'s item {seq} out of order");
+        }
+        left[usize::from(producer)] -= 1;
+        run = if producer == run_of { run + 1 } else { 1 };
+        run_of = producer;
+        if run > LONGEST && left[usize::from(1 - producer)] > 0 {
+            fail!("{run} items of producer {producer} in a row while the other's waited");
+        }
+    }
+    Ok(())
+}
+
+/// A producer far ahead of a consumer that drains as it goes (300,000 items of 64 bytes,
+/// 21 MiB: more than the memory a producer keeps, so it looks for chunks the consumer
+/// freed, yielding the CPU, before it populates new ones): every item arrives, in order,
+/// and the memory goes back as the backlog drains.
+fn a_producer_far_ahead_of_a_draining_consumer_loses_nothing() -> TestResult {
+    const N: u64 = 300_000;
+    let q = Queue::<()>::new()?;
+    let producer = q.clone();
+    let mut p = child(move || {
+        for i in 0..N {
+            let mut item = [7u8; 64];
+            item[..8].copy_from_slice(&i.to_le_bytes());
+            producer.put_bytes(&item).unwrap();
+        }
+    })?;
+    let mut buf = Vec::new();
+    for i in 0..N {
+        let n = q.get_bytes_timeout(&mut buf, HANG)?;
+        if n != 64 || buf[..8] != i.to_le_bytes() || buf[8..].iter().any(|&b| b != 7) {
+            fail!("item {i} came out wrong ({n} bytes)");
+        }
+    }
+    finish(&mut p)?;
+    assert!(q.empty());
+    let left = queue_memory()?;
+    assert!(left < MIB as u64, "{left} bytes still held after the drain");
+    Ok(())
+}
+
 /// Runs `consumers` consumer processes (blocking in `get` until the queue is shut down) and
 /// `producers` producer processes putting `each` items into `q`, then shuts it down: what
 /// each consumer took, each list checked to keep every producer's order.
@@ -2611,6 +2681,8 @@ fn lone_strings_arrive_whole_and_other_targets_get_ciboriums_answer() -> TestRes
 
 tests_main!(
     fifo_per_producer_across_processes,
+    a_consumer_turns_to_other_producers_within_64_kib,
+    a_producer_far_ahead_of_a_draining_consumer_loses_nothing,
     exactly_once_4_producers_4_consumers_100k_items,
     put_blocks_when_full_until_another_process_gets,
     get_blocks_when_empty_until_another_process_puts,

@@ -83,6 +83,17 @@ const TRIM_ABOVE: u32 = 2 * l::KEEP_CHUNKS as u32;
 const TRIM_BUDGET: u32 = 256;
 const TRIM_RUN: u32 = 64;
 
+/// How many times a producer far ahead of its consumers yields the CPU to them, at most,
+/// before it gives memory to a fresh chunk (see [`Shared::yield_to_consumers`]).
+const YIELDS: u32 = 20;
+/// A yield that came back sooner ran nothing else.
+const YIELD_ALONE_NS: u64 = 5_000;
+
+/// Bytes of frames a consumer takes from one log in a row, at most, while others hold items
+/// (see [`Shared::scan`]): about 900 items of 64 bytes, or one of 64 KiB and up. Items of
+/// other producers wait at most this much longer than they would taken in turn.
+const STAY_BYTES: u64 = 64 * 1024;
+
 /// One process's view of a queue: the mapping, its fds, and its producer state.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -93,8 +104,12 @@ pub(crate) struct Shared {
     /// A `JoinableQueue`'s file (read once, at open: see `l::H_JOINABLE`).
     joinable: bool,
     producer: LightMutex<Producer>,
-    /// Where the next scan of the logs starts, so consumers spread over producers.
+    /// Where this process's next scan of the logs starts: the log it took from last, until
+    /// it has taken [`STAY_BYTES`] there in a row, found it empty, or met another consumer
+    /// there (see [`scan`](Self::scan)).
     next_log: AtomicUsize,
+    /// Bytes of frames taken in a row from `next_log`.
+    stayed: AtomicU64,
     /// How many times this process's getters look at an empty queue before they sleep:
     /// halved after a get that slept longer than [`LONG_WAIT`] (items come further apart
     /// than any spin covers, and every woken getter would spin for nothing), doubled after
@@ -104,6 +119,16 @@ pub(crate) struct Shared {
     get_spins: AtomicU32,
     /// Tells this handle's entries in the threads' [`SEEN`] caches apart from others'.
     id: u64,
+}
+
+/// An item [`Shared::take_from`] claimed.
+struct Taken<R> {
+    /// What the caller's `take` made of it.
+    value: R,
+    /// Bytes its frame took in the log.
+    size: u64,
+    /// A claim lost a race on the way: another consumer is taking from this log.
+    raced: bool,
 }
 
 /// This process's log, if it has claimed one, and the log's memory chunks.
@@ -131,6 +156,8 @@ struct Producer {
     fresh: u32,
     /// The log's head word as this producer last read it.
     head_seen: u64,
+    /// `head_seen` when this producer last gave memory to a chunk.
+    head_when_populating: u64,
     /// The log's tail word as this producer last published it (or found it, claiming the
     /// log): only the owner writes the tail, so the shared word is never read back, and a
     /// tail written there by something else is overwritten by the next put.
@@ -181,6 +208,7 @@ impl Shared {
             joinable,
             producer: LightMutex::new(Producer::default()),
             next_log: AtomicUsize::new(std::process::id() as usize),
+            stayed: AtomicU64::new(0),
             get_spins: AtomicU32::new(SPINS),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         }
@@ -540,22 +568,7 @@ impl Shared {
         producer.puts = producer.puts.wrapping_add(1);
         let holding = producer.in_use.len() > l::KEEP_CHUNKS && producer.puts % 16 == 0;
         if over(head) || needs_chunk || holding {
-            head = Mark::unpack(self.head(log).load(Ordering::Acquire));
-            if Self::impossible(head, tail) {
-                // A head no consumer leaves: written by something else. Whatever it says
-                // is between it and the tail cannot be found, and left there it fills the
-                // log for good (consumers may see it empty): put it back on the tail. First,
-                // so that no chunk is recycled behind it.
-                let _ = self.head(log).compare_exchange(
-                    head.pack(),
-                    tail.pack(),
-                    Ordering::SeqCst,
-                    Ordering::Acquire,
-                );
-                head = Mark::unpack(self.head(log).load(Ordering::Acquire));
-            }
-            producer.head_seen = head.pack();
-            self.recycle_behind(producer, log, head.pos);
+            head = self.look_at_head(producer, log);
         }
         if over(head) {
             return Err(log_full(head, tail));
@@ -590,6 +603,28 @@ impl Shared {
         }
         producer.tail = published;
         Ok((tail.pack(), published))
+    }
+
+    /// Reads `log`'s head again, for this producer, and frees the chunks wholly behind it.
+    fn look_at_head(&self, producer: &mut Producer, log: usize) -> Mark {
+        let tail = Mark::unpack(producer.tail);
+        let mut head = Mark::unpack(self.head(log).load(Ordering::Acquire));
+        if Self::impossible(head, tail) {
+            // A head no consumer leaves: written by something else. Whatever it says is
+            // between it and the tail cannot be found, and left there it fills the log for
+            // good (consumers may see it empty): put it back on the tail. First, so that no
+            // chunk is recycled behind it.
+            let _ = self.head(log).compare_exchange(
+                head.pack(),
+                tail.pack(),
+                Ordering::SeqCst,
+                Ordering::Acquire,
+            );
+            head = Mark::unpack(self.head(log).load(Ordering::Acquire));
+        }
+        producer.head_seen = head.pack();
+        self.recycle_behind(producer, log, head.pos);
+        head
     }
 
     /// Whether `head` and `tail` (this producer's own) are apart as no put and take ever
@@ -677,6 +712,9 @@ impl Shared {
     /// A free chunk with memory for the positions from `start`: a kept one if any, else
     /// one given memory now.
     fn take_chunk(&self, producer: &mut Producer, log: usize, start: u64) -> Result<u32> {
+        if producer.spare.is_empty() && producer.in_use.len() >= l::KEEP_CHUNKS {
+            self.yield_to_consumers(producer, log);
+        }
         while let Some(chunk) = producer.spare.pop_front() {
             if self.move_chunk(log, chunk, ChunkState::Spare, ChunkState::Used(start)) {
                 return Ok(chunk);
@@ -714,8 +752,35 @@ impl Shared {
         }
     }
 
+    /// Called out of kept chunks, with a backlog of more than it keeps: if consumers are
+    /// taking from the log, gives them the CPU a few times ([`YIELDS`]), for a chunk they
+    /// free to take instead of giving memory to a fresh one.
+    ///
+    /// Fresh memory is dear: a 64 KiB chunk's pages cost the kernel about as much as
+    /// putting its 900 items of 64 bytes (allocated, cleared, charged, mapped; given back
+    /// again once drained). A producer that runs far ahead of its consumers pays that for
+    /// every chunk of its backlog, and takes CPU time from the consumers while it does: 4
+    /// producers and 4 consumers on 2 CPUs moved their items ~15-25% faster yielding
+    /// (docs/benchmarks.md, "Queue: consumers stay on a log"). A put still never waits for
+    /// a consumer: a yield that comes back at once (no one else wanted the CPU) ends this.
+    fn yield_to_consumers(&self, producer: &mut Producer, log: usize) {
+        if producer.head_seen == producer.head_when_populating {
+            return; // no consumer took from this log since the last chunk was populated
+        }
+        for _ in 0..YIELDS {
+            let before = sys::monotonic_ns();
+            std::thread::yield_now();
+            let alone = sys::monotonic_ns().saturating_sub(before) < YIELD_ALONE_NS;
+            self.look_at_head(producer, log);
+            if alone || !producer.spare.is_empty() {
+                return;
+            }
+        }
+    }
+
     /// `chunk`, just claimed, with its memory made present (else given back, and the error).
     fn populated(&self, producer: &mut Producer, log: usize, chunk: u32) -> Result<u32> {
+        producer.head_when_populating = producer.head_seen;
         if let Err(e) =
             self.map
                 .populate(self.file(), l::chunk_offset(log, chunk), l::CHUNK as usize)
@@ -1216,6 +1281,14 @@ impl Shared {
     }
 
     /// One look at every log, from where the last scan left off, for an item to take.
+    ///
+    /// A consumer stays on the log it took from, for up to [`STAY_BYTES`] of frames in a
+    /// row, and moves on at once when its claim lost a race (another consumer takes from
+    /// there too). Taking from the logs in turn, one item each, had every consumer claim on
+    /// every log's head: with two consumers running, each claim pulled the head's cache
+    /// line from the other CPU, and 4 consumers drained a backlog of 64-byte items at about
+    /// half the rate they do this way (docs/benchmarks.md, "Queue: consumers stay on a
+    /// log").
     #[inline]
     fn scan<R, F>(&self, take: &mut F) -> Result<Option<R>>
     where
@@ -1225,23 +1298,36 @@ impl Shared {
         if logs == 0 {
             return Ok(None);
         }
-        // A hint, so a plain load and store: threads racing here may start at one log. Kept
-        // below `logs` (the first take and a change of `logs` aside), so that neither this
-        // nor the scan divides.
-        let mut log = self.next_log.load(Ordering::Relaxed);
-        if log >= logs {
-            log %= logs;
+        // A hint, so plain loads and stores: threads racing here may start at one log (and
+        // then move apart, their claims racing). Kept below `logs` (the first take and a
+        // change of `logs` aside), so that neither this nor the scan divides.
+        let mut start = self.next_log.load(Ordering::Relaxed);
+        if start >= logs {
+            start %= logs;
         }
-        self.next_log
-            .store(if log + 1 == logs { 0 } else { log + 1 }, Ordering::Relaxed);
+        let mut log = start;
         for _ in 0..logs {
             let this = log;
             log = if log + 1 == logs { 0 } else { log + 1 };
             if let Some(taken) = self.take_from(this, take)? {
+                let stayed = if this == start {
+                    self.stayed.load(Ordering::Relaxed)
+                } else {
+                    0
+                } + taken.size;
+                if taken.raced || stayed >= STAY_BYTES {
+                    self.next_log.store(log, Ordering::Relaxed);
+                    self.stayed.store(0, Ordering::Relaxed);
+                } else {
+                    if this != start {
+                        self.next_log.store(this, Ordering::Relaxed);
+                    }
+                    self.stayed.store(stayed, Ordering::Relaxed);
+                }
                 if self.maxsize > 0 {
                     self.after_get();
                 }
-                return Ok(Some(taken));
+                return Ok(Some(taken.value));
             }
         }
         Ok(None)
@@ -1254,12 +1340,13 @@ impl Shared {
     /// `BadMessageLength` if the head frame's header is one no producer writes (shared
     /// memory scribbled on): the log's items up to its tail were discarded (see
     /// [`discard_corrupt`](Self::discard_corrupt)).
-    fn take_from<R, F>(&self, log: usize, take: &mut F) -> Result<Option<R>>
+    fn take_from<R, F>(&self, log: usize, take: &mut F) -> Result<Option<Taken<R>>>
     where
         F: FnMut(Payload<'_>) -> R + ?Sized,
     {
         // Looks at a header that fails its check while the head stays the same word.
         let (mut last_head, mut bad_looks) = (None, 0u32);
+        let mut raced = false;
         loop {
             let head_word = self.head(log).load(Ordering::SeqCst);
             let head = Mark::unpack(head_word);
@@ -1335,8 +1422,13 @@ impl Shared {
                 if after.count == tail.count {
                     self.free_if_released(log);
                 }
-                return Ok(Some(taken));
+                return Ok(Some(Taken {
+                    value: taken,
+                    size,
+                    raced,
+                }));
             }
+            raced = true;
         }
     }
 
@@ -1691,7 +1783,7 @@ impl Shared {
                         // As Python 3.13's `queue.Queue`: a discarded item counts as
                         // done, so `join` returns once the items taken before are marked
                         // done.
-                        Ok(Some(())) => self.count_done(1),
+                        Ok(Some(_)) => self.count_done(1),
                         Ok(None) => break,
                         // A corrupt frame: `take_from` discarded the log to its tail and
                         // counted those items done. Carry on from there.
