@@ -8,8 +8,9 @@
 //! Crash safety under random SIGKILLs is `tests/queue_chaos.rs`.
 //!
 //! FIFO holds per producer process only: items of different producers may come out in any
-//! order, even when one was put after the other was taken (consumers visit the producers'
-//! logs in turn), so checks across producers compare sorted items.
+//! order, even when one was put after the other was taken (a consumer takes one producer's
+//! items in runs of up to 64 KiB, then the next producer's), so checks across producers
+//! compare sorted items.
 //!
 //! Every child is a daemon, so a test that fails half-way leaves no process behind (they die
 //! with it); every wait has a generous deadline that only a hang reaches.

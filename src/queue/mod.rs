@@ -77,8 +77,8 @@ pub use simple::SimpleQueue;
 /// it); between producers there is no global order, as with several Python feeders. A
 /// consumer takes one producer's waiting items in runs of up to 64 KiB (about 900 items of
 /// 64 bytes; one item of 64 KiB or more) before it turns to the next producer's, so that
-/// consumers working side by side keep to different producers; no producer's items wait
-/// behind more than one such run per other producer.
+/// consumers working side by side keep to different producers. Between two of its runs on
+/// one producer's items, a consumer takes at most one run from each other producer.
 ///
 /// Handles are cheap to clone and usable from many threads. Pass a queue to a child by
 /// capturing it ([`Process::fork`](crate::Process::fork)) or inside the arguments of

@@ -89,9 +89,10 @@ const YIELDS: u32 = 20;
 /// A yield that came back sooner ran nothing else.
 const YIELD_ALONE_NS: u64 = 5_000;
 
-/// Bytes of frames a consumer takes from one log in a row, at most, while others hold items
-/// (see [`Shared::scan`]): about 900 items of 64 bytes, or one of 64 KiB and up. Items of
-/// other producers wait at most this much longer than they would taken in turn.
+/// Bytes of frames a consumer takes from one log in a row, at most, before it turns to the
+/// next (see [`Shared::scan`]): about 900 items of 64 bytes, or one of 64 KiB and up. So
+/// between two of its runs on one log, a consumer takes at most this much from each other
+/// log.
 const STAY_BYTES: u64 = 64 * 1024;
 
 /// One process's view of a queue: the mapping, its fds, and its producer state.
