@@ -88,6 +88,10 @@ const TRIM_RUN: u32 = 64;
 const YIELDS: u32 = 20;
 /// A yield that came back sooner ran nothing else.
 const YIELD_ALONE_NS: u64 = 5_000;
+/// No more yields once they have taken this long, for one chunk: a yield lasts as long as
+/// the scheduler runs the others (4-6 ms on average in a 4 -> 4 flow on 2 CPUs, where one
+/// yield was nearly always enough).
+const YIELDING_NS: u64 = 2_000_000;
 
 /// Bytes of frames a consumer takes from one log in a row, at most, before it turns to the
 /// next (see [`Shared::scan`]): about 900 items of 64 bytes, or one of 64 KiB and up. So
@@ -764,16 +768,21 @@ impl Shared {
     /// producers and 4 consumers on 2 CPUs moved their items ~15-25% faster yielding
     /// (docs/benchmarks.md, "Queue: consumers stay on a log"). A put still never waits for
     /// a consumer: a yield that comes back at once (no one else wanted the CPU) ends this.
+    /// Where others want the CPU, a put may give it up for a round of the scheduler (once
+    /// per 64 KiB of items at most, and only this far ahead), as it may lose it to
+    /// preemption at any time anyway.
     fn yield_to_consumers(&self, producer: &mut Producer, log: usize) {
         if producer.head_seen == producer.head_when_populating {
             return; // no consumer took from this log since the last chunk was populated
         }
+        let start = sys::monotonic_ns();
         for _ in 0..YIELDS {
             let before = sys::monotonic_ns();
             std::thread::yield_now();
-            let alone = sys::monotonic_ns().saturating_sub(before) < YIELD_ALONE_NS;
+            let now = sys::monotonic_ns();
+            let alone = now.saturating_sub(before) < YIELD_ALONE_NS;
             self.look_at_head(producer, log);
-            if alone || !producer.spare.is_empty() {
+            if alone || !producer.spare.is_empty() || now.saturating_sub(start) >= YIELDING_NS {
                 return;
             }
         }
