@@ -47,7 +47,11 @@ pub use simple::SimpleQueue;
 ///   dropping its handles, killed or ended by `exit`, once its items are taken and another
 ///   process starts putting). A producer that stops putting does not keep the memory of its
 ///   peak: a consumer that finds the queue empty gives it back, 16 MiB per look (a few
-///   milliseconds of that `get`, `try_get` or readiness check).
+///   milliseconds of that `get`, `try_get` or readiness check). A producer more than 4 MiB
+///   ahead of consumers that are taking its items gives up the CPU to them before it takes
+///   fresh memory, where other tasks want the CPU: at most once per 64 KiB of items, and its
+///   yields stop once they have taken 2 ms (one yield lasts as long as the scheduler runs the
+///   others). It never waits for a consumer.
 /// - **A process killed inside `put` or `get` blocks no one.** Items are never torn or
 ///   interleaved; at most the killed process's own in-flight item is lost; a bounded queue's
 ///   room comes back once a putter notices the dead producer. A put wakes one sleeping
